@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv on first use with the pinned versions in requirements.lock.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench lock
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/hetmap compile -o build/demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.scale
+
+lock: $(VENV)/.installed
+	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' > requirements.lock

@@ -1,0 +1,107 @@
+"""The `hetmap` command line: compile, inspect, targets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from hetmap import __version__
+from hetmap.driver import compile_model, read_reports
+from hetmap.errors import HetmapError
+from hetmap.shapes import parse_input_shape
+from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
+from hetmap.views import REPORT_VIEWS, show_target, show_target_list
+
+out = Console()
+err = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hetmap")
+def cli() -> None:
+    """Map ONNX neural networks onto heterogeneous analog/digital accelerators."""
+
+
+@cli.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("-t", "--target", default=DEFAULT_TARGET, show_default=True, help="Built-in target name or a target .toml file.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder (default: build/<model name>).")
+@click.option("--data", type=click.Path(path_type=Path), help="Calibration .npz (x, optional y): shapes and checks.")
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1,3,32,32", help="Concrete shape of an input with symbolic dimensions.")
+@click.option("--seed", default=0, show_default=True, help="Seed for every random draw.")
+def compile(model, target, output, data, input_shape, seed) -> None:
+    """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
+    if model is None:
+        from hetmap.models import DEFAULT_MODEL, reference_path
+
+        model = reference_path(f"{DEFAULT_MODEL}.onnx")
+        data = data or reference_path(f"{DEFAULT_MODEL}.test.npz")
+        err.print(f"no model given: compiling the bundled reference model '{DEFAULT_MODEL}'")
+    output = output or Path("build") / model.stem
+    chosen = load_target(target)
+    shapes = dict(parse_input_shape(text) for text in input_shape)
+    with err.status("compiling") as status:
+        result = compile_model(
+            model, chosen, output, data_path=data, input_shapes=shapes, seed=seed,
+            on_pass=lambda name: status.update(f"running pass [bold]{name}[/]"),
+        )
+    _show_reports(result.reports)
+    out.print(f"wrote {result.output_dir}/")
+
+
+@cli.command()
+@click.argument("build_dir", type=click.Path(path_type=Path))
+def inspect(build_dir) -> None:
+    """Print the pass reports of a compile output folder."""
+    _show_reports(read_reports(build_dir))
+
+
+def _show_reports(reports: dict[str, dict]) -> None:
+    for name, view in REPORT_VIEWS.items():
+        if name in reports:
+            view(out, reports[name])
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def targets(context) -> None:
+    """List the built-in targets (or `targets show NAME`)."""
+    if context.invoked_subcommand is None:
+        show_target_list(out, [load_target(name) for name in builtin_target_names()])
+
+
+@targets.command("show")
+@click.argument("name")
+def targets_show(name) -> None:
+    """Print one target: a built-in name or a .toml path."""
+    show_target(out, load_target(name))
+
+
+def main() -> None:
+    """Entry point: user errors are one line on stderr and a non-zero exit."""
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)  # its fallbacks are not the user's concern
+    try:
+        cli.main(standalone_mode=False)
+    except HetmapError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(2)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as error:  # a bug: one line unless debugging
+        if os.environ.get("HETMAP_DEBUG"):
+            raise
+        err.print(f"internal error: {type(error).__name__}: {error} (set HETMAP_DEBUG=1 for the traceback)", markup=False, soft_wrap=True)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

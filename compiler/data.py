@@ -1,0 +1,55 @@
+"""User data files (.npz): inputs under `x` or per input name, labels under `y`."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hetmap.errors import HetmapError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Model inputs keyed by graph input name, and optional labels."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    source: str
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def head(self, count: int) -> dict[str, np.ndarray]:
+        return {name: array[:count] for name, array in self.inputs.items()}
+
+
+def load_dataset(path: Path, input_names: list[str]) -> Dataset:
+    """Read an .npz whose arrays match the model's graph inputs by name (or `x`)."""
+    if not path.is_file():
+        raise HetmapError(f"data file '{path}' does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError) as error:
+        raise HetmapError(f"data file '{path}' is not a readable .npz file ({error})") from None
+    labels = arrays.pop("y", None)
+    if len(input_names) == 1 and input_names[0] not in arrays and "x" in arrays:
+        arrays[input_names[0]] = arrays.pop("x")
+    missing = [name for name in input_names if name not in arrays]
+    if missing:
+        hint = "an array 'x'" if len(input_names) == 1 else "one array per input name"
+        raise HetmapError(
+            f"data file '{path}' has no array for model input '{missing[0]}' "
+            f"(found: {', '.join(sorted(arrays)) or 'nothing'}; expected {hint})"
+        )
+    inputs = {name: arrays[name] for name in input_names}
+    sizes = {len(array) if array.ndim else 1 for array in inputs.values()}
+    if labels is not None:
+        sizes.add(len(labels))
+    if len(sizes) != 1 or 0 in sizes:
+        raise HetmapError(f"data file '{path}': arrays disagree on the number of samples ({sorted(sizes)})")
+    return Dataset(inputs=inputs, labels=labels, source=str(path))

@@ -1,0 +1,86 @@
+"""`hetmap compile` as a function: read inputs, run the pipeline, write the outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx_ir as ir
+
+from hetmap.data import load_dataset
+from hetmap.errors import HetmapError
+from hetmap.modelio import load_onnx, save_model_atomic, write_json_atomic
+from hetmap.passes.canonicalize import Canonicalize
+from hetmap.passes.partition import Partition
+from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
+from hetmap.shapes import graph_inputs, resolve_input_shapes
+from hetmap.targets import Target
+
+CANONICAL_MODEL = "model.canonical.onnx"
+REPORTS_DIR = "reports"
+
+
+@dataclass
+class CompileResult:
+    output_dir: Path
+    reports: dict[str, dict]
+
+
+def default_passes():
+    return [Canonicalize(), Partition()]
+
+
+def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise HetmapError(f"output folder '{output_dir}' exists and is a file; choose another -o")
+    outputs = {(output_dir / CANONICAL_MODEL).resolve(), (output_dir / REPORTS_DIR).resolve()}
+    for source in sources:
+        resolved = source.resolve()
+        if resolved == output_dir.resolve() or resolved in outputs or (output_dir / REPORTS_DIR).resolve() in resolved.parents:
+            raise HetmapError(f"output folder '{output_dir}' would overwrite the input '{source}'; choose another -o")
+
+
+def compile_model(
+    model_path: Path,
+    target: Target,
+    output_dir: Path,
+    data_path: Path | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    seed: int = 0,
+    on_pass: Callable[[str], None] = lambda name: None,
+) -> CompileResult:
+    """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`."""
+    _check_output_dir(output_dir, [p for p in (model_path, data_path) if p is not None])
+    model = ir.serde.deserialize_model(load_onnx(model_path))
+    names = [value.name for value in graph_inputs(model)]
+    dataset = load_dataset(data_path, names) if data_path is not None else None
+    config = CompileConfig(
+        seed=seed,
+        input_shapes=resolve_input_shapes(model, dataset, input_shapes or {}),
+        dataset=dataset,
+    )
+    context = PassContext(target=target, config=config)
+    model, pipeline_report = run_pipeline(model, default_passes(), context, on_pass)
+
+    reports = {name: report_to_dict(report) for name, report in context.reports.items()}
+    reports["pipeline"] = report_to_dict(pipeline_report)
+    save_model_atomic(model, output_dir / CANONICAL_MODEL)
+    for name, report in reports.items():
+        write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
+    return CompileResult(output_dir=output_dir, reports=reports)
+
+
+def read_reports(output_dir: Path) -> dict[str, dict]:
+    """The JSON reports of an earlier compile."""
+    folder = output_dir / REPORTS_DIR
+    if not folder.is_dir():
+        raise HetmapError(f"'{output_dir}' holds no hetmap reports (expected {folder}/); run hetmap compile first")
+    reports = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            reports[path.stem] = json.loads(path.read_text())
+        except ValueError as error:
+            raise HetmapError(f"report '{path}' is not valid JSON ({error})") from None
+    return reports

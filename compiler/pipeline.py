@@ -1,0 +1,133 @@
+"""The pass manager: runs passes in order, checks rewrites, collects typed reports.
+
+A pass is an object with a `name`, a `rewrites_graph` flag and
+`run(model, context) -> (model, report)`. Passes never print; the caller
+gets progress through `on_pass`. After every pass that rewrites the graph,
+the model is checked by onnx.checker and by onnxruntime parity against the
+outputs it computed before that pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common
+
+from hetmap import parity
+from hetmap.data import Dataset
+from hetmap.errors import HetmapError
+from hetmap.shapes import graph_inputs, random_feeds
+from hetmap.targets import Target
+
+PARITY_SAMPLES = 4
+
+
+@dataclass
+class CompileConfig:
+    """What the user asked for, shared by every pass."""
+
+    seed: int = 0
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    dataset: Dataset | None = None
+
+
+@dataclass
+class PassContext:
+    """Read-only inputs of a pass plus the reports of the passes before it."""
+
+    target: Target
+    config: CompileConfig
+    reports: dict[str, Any] = field(default_factory=dict)
+
+    def rng(self, salt: str) -> np.random.Generator:
+        """A generator seeded from the user's seed and a per-use salt (stable across runs)."""
+        return np.random.default_rng([self.config.seed, *salt.encode()])
+
+
+class Pass(Protocol):
+    name: str
+    rewrites_graph: bool
+
+    def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, Any]: ...
+
+
+@dataclass
+class PassRecord:
+    name: str
+    seconds: float
+    parity_relative_error: float | None
+
+
+@dataclass
+class PipelineReport:
+    """What ran, how long each pass took, and how exactly each rewrite kept the outputs."""
+
+    target: str
+    seed: int
+    input_shapes: dict[str, list[int]]
+    passes: list[PassRecord]
+
+
+def report_to_dict(report) -> dict:
+    return dataclasses.asdict(report)
+
+
+def parity_feeds(model: ir.Model, config: CompileConfig) -> dict[str, np.ndarray]:
+    """The user's first samples when data was given, else seeded random inputs.
+
+    A model exported with a fixed batch size gets exactly that many samples.
+    """
+    batch = PARITY_SAMPLES
+    for value in graph_inputs(model):
+        if value.shape is not None and len(value.shape) and isinstance(value.shape[0], int):
+            batch = value.shape[0]
+    if config.dataset is not None:
+        return config.dataset.head(batch)
+    rng = np.random.default_rng([config.seed, 7])
+    return random_feeds(model, config.input_shapes, rng, batch=batch)
+
+
+def run_pipeline(
+    model: ir.Model,
+    passes: Sequence[Pass],
+    context: PassContext,
+    on_pass: Callable[[str], None] = lambda name: None,
+) -> tuple[ir.Model, PipelineReport]:
+    """Run `passes` in order; each report lands in `context.reports` under the pass name."""
+    records = []
+    feeds = parity_feeds(model, context.config)
+    for graph_pass in passes:
+        on_pass(graph_pass.name)
+        expected = parity.run_model(model, feeds) if graph_pass.rewrites_graph else None
+        start = time.perf_counter()
+        model, report = graph_pass.run(model, context)
+        seconds = time.perf_counter() - start
+        error = None
+        if expected is not None:
+            _check_graph(graph_pass.name, model)
+            error = parity.check_parity(graph_pass.name, expected, parity.run_model(model, feeds))
+        context.reports[graph_pass.name] = report
+        records.append(PassRecord(graph_pass.name, round(seconds, 4), error))
+    pipeline_report = PipelineReport(
+        target=context.target.name,
+        seed=context.config.seed,
+        input_shapes={k: list(v) for k, v in context.config.input_shapes.items()},
+        passes=records,
+    )
+    return model, pipeline_report
+
+
+def _check_graph(pass_name: str, model: ir.Model) -> None:
+    """onnx.checker on the graph structure (large tensors are not re-read)."""
+    try:
+        ir.passes.common.CheckerPass(full_check=False)(model)
+    except (ir.passes.PassError, onnx.checker.ValidationError) as error:
+        reason = str(error.__cause__ or error).splitlines()[0]
+        raise HetmapError(f"pass '{pass_name}' produced an invalid graph: {reason}") from None

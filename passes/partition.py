@@ -1,0 +1,216 @@
+"""Partition: which layers can run on analog tiles, how big they are, what they cost.
+
+A mappable layer multiplies activations by a constant weight matrix: Conv,
+ConvTranspose, Gemm, or MatMul with one constant operand. Its crossbar
+matrix has rows = inputs (Cin/groups * kernel size) and cols = outputs
+(Cout); a matrix larger than a tile is split into row and column blocks,
+one tile each. MACs are per inference (batch 1), from inferred shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from hetmap.errors import HetmapError
+from hetmap.pipeline import PassContext
+from hetmap.shapes import infer_value_shapes
+
+MAPPABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops that carry MACs but have no analog lowering here; listed so users see them.
+DIGITAL_ONLY_OPS = (
+    "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "Einsum",
+    "LSTM", "GRU", "RNN", "Attention",
+)  # fmt: skip
+
+
+@dataclass
+class MappableLayer:
+    """One layer's weight matrix as the crossbar sees it."""
+
+    name: str
+    op_type: str
+    weight: str  # initializer name
+    weight_operand: int  # input index of the constant operand
+    weight_transposed: bool  # True when the initializer holds the matrix as (cols, rows)
+    rows: int
+    cols: int
+    groups: int
+    weight_count: int
+    macs: int
+    row_blocks: int
+    col_blocks: int
+    tiles: int
+
+
+@dataclass
+class UnmappableLayer:
+    name: str
+    op_type: str
+    reason: str
+
+
+@dataclass
+class PartitionReport:
+    target: str
+    tile_rows: int
+    tile_cols: int
+    tile_count: int
+    layers: list[MappableLayer]
+    unmappable: list[UnmappableLayer] = field(default_factory=list)
+    mappable_weights: int = 0
+    mappable_macs: int = 0
+    tiles_needed: int = 0
+    fits_on_chip: bool = True
+
+
+class _NotMappable(Exception):
+    pass
+
+
+def _constant(value: ir.Value | None) -> np.ndarray | None:
+    if value is None or value.const_value is None:
+        return None
+    return value.const_value
+
+
+def _matrix_for_conv(node: ir.Node, shapes) -> tuple[int, int, int, int, int, bool]:
+    weight = _constant(node.inputs[1])
+    if weight is None:
+        raise _NotMappable("weight is computed at run time (not a constant)")
+    groups = node.attributes.get_int("group", 1)
+    kernel = math.prod(weight.shape[2:])
+    if node.op_type == "Conv":
+        cout, cin_per_group = weight.shape[0], weight.shape[1]
+        rows, cols = cin_per_group * kernel, cout
+        macs_source, macs_per_element = node.outputs[0].name, rows
+    else:  # ConvTranspose: weight (Cin, Cout/groups, k...)
+        cin, cout_per_group = weight.shape[0], weight.shape[1]
+        rows, cols = cin // groups * kernel, cout_per_group * groups
+        macs_source, macs_per_element = node.inputs[0].name, cout_per_group * kernel
+    return rows, cols, groups, 1, _macs(shapes, macs_source, macs_per_element), False
+
+
+def _matrix_for_gemm(node: ir.Node, shapes) -> tuple[int, int, int, int, int, bool]:
+    a, b = _constant(node.inputs[0]), _constant(node.inputs[1])
+    trans_a = bool(node.attributes.get_int("transA", 0))
+    trans_b = bool(node.attributes.get_int("transB", 0))
+    if b is not None:  # Y = A B: rows K, cols N
+        k, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+        rows, cols, operand, transposed = k, n, 1, trans_b
+    elif a is not None:  # Y = A B with A constant: Y^T = B^T A^T, rows K, cols M
+        m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+        rows, cols, operand, transposed = k, m, 0, not trans_a
+    else:
+        raise _NotMappable("both operands are activations (no constant weight)")
+    return rows, cols, 1, operand, _macs(shapes, node.outputs[0].name, rows), transposed
+
+
+def _matrix_for_matmul(node: ir.Node, shapes) -> tuple[int, int, int, int, int, bool]:
+    a, b = _constant(node.inputs[0]), _constant(node.inputs[1])
+    if b is not None:
+        operand, weight = 1, b
+    elif a is not None:
+        operand, weight = 0, a
+    else:
+        raise _NotMappable("both operands are activations (no constant weight)")
+    if weight.ndim > 2:
+        raise _NotMappable(f"constant operand has rank {weight.ndim} (a batch of matrices)")
+    if operand == 1:
+        rows, cols = (weight.shape[0], 1) if weight.ndim == 1 else weight.shape
+        transposed = False
+    else:  # X = W A: each column of A meets W's rows; the crossbar holds W^T
+        rows, cols = (weight.shape[0], 1) if weight.ndim == 1 else (weight.shape[1], weight.shape[0])
+        transposed = True
+    return rows, cols, 1, operand, _macs(shapes, node.outputs[0].name, rows), transposed
+
+
+def _macs(shapes, value_name: str, macs_per_element: int) -> int:
+    shape = shapes.get(value_name)
+    if shape is None or any(not isinstance(d, int) for d in shape):
+        raise _NotMappable(f"shape of '{value_name}' is unknown (give --data or --input-shape)")
+    return int(math.prod(shape)) * int(macs_per_element)
+
+
+_MATRIX_OF = {
+    "Conv": _matrix_for_conv,
+    "ConvTranspose": _matrix_for_conv,
+    "Gemm": _matrix_for_gemm,
+    "MatMul": _matrix_for_matmul,
+}
+
+
+def _weight_dtype_ok(node: ir.Node, operand: int) -> bool:
+    dtype = node.inputs[operand].const_value.dtype
+    return dtype.is_floating_point()
+
+
+def _subgraph_nodes(graph: ir.Graph):
+    """(node, owner description) for every node inside an If/Loop/Scan body."""
+    for node in graph:
+        for attribute in node.attributes.values():
+            bodies = []
+            if attribute.type == ir.AttributeType.GRAPH:
+                bodies = [attribute.as_graph()]
+            elif attribute.type == ir.AttributeType.GRAPHS:
+                bodies = list(attribute.as_graphs())
+            for body in bodies:
+                owner = f"inside the '{attribute.name}' body of {node.op_type} node '{node.name}'"
+                for inner in ir.traversal.RecursiveGraphIterator(body):
+                    yield inner, owner
+
+
+class Partition:
+    name = "partition"
+    rewrites_graph = False
+
+    def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, PartitionReport]:
+        tiles = context.target.analog
+        shapes = infer_value_shapes(model, context.config.input_shapes)
+        report = PartitionReport(context.target.name, tiles.rows, tiles.cols, tiles.count, layers=[])
+        for node in model.graph:
+            if node.op_type in DIGITAL_ONLY_OPS and node.domain in ("", "ai.onnx"):
+                report.unmappable.append(UnmappableLayer(node.name, node.op_type, "operator has no analog lowering; runs digital"))
+            if node.op_type not in MAPPABLE_OPS or node.domain not in ("", "ai.onnx"):
+                continue
+            try:
+                rows, cols, groups, operand, macs, transposed = _MATRIX_OF[node.op_type](node, shapes)
+                if not _weight_dtype_ok(node, operand):
+                    raise _NotMappable("weight is not a floating-point tensor")
+            except _NotMappable as reason:
+                report.unmappable.append(UnmappableLayer(node.name, node.op_type, str(reason)))
+                continue
+            row_blocks, col_blocks = math.ceil(rows / tiles.rows), math.ceil(cols / tiles.cols)
+            report.layers.append(
+                MappableLayer(
+                    name=node.name,
+                    op_type=node.op_type,
+                    weight=node.inputs[operand].name,
+                    weight_operand=operand,
+                    weight_transposed=transposed,
+                    rows=int(rows),
+                    cols=int(cols),
+                    groups=int(groups),
+                    weight_count=int(rows * cols),
+                    macs=macs,
+                    row_blocks=row_blocks,
+                    col_blocks=col_blocks,
+                    tiles=row_blocks * col_blocks,
+                )
+            )
+        for node, owner in _subgraph_nodes(model.graph):
+            if node.op_type in MAPPABLE_OPS + DIGITAL_ONLY_OPS:
+                report.unmappable.append(UnmappableLayer(node.name, node.op_type, f"{owner}: left digital"))
+        if not report.layers:
+            raise HetmapError(
+                "model has no mappable layer (Conv, ConvTranspose, Gemm, or MatMul with a constant "
+                "weight); nothing to map onto analog tiles"
+            )
+        report.mappable_weights = sum(layer.weight_count for layer in report.layers)
+        report.mappable_macs = sum(layer.macs for layer in report.layers)
+        report.tiles_needed = sum(layer.tiles for layer in report.layers)
+        report.fits_on_chip = report.tiles_needed <= tiles.count
+        return model, report
