@@ -20,4 +20,5 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.scale
 
 lock: $(VENV)/.installed
-	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' > requirements.lock
+	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu//'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
