@@ -13,7 +13,10 @@ from hetmap.errors import HetmapError
 
 @dataclass(frozen=True)
 class Dataset:
-    """Model inputs keyed by graph input name, and optional labels."""
+    """Model inputs keyed by graph input name, and optional labels.
+
+    A 0-d array feeds a scalar input: one value shared by every sample.
+    """
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
@@ -21,10 +24,10 @@ class Dataset:
 
     @property
     def size(self) -> int:
-        return len(next(iter(self.inputs.values())))
+        return max((len(array) for array in self.inputs.values() if array.ndim), default=1)
 
     def head(self, count: int) -> dict[str, np.ndarray]:
-        return {name: array[:count] for name, array in self.inputs.items()}
+        return {name: array[:count] if array.ndim else array for name, array in self.inputs.items()}
 
 
 def load_dataset(path: Path, input_names: list[str]) -> Dataset:
@@ -47,9 +50,9 @@ def load_dataset(path: Path, input_names: list[str]) -> Dataset:
             f"(found: {', '.join(sorted(arrays)) or 'nothing'}; expected {hint})"
         )
     inputs = {name: arrays[name] for name in input_names}
-    sizes = {len(array) if array.ndim else 1 for array in inputs.values()}
+    sizes = {len(array) for array in inputs.values() if array.ndim}
     if labels is not None:
         sizes.add(len(labels))
-    if len(sizes) != 1 or 0 in sizes:
+    if len(sizes) > 1 or 0 in sizes:
         raise HetmapError(f"data file '{path}': arrays disagree on the number of samples ({sorted(sizes)})")
     return Dataset(inputs=inputs, labels=labels, source=str(path))

@@ -7,11 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx_ir as ir
-
 from hetmap.data import load_dataset
 from hetmap.errors import HetmapError
-from hetmap.modelio import load_onnx, save_model_atomic, write_json_atomic
+from hetmap.modelio import read_model, save_model_atomic, write_json_atomic
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
@@ -53,7 +51,7 @@ def compile_model(
 ) -> CompileResult:
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`."""
     _check_output_dir(output_dir, [p for p in (model_path, data_path) if p is not None])
-    model = ir.serde.deserialize_model(load_onnx(model_path))
+    model = read_model(model_path)
     names = [value.name for value in graph_inputs(model)]
     dataset = load_dataset(data_path, names) if data_path is not None else None
     config = CompileConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import google.protobuf.message
@@ -25,20 +25,51 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     except (google.protobuf.message.DecodeError, RuntimeError, ValueError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HetmapError(f"model file '{path}' is not a readable ONNX model ({reason})") from None
+    except onnx.checker.ValidationError as error:  # external data missing or outside the model's folder
+        raise HetmapError(f"model file '{path}': {str(error).splitlines()[0]}") from None
     if not model.graph.node and not model.graph.output:
         raise HetmapError(f"model file '{path}' holds no ONNX graph")
+    try:
+        onnx.checker.check_model(str(path))  # by path: models over 2 GB and external data included
+    except onnx.checker.ValidationError as error:
+        reason = " ".join(str(error).split())  # the checker's message spans lines
+        raise HetmapError(f"model file '{path}' fails the ONNX checker: {reason}") from None
     return model
+
+
+def _holds_map(type_proto: onnx.TypeProto) -> bool:
+    kind = type_proto.WhichOneof("value")
+    if kind in ("sequence_type", "optional_type"):
+        return _holds_map(getattr(type_proto, kind).elem_type)
+    return kind == "map_type"
+
+
+def read_model(path: Path) -> ir.Model:
+    """Load an ONNX file into onnx-ir, which has no map types (skl2onnx's ZipMap output)."""
+    proto = load_onnx(path)
+    for info in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        if _holds_map(info.type):
+            raise HetmapError(
+                f"model file '{path}': value '{info.name}' is a map (as skl2onnx's ZipMap writes); "
+                "hetmap needs tensors: convert with options={'zipmap': False}"
+            )
+    try:
+        return ir.serde.deserialize_model(proto)
+    except ir.serde.SerdeError as error:
+        raise HetmapError(f"model file '{path}' cannot be read into hetmap's graph IR ({error})") from None
 
 
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # mode 0o666 less the umask, as open() gives (mkstemp would leave 0o600)
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
-        os.replace(tmp_name, path)
+        os.replace(tmp_path, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp_path.unlink(missing_ok=True)
         raise
 
 

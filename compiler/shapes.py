@@ -135,7 +135,9 @@ def random_feeds(model: ir.Model, input_shapes, rng: np.random.Generator, batch:
     feeds = {}
     for value in graph_inputs(model):
         shape = input_shapes[value.name]
-        shape = (batch, *shape[1:]) if shape else ()
+        fixed_leading = value.shape is not None and len(value.shape) > 0 and isinstance(value.shape[0], int)
+        if shape and not fixed_leading:  # a declared leading dimension stays as declared
+            shape = (batch, *shape[1:])
         dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
         if np.issubdtype(dtype, np.floating):
             feeds[value.name] = rng.standard_normal(shape).astype(dtype)

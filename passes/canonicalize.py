@@ -119,7 +119,7 @@ class Canonicalize:
         batchnorms_left = counts_out.get("BatchNormalization", 0)
         weights = sum(v.const_value.size for v in model.graph.initializers.values() if v.const_value is not None)
         report = CanonicalizeReport(
-            producer=f"{model.producer_name} {model.producer_version}".strip(),
+            producer=" ".join(part for part in (model.producer_name, model.producer_version) if part),
             ir_version_in=ir_version_in,
             opset_in=opset_in,
             opset_out=_default_opset(model),

@@ -117,13 +117,14 @@ def _matrix_for_matmul(node: ir.Node, shapes) -> tuple[int, int, int, int, int, 
         operand, weight = 0, a
     else:
         raise _NotMappable("both operands are activations (no constant weight)")
-    if weight.ndim > 2:
-        raise _NotMappable(f"constant operand has rank {weight.ndim} (a batch of matrices)")
+    rank = len(weight.shape)  # an ir.Tensor: no .ndim
+    if rank > 2:
+        raise _NotMappable(f"constant operand has rank {rank} (a batch of matrices)")
     if operand == 1:
-        rows, cols = (weight.shape[0], 1) if weight.ndim == 1 else weight.shape
+        rows, cols = (weight.shape[0], 1) if rank == 1 else weight.shape
         transposed = False
     else:  # X = W A: each column of A meets W's rows; the crossbar holds W^T
-        rows, cols = (weight.shape[0], 1) if weight.ndim == 1 else (weight.shape[1], weight.shape[0])
+        rows, cols = (weight.shape[0], 1) if rank == 1 else (weight.shape[1], weight.shape[0])
         transposed = True
     return rows, cols, 1, operand, _macs(shapes, node.outputs[0].name, rows), transposed
 

@@ -182,6 +182,8 @@ def load_target_file(path: Path) -> Target:
         table = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise HetmapError(f"target file '{path}' does not exist") from None
+    except OSError as error:  # a folder, no permission
+        raise HetmapError(f"target file '{path}' cannot be read ({error.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise HetmapError(f"target file '{path}' is not valid TOML: {error}") from None
     return target_from_table(table, str(path))

@@ -1,0 +1,159 @@
+"""Bad input to the `hetmap` command line: one line on stderr, a non-zero exit, never a traceback."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import messy_models as messy
+from helpers import assert_one_line_error, run_console_script
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """model.onnx in the working folder: the opset-9 Conv+BN+Gemm model (input x: 1x3x8x8)."""
+    onnx.save(messy.conv_bn_relu_gemm_opset9(), tmp_path / "model.onnx")
+    return "model.onnx"
+
+
+def test_missing_model_file(hetmap):
+    assert_one_line_error(hetmap("compile", "absent.onnx", "-t", "tiny"), "model file 'absent.onnx' does not exist")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [np.random.default_rng(0).bytes(512), b"just some text\n", b""],
+    ids=["random bytes", "text file", "empty file"],
+)
+def test_file_that_is_not_onnx(hetmap, content):
+    Path("model.onnx").write_bytes(content)
+    assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out"), "model file 'model.onnx'")
+
+
+def test_folder_given_as_model(hetmap, tmp_path):
+    (tmp_path / "model.onnx").mkdir()
+    assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out"), "is a folder")
+
+
+def test_model_that_fails_the_checker(hetmap):
+    broken = messy.conv_bn_relu_gemm_opset9()
+    broken.graph.node[2].input[0] = "undefined"
+    onnx.save(broken, "model.onnx")
+    result = hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out")
+    assert_one_line_error(result, "fails the ONNX checker", "undefined")
+
+
+def test_model_with_missing_external_data(hetmap):
+    onnx.save(messy.wide_gemm(), "model.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0)
+    Path("weights.bin").unlink()
+    assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out"), "weights.bin")
+
+
+def test_model_below_opset_9(hetmap):
+    old = messy.no_mappable_layer()
+    old.opset_import[0].version, old.ir_version = 8, 3
+    onnx.save(old, "model.onnx")
+    assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out"), "opset >= 9")
+
+
+def test_model_with_no_mappable_layer(hetmap):
+    onnx.save(messy.no_mappable_layer(), "model.onnx")
+    assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out"), "no mappable layer")
+
+
+def test_target_file_with_a_wrong_field(hetmap, model_file):
+    Path("board.toml").write_text('name = "b"\ndescription = "d"\nclock_mhz = 1.0\n[analog]\nrows = "32"\n')
+    result = hetmap("compile", model_file, "-t", "board.toml", "-o", "out")
+    assert_one_line_error(result, "target file 'board.toml'", "field 'analog.rows' must be an integer")
+
+
+def test_unknown_target_name(hetmap, model_file):
+    assert_one_line_error(hetmap("compile", model_file, "-t", "hermez", "-o", "out"), "unknown target 'hermez'")
+
+
+def test_output_folder_pointing_at_the_model_file(hetmap, model_file):
+    assert_one_line_error(hetmap("compile", model_file, "-t", "tiny", "-o", model_file), "choose another -o")
+    assert onnx.load(model_file) == messy.conv_bn_relu_gemm_opset9()
+
+
+def test_model_lying_where_the_output_would_be_written(hetmap):
+    Path("out").mkdir()
+    onnx.save(messy.conv_bn_relu_gemm_opset9(), "out/model.canonical.onnx")
+    result = hetmap("compile", "out/model.canonical.onnx", "-t", "tiny", "-o", "out")
+    assert_one_line_error(result, "would overwrite the input", "choose another -o")
+
+
+def test_data_file_lying_where_a_report_would_be_written(hetmap, model_file):
+    Path("out/reports").mkdir(parents=True)
+    np.savez("out/reports/calib.npz", x=np.zeros((2, 3, 8, 8), np.float32))
+    result = hetmap("compile", model_file, "-t", "tiny", "-o", "out", "--data", "out/reports/calib.npz")
+    assert_one_line_error(result, "would overwrite the input")
+
+
+def test_symbolic_non_batch_dimension_without_shapes_names_both_flags(hetmap):
+    onnx.save(messy.symbolic_dims(), "model.onnx")
+    result = hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out")
+    assert_one_line_error(result, "symbolic dimension 'height'", "--data", "--input-shape x=1,3,N,N")
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [((4, 3, 9, 9), "has shape N x 3x9x9 per sample but the model expects N x 3x8x8"),
+     ((4, 3, 8), "has rank 3 but the model expects rank 4")],  # fmt: skip
+    ids=["wrong size", "wrong rank"],
+)
+def test_data_file_whose_shapes_do_not_match_the_model(hetmap, model_file, shape, message):
+    np.savez("calib.npz", x=np.zeros(shape, np.float32))
+    result = hetmap("compile", model_file, "-t", "tiny", "-o", "out", "--data", "calib.npz")
+    assert_one_line_error(result, "data file 'calib.npz'", message)
+
+
+def test_data_file_without_an_array_for_an_input(hetmap):
+    onnx.save(messy.multi_input_int64_scalar(), "model.onnx")
+    np.savez("calib.npz", x=np.ones((5, 8), np.float32))
+    result = hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out", "--data", "calib.npz")
+    assert_one_line_error(result, "has no array for model input 'k'")
+
+
+@pytest.mark.parametrize("content", [b"not an npz", None], ids=["not npz", "absent"])
+def test_data_file_that_cannot_be_read(hetmap, model_file, content):
+    if content is not None:
+        Path("calib.npz").write_bytes(content)
+    result = hetmap("compile", model_file, "-t", "tiny", "-o", "out", "--data", "calib.npz")
+    assert_one_line_error(result, "data file 'calib.npz'")
+
+
+@pytest.mark.parametrize("flag", ["x=1,3,a,8", "x1,3,8,8", "x=", "=1,3,8,8", "x=1,0,8,8", "x=1,3,,8"])
+def test_malformed_input_shape(hetmap, model_file, flag):
+    result = hetmap("compile", model_file, "-t", "tiny", "-o", "out", "--input-shape", flag)
+    assert_one_line_error(result, f"--input-shape '{flag}' must look like NAME=1,3,32,32")
+
+
+def test_input_shape_for_an_input_the_model_lacks(hetmap, model_file):
+    result = hetmap("compile", model_file, "-t", "tiny", "-o", "out", "--input-shape", "image=1,3,8,8")
+    assert_one_line_error(result, "'image', which is not a model input (x)")
+
+
+def test_input_shape_that_contradicts_the_model(hetmap, model_file):
+    result = hetmap("compile", model_file, "-t", "tiny", "-o", "out", "--input-shape", "x=1,3,9,9")
+    assert_one_line_error(result, "--input-shape: input 'x' has shape N x 3x9x9 per sample")
+
+
+def test_inspect_a_folder_without_reports(hetmap):
+    assert_one_line_error(hetmap("inspect", "nowhere"), "holds no hetmap reports", "run hetmap compile first")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(("compile", "absent.onnx", "-t", "tiny"), "does not exist"),
+     (("targets", "show", "board.toml"), "does not exist"),
+     (("compile", "sym.onnx", "-t", "tiny"), "add --data FILE.npz or --input-shape")],  # fmt: skip
+    ids=["missing model", "missing target file", "symbolic dims"],
+)
+def test_console_script_prints_one_line_and_exits_2(tmp_path, args, message):
+    onnx.save(messy.symbolic_dims(), tmp_path / "sym.onnx")
+    result = run_console_script(*args, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr
