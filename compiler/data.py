@@ -30,8 +30,13 @@ class Dataset:
         return {name: array[:count] if array.ndim else array for name, array in self.inputs.items()}
 
 
-def load_dataset(path: Path, input_names: list[str]) -> Dataset:
-    """Read an .npz whose arrays match the model's graph inputs by name (or `x`)."""
+def load_dataset(path: Path, input_dtypes: dict[str, np.dtype]) -> Dataset:
+    """Read an .npz whose arrays match the model's graph inputs by name (or `x`).
+
+    Arrays are cast to the input's dtype (float64 or uint8 images feed a
+    float32 model); a float array for an integer input is an error.
+    """
+    input_names = list(input_dtypes)
     if not path.is_file():
         raise HetmapError(f"data file '{path}' does not exist")
     try:
@@ -49,10 +54,19 @@ def load_dataset(path: Path, input_names: list[str]) -> Dataset:
             f"data file '{path}' has no array for model input '{missing[0]}' "
             f"(found: {', '.join(sorted(arrays)) or 'nothing'}; expected {hint})"
         )
-    inputs = {name: arrays[name] for name in input_names}
+    inputs = {name: _conform(arrays[name], input_dtypes[name], name, path) for name in input_names}
     sizes = {len(array) for array in inputs.values() if array.ndim}
     if labels is not None:
         sizes.add(len(labels))
     if len(sizes) > 1 or 0 in sizes:
         raise HetmapError(f"data file '{path}': arrays disagree on the number of samples ({sorted(sizes)})")
     return Dataset(inputs=inputs, labels=labels, source=str(path))
+
+
+def _conform(array: np.ndarray, dtype: np.dtype, name: str, path: Path) -> np.ndarray:
+    if array.dtype == dtype:
+        return array
+    lossless_kind = np.issubdtype(dtype, np.floating) or not np.issubdtype(array.dtype, np.floating)
+    if lossless_kind and array.dtype.kind in "fiub" and dtype.kind in "fiub":
+        return array.astype(dtype)
+    raise HetmapError(f"data file '{path}': array for input '{name}' is {array.dtype}, the model expects {dtype}")

@@ -52,8 +52,8 @@ def compile_model(
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`."""
     _check_output_dir(output_dir, [p for p in (model_path, data_path) if p is not None])
     model = read_model(model_path)
-    names = [value.name for value in graph_inputs(model)]
-    dataset = load_dataset(data_path, names) if data_path is not None else None
+    dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(model)}
+    dataset = load_dataset(data_path, dtypes) if data_path is not None else None
     config = CompileConfig(
         seed=seed,
         input_shapes=resolve_input_shapes(model, dataset, input_shapes or {}),

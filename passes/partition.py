@@ -4,7 +4,10 @@ A mappable layer multiplies activations by a constant weight matrix: Conv,
 ConvTranspose, Gemm, or MatMul with one constant operand. Its crossbar
 matrix has rows = inputs (Cin/groups * kernel size) and cols = outputs
 (Cout); a matrix larger than a tile is split into row and column blocks,
-one tile each. MACs are per inference (batch 1), from inferred shapes.
+one tile each. A convolution's row blocks hold whole input channels (all
+kernel taps of a channel on one tile), so each block is itself a smaller
+convolution over a subset of channels. MACs are per inference (batch 1),
+from inferred shapes.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class MappableLayer:
     groups: int
     weight_count: int
     macs: int
+    block_rows: int  # rows of one full row block (whole channels for convolutions)
     row_blocks: int
     col_blocks: int
     tiles: int
@@ -144,6 +148,16 @@ _MATRIX_OF = {
 }
 
 
+def _block_rows(node: ir.Node, tile_rows: int) -> int:
+    """Rows per row block: whole kernels for convolutions, a full tile otherwise."""
+    if node.op_type not in ("Conv", "ConvTranspose"):
+        return tile_rows
+    kernel = math.prod(node.inputs[1].const_value.shape[2:])
+    if kernel > tile_rows:
+        raise _NotMappable(f"one channel's kernel ({kernel} taps) is larger than a tile's {tile_rows} rows")
+    return kernel * (tile_rows // kernel)
+
+
 def _weight_dtype_ok(node: ir.Node, operand: int) -> bool:
     dtype = node.inputs[operand].const_value.dtype
     return dtype.is_floating_point()
@@ -184,7 +198,12 @@ class Partition:
             except _NotMappable as reason:
                 report.unmappable.append(UnmappableLayer(node.name, node.op_type, str(reason)))
                 continue
-            row_blocks, col_blocks = math.ceil(rows / tiles.rows), math.ceil(cols / tiles.cols)
+            try:
+                block_rows = _block_rows(node, tiles.rows)
+            except _NotMappable as reason:
+                report.unmappable.append(UnmappableLayer(node.name, node.op_type, str(reason)))
+                continue
+            row_blocks, col_blocks = math.ceil(rows / block_rows), math.ceil(cols / tiles.cols)
             report.layers.append(
                 MappableLayer(
                     name=node.name,
@@ -197,6 +216,7 @@ class Partition:
                     groups=int(groups),
                     weight_count=int(rows * cols),
                     macs=macs,
+                    block_rows=block_rows,
                     row_blocks=row_blocks,
                     col_blocks=col_blocks,
                     tiles=row_blocks * col_blocks,

@@ -163,6 +163,19 @@ def test_layer_larger_than_a_tile_is_split_into_row_and_column_blocks():
     assert (fc.row_blocks, fc.col_blocks, fc.tiles) == (3, 2, 6)  # ceil(70/32), ceil(40/32) on 32x32
 
 
+def conv_16_channels_3x3():
+    return messy.model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+        [tensor("x", [1, 16, 8, 8])], [tensor("y", [1, 8, 8, 8])], [init("w", messy._weights(8, 16, 3, 3))],
+    )  # fmt: skip
+
+
+def test_conv_row_blocks_hold_whole_input_channels():
+    conv = layers_by_name(partition(conv_16_channels_3x3(), target="tiny"))["conv"]
+    # 144 rows; a 32-row tile holds 3 channels of 9 taps (27 rows): ceil(16 / 3) = 6 blocks
+    assert (conv.block_rows, conv.row_blocks, conv.col_blocks) == (27, 6, 1)
+
+
 def test_same_layer_fits_one_tile_on_hermes():
     fc = layers_by_name(partition(messy.wide_gemm(k=70, n=40), target="hermes"))["fc"]
     assert (fc.row_blocks, fc.col_blocks, fc.tiles) == (1, 1, 1)
