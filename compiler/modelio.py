@@ -15,11 +15,20 @@ from hetmap.errors import HetmapError
 
 
 def load_onnx(path: Path) -> onnx.ModelProto:
-    """Load an ONNX file (external data included) or explain why it cannot be read."""
+    """Load an ONNX file (external data included) or explain why it cannot be read.
+
+    The checker runs by path before the load, so its own C++ copy of the
+    model and the Python one never coexist; load errors take precedence.
+    """
     if not path.exists():
         raise HetmapError(f"model file '{path}' does not exist")
     if path.is_dir():
         raise HetmapError(f"model path '{path}' is a folder, not an .onnx file")
+    try:
+        onnx.checker.check_model(str(path))  # by path: models over 2 GB and external data included
+        checker_error = None
+    except onnx.checker.ValidationError as error:
+        checker_error = " ".join(str(error).split())  # the checker's message spans lines
     try:
         model = onnx.load(str(path))
     except (google.protobuf.message.DecodeError, RuntimeError, ValueError, OSError) as error:
@@ -29,11 +38,8 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         raise HetmapError(f"model file '{path}': {str(error).splitlines()[0]}") from None
     if not model.graph.node and not model.graph.output:
         raise HetmapError(f"model file '{path}' holds no ONNX graph")
-    try:
-        onnx.checker.check_model(str(path))  # by path: models over 2 GB and external data included
-    except onnx.checker.ValidationError as error:
-        reason = " ".join(str(error).split())  # the checker's message spans lines
-        raise HetmapError(f"model file '{path}' fails the ONNX checker: {reason}") from None
+    if checker_error is not None:
+        raise HetmapError(f"model file '{path}' fails the ONNX checker: {checker_error}")
     return model
 
 
@@ -54,9 +60,24 @@ def read_model(path: Path) -> ir.Model:
                 "hetmap needs tensors: convert with options={'zipmap': False}"
             )
     try:
-        return ir.serde.deserialize_model(proto)
+        model = ir.serde.deserialize_model(proto)
     except ir.serde.SerdeError as error:
         raise HetmapError(f"model file '{path}' cannot be read into hetmap's graph IR ({error})") from None
+    return _detach_from_proto(model)
+
+
+def _detach_from_proto(model: ir.Model) -> ir.Model:
+    """Give every weight its own numpy buffer so the parsed ModelProto can be freed.
+
+    Tensors read from a proto keep the whole message alive (one protobuf
+    arena); once folding replaces weights, the original would stay resident.
+    """
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.serde.TensorProtoTensor):
+                value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
+    return model
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -83,5 +104,28 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def save_model_atomic(model: ir.Model, path: Path) -> None:
-    """Serialise `model` into `path` via a temporary file in the same folder."""
-    _atomic_write(path, lambda handle: handle.write(ir.to_proto(model).SerializeToString()))
+    """Serialise `model` into `path` via a temporary file, one weight at a time.
+
+    A file of concatenated ModelProto messages parses as their merge
+    (repeated fields append), so each initializer is written as its own
+    one-tensor message and then the model without initializers: peak extra
+    memory is one tensor instead of two or three copies of the model.
+    """
+
+    def write(handle) -> None:
+        graph = model.graph
+        values = list(graph.initializers.values())
+        for value in values:
+            chunk = onnx.ModelProto()
+            value.const_value.name = value.name
+            ir.serde.serialize_tensor_into(chunk.graph.initializer.add(), value.const_value)
+            handle.write(chunk.SerializeToString())
+        for value in values:
+            graph.initializers.pop(value.name)
+        try:
+            handle.write(ir.to_proto(model).SerializeToString())
+        finally:
+            for value in values:
+                graph.register_initializer(value)
+
+    _atomic_write(path, write)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
@@ -11,24 +12,51 @@ from hetmap.errors import HetmapError
 RELATIVE_TOLERANCE = 1e-4
 
 
-def session(model: ir.Model) -> ort.InferenceSession:
-    """A CPU session that runs the graph as written (no ORT graph rewrites)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    payload = ir.to_proto(model).SerializeToString()
+FEED_LIMIT_BYTES = 1024
+_FEEDABLE = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64, np.bool_)}
+
+
+def _payload_with_weights_as_inputs(model: ir.Model) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The model's bytes with its large weights declared as graph inputs, and those weights.
+
+    onnxruntime reads fed arrays in place, so the weights are never copied
+    into the serialised payload nor into the session.
+    """
+    graph = model.graph
+    moved = [
+        value
+        for value in graph.initializers.values()
+        if value.const_value is not None
+        and value.const_value.nbytes > FEED_LIMIT_BYTES
+        and value.const_value.dtype.numpy() in _FEEDABLE
+    ]
+    for value in moved:
+        graph.initializers.pop(value.name)
     try:
-        return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # ORT raises its own exception types for unsupported graphs
-        reason = str(error).splitlines()[0]
-        raise HetmapError(f"onnxruntime cannot load the model: {reason}") from None
+        proto = ir.to_proto(model)
+    finally:
+        for value in moved:
+            graph.register_initializer(value)
+    declared = {info.name for info in proto.graph.input}
+    for value in moved:
+        if value.name not in declared:
+            tensor = value.const_value
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(value.name, int(tensor.dtype), list(tensor.shape)))
+    return proto.SerializeToString(), {value.name: value.const_value.numpy() for value in moved}
 
 
 def run_model(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the graph as written (no ORT graph rewrites) on the CPU."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    payload, weights = _payload_with_weights_as_inputs(model)
     try:
-        return session(model).run(None, feeds)
-    except HetmapError:
-        raise
+        session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises its own exception types for unsupported graphs
+        raise HetmapError(f"onnxruntime cannot load the model: {str(error).splitlines()[0]}") from None
+    try:
+        return session.run(None, {**weights, **feeds})
     except Exception as error:
         reason = str(error).splitlines()[0]
         raise HetmapError(f"onnxruntime cannot run the model on these inputs: {reason}") from None

@@ -10,6 +10,7 @@ outputs it computed before that pass.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ def run_pipeline(
         expected = parity.run_model(model, feeds) if graph_pass.rewrites_graph else None
         start = time.perf_counter()
         model, report = graph_pass.run(model, context)
+        _release_replaced_values(model)
         seconds = time.perf_counter() - start
         error = None
         if expected is not None:
@@ -122,6 +124,21 @@ def run_pipeline(
         passes=records,
     )
     return model, pipeline_report
+
+
+def _release_replaced_values(model: ir.Model) -> None:
+    """Free the weights a pass replaced, before the next pass allocates more.
+
+    onnx-ir 1.1 keeps values removed from graph.inputs as zero counts in a
+    private counter (onnx_ir.passes.common's C-API helper adds and removes
+    every initializer there), pinning them for the graph's lifetime; and
+    rewritten nodes sit in reference cycles until a full collection.
+    """
+    for graph in model.graphs():
+        counter = graph.inputs._ref_counter
+        for value in [value for value, count in counter.items() if count <= 0]:
+            del counter[value]
+    gc.collect()
 
 
 def _check_graph(pass_name: str, model: ir.Model) -> None:
