@@ -174,7 +174,7 @@ def main() -> None:
             "canonicalize": f"pass {passes.get('canonicalize', 0):.2f} s + ORT parity before and after "
             f"{stage['seconds'] - passes.get('canonicalize', 0):.2f} s",
             "partition": f"pass {passes.get('partition', 0):.2f} s (shape inference + layer table)",
-            "write": "serialise model.canonical.onnx + JSON reports",
+            "write": "serialise model.mapped.onnx + JSON reports",
         }.get(name, "")
         print(f"{name:<22} {stage['seconds']:7.2f}  {_mb(stage['peak_extra_bytes']):>10}  {note}")
     canon = hetmap["canonicalize"]

@@ -11,11 +11,17 @@ import click
 from rich.console import Console
 
 from hetmap import __version__
+from rich.progress import Progress
+
+from hetmap.data import load_dataset
 from hetmap.driver import compile_model, read_reports
+from hetmap.evaluate import evaluate, parse_drift
+from hetmap.modelio import read_model, write_json_atomic
+from hetmap.pipeline import report_to_dict
 from hetmap.errors import HetmapError
-from hetmap.shapes import parse_input_shape
+from hetmap.shapes import graph_inputs, parse_input_shape
 from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
-from hetmap.views import REPORT_VIEWS, show_target, show_target_list
+from hetmap.views import REPORT_VIEWS, show_run, show_target, show_target_list
 
 out = Console()
 err = Console(stderr=True)
@@ -33,8 +39,9 @@ def cli() -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder (default: build/<model name>).")
 @click.option("--data", type=click.Path(path_type=Path), help="Calibration .npz (x, optional y): shapes and checks.")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1,3,32,32", help="Concrete shape of an input with symbolic dimensions.")
+@click.option("--mapping", default="all-analog", show_default=True, metavar="FILE|PRESET", help="Mapping JSON file or preset: all-analog, all-digital-int8, all-digital-int4.")
 @click.option("--seed", default=0, show_default=True, help="Seed for every random draw.")
-def compile(model, target, output, data, input_shape, seed) -> None:
+def compile(model, target, output, data, input_shape, mapping, seed) -> None:
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
         from hetmap.models import DEFAULT_MODEL, reference_path
@@ -47,7 +54,7 @@ def compile(model, target, output, data, input_shape, seed) -> None:
     shapes = dict(parse_input_shape(text) for text in input_shape)
     with err.status("compiling") as status:
         result = compile_model(
-            model, chosen, output, data_path=data, input_shapes=shapes, seed=seed,
+            model, chosen, output, data_path=data, input_shapes=shapes, seed=seed, mapping=mapping,
             on_pass=lambda name: status.update(f"running pass [bold]{name}[/]"),
         )
     _show_reports(result.reports)
@@ -59,6 +66,31 @@ def compile(model, target, output, data, input_shape, seed) -> None:
 def inspect(build_dir) -> None:
     """Print the pass reports of a compile output folder."""
     _show_reports(read_reports(build_dir))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Test .npz (x, optional y).")
+@click.option("--drift", default="1s,1h,1d,1y", show_default=True, help="Times after programming, comma-separated.")
+@click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws of device noise.")
+@click.option("--seed", default=0, show_default=True, help="Base seed of the draws.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Where to write the JSON result (default: beside MODEL).")
+def run(model, data, drift, seeds, seed, json_path) -> None:
+    """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
+    annotated = read_model(model)
+    dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
+    dataset = load_dataset(data, dtypes)
+    drifts = [text.strip() for text in drift.split(",") if text.strip()]
+    for text in drifts:
+        parse_drift(text)
+    with Progress(*Progress.get_default_columns(), console=err, transient=True) as progress:
+        task = progress.add_task("simulating", total=seeds * len(drifts))
+        report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, lambda: progress.advance(task))
+    result = report_to_dict(report)
+    json_path = json_path or model.with_name(f"{model.stem}.run.json")
+    write_json_atomic(json_path, result)
+    show_run(out, result)
+    out.print(f"wrote {json_path}")
 
 
 def _show_reports(reports: dict[str, dict]) -> None:

@@ -10,13 +10,17 @@ from pathlib import Path
 from hetmap.data import load_dataset
 from hetmap.errors import HetmapError
 from hetmap.modelio import read_model, save_model_atomic, write_json_atomic
+from hetmap.passes.assign import Assign
+from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
+from hetmap.passes.emit import Emit
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
 from hetmap.shapes import graph_inputs, resolve_input_shapes
 from hetmap.targets import Target
 
-CANONICAL_MODEL = "model.canonical.onnx"
+MAPPED_MODEL = "model.mapped.onnx"
+MAPPING_FILE = "mapping.json"
 REPORTS_DIR = "reports"
 
 
@@ -26,14 +30,14 @@ class CompileResult:
     reports: dict[str, dict]
 
 
-def default_passes():
-    return [Canonicalize(), Partition()]
+def default_passes(mapping_spec: str):
+    return [Canonicalize(), Partition(), Calibrate(), Assign(mapping_spec), Emit()]
 
 
 def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise HetmapError(f"output folder '{output_dir}' exists and is a file; choose another -o")
-    outputs = {(output_dir / CANONICAL_MODEL).resolve(), (output_dir / REPORTS_DIR).resolve()}
+    outputs = {(output_dir / name).resolve() for name in (MAPPED_MODEL, MAPPING_FILE, REPORTS_DIR)}
     for source in sources:
         resolved = source.resolve()
         if resolved == output_dir.resolve() or resolved in outputs or (output_dir / REPORTS_DIR).resolve() in resolved.parents:
@@ -47,10 +51,12 @@ def compile_model(
     data_path: Path | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     seed: int = 0,
+    mapping: str = "all-analog",
     on_pass: Callable[[str], None] = lambda name: None,
 ) -> CompileResult:
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`."""
-    _check_output_dir(output_dir, [p for p in (model_path, data_path) if p is not None])
+    sources = [p for p in (model_path, data_path, Path(mapping)) if p is not None and p.exists()]
+    _check_output_dir(output_dir, sources)
     model = read_model(model_path)
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(model)}
     dataset = load_dataset(data_path, dtypes) if data_path is not None else None
@@ -60,11 +66,12 @@ def compile_model(
         dataset=dataset,
     )
     context = PassContext(target=target, config=config)
-    model, pipeline_report = run_pipeline(model, default_passes(), context, on_pass)
+    model, pipeline_report = run_pipeline(model, default_passes(mapping), context, on_pass)
 
     reports = {name: report_to_dict(report) for name, report in context.reports.items()}
     reports["pipeline"] = report_to_dict(pipeline_report)
-    save_model_atomic(model, output_dir / CANONICAL_MODEL)
+    save_model_atomic(model, output_dir / MAPPED_MODEL)
+    write_json_atomic(output_dir / MAPPING_FILE, context.reports["assign"].mapping.to_json())
     for name, report in reports.items():
         write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
     return CompileResult(output_dir=output_dir, reports=reports)

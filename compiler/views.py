@@ -64,7 +64,37 @@ def show_pipeline(console: Console, report: dict) -> None:
     console.print(f"[bold]pipeline[/]: {steps}; inputs {shapes}; seed {report['seed']}")
 
 
-REPORT_VIEWS = {"canonicalize": show_canonicalize, "partition": show_partition, "pipeline": show_pipeline}
+def show_emit(console: Console, report: dict) -> None:
+    options = {}
+    for option in report["layers"].values():
+        options[option] = options.get(option, 0) + 1
+    mix = ", ".join(f"{count} {option}" for option, count in sorted(options.items()))
+    console.print(
+        f"[bold]mapping[/]: {mix}; analog share {report['analog_weight_share']:.1%} of weights, "
+        f"{report['analog_mac_share']:.1%} of MACs; {report['tiles_used']} of {report['tile_count']} tiles"
+    )
+
+
+def show_run(console: Console, report: dict) -> None:
+    metric = report["metric"]
+    table = Table(title=f"{metric} on {report['data']} ({report['samples']} samples, {report['seeds']} seeds)")
+    for column in ("drift", f"{metric} mean", "std", "vs full precision"):
+        table.add_column(column, justify="right")
+    table.add_row("full precision", f"{report['full_precision']:.2%}", "", "")
+    table.add_row("converters only", f"{report['nominal']:.2%}", "", f"{report['nominal'] - report['full_precision']:+.2%}")
+    for drift in report["drifts"]:
+        table.add_row(
+            drift["drift"], f"{drift['mean']:.2%}", f"{drift['std']:.2%}", f"{drift['mean'] - report['full_precision']:+.2%}"
+        )
+    console.print(table)
+
+
+REPORT_VIEWS = {
+    "canonicalize": show_canonicalize,
+    "partition": show_partition,
+    "emit": show_emit,
+    "pipeline": show_pipeline,
+}
 
 
 def show_target_list(console: Console, targets: list[Target]) -> None:

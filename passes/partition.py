@@ -39,6 +39,7 @@ class MappableLayer:
     weight: str  # initializer name
     weight_operand: int  # input index of the constant operand
     weight_transposed: bool  # True when the initializer holds the matrix as (cols, rows)
+    activation_rank: int  # rank of the activation operand
     rows: int
     cols: int
     groups: int
@@ -148,6 +149,15 @@ _MATRIX_OF = {
 }
 
 
+def _activation_rank(node: ir.Node, operand: int, shapes) -> int:
+    """Rank of the operand multiplied by the weight (from the output's when unknown)."""
+    activation = node.inputs[0 if node.op_type in ("Conv", "ConvTranspose") else 1 - operand]
+    if shapes.get(activation.name) is not None:
+        return len(shapes[activation.name])
+    vector_weight = len(node.inputs[operand].const_value.shape) == 1
+    return len(shapes[node.outputs[0].name]) + int(vector_weight)
+
+
 def _block_rows(node: ir.Node, tile_rows: int) -> int:
     """Rows per row block: whole kernels for convolutions, a full tile otherwise."""
     if node.op_type not in ("Conv", "ConvTranspose"):
@@ -211,6 +221,7 @@ class Partition:
                     weight=node.inputs[operand].name,
                     weight_operand=operand,
                     weight_transposed=transposed,
+                    activation_rank=_activation_rank(node, operand, shapes),
                     rows=int(rows),
                     cols=int(cols),
                     groups=int(groups),

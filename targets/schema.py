@@ -48,6 +48,9 @@ class AnalogTiles:
     energy_per_dac_pj: float
     energy_per_adc_pj: float
     mvm_latency_ns: float
+    # ADC full scale in normalised units (inputs scaled to [-1, 1], weights to
+    # [-1, 1] per column): aihwkit's out_bound. Outputs beyond it saturate.
+    adc_bound: float = 12.0
     noise: PCMNoise = field(default_factory=PCMNoise)
 
     @property
@@ -87,7 +90,7 @@ class Target:
 
 _POSITIVE_FIELDS = {
     "rows", "cols", "count", "dac_bits", "adc_bits", "bits", "macs_per_cycle",
-    "clock_mhz", "mvm_latency_ns", "g_max_us", "t0_s", "t_read_s",
+    "clock_mhz", "mvm_latency_ns", "adc_bound", "g_max_us", "t0_s", "t_read_s",
 }  # fmt: skip
 _NON_NEGATIVE_FIELDS = {
     "energy_per_mac_pj", "energy_per_dac_pj", "energy_per_adc_pj",

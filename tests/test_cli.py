@@ -13,7 +13,10 @@ import pytest
 import messy_models as messy
 from helpers import assert_same_outputs, ort_outputs, random_inputs, run_console_script
 
-OUTPUT_FILES = {"model.canonical.onnx", "reports/canonicalize.json", "reports/partition.json", "reports/pipeline.json"}
+OUTPUT_FILES = {
+    "model.mapped.onnx", "mapping.json", "reports/canonicalize.json", "reports/partition.json",
+    "reports/calibrate.json", "reports/assign.json", "reports/emit.json", "reports/pipeline.json",
+}
 
 
 def files_under(folder: Path) -> set[str]:
@@ -38,7 +41,7 @@ def test_compile_writes_exactly_the_canonical_model_and_three_reports(compiled):
 
 
 def test_written_canonical_model_is_checker_clean_and_computes_the_same_outputs(compiled):
-    canonical = onnx.load(compiled / "out" / "model.canonical.onnx")
+    canonical = onnx.load(compiled / "out" / "model.mapped.onnx")
     onnx.checker.check_model(canonical, full_check=True)
     original = onnx.load(compiled / "model.onnx")
     feeds = random_inputs(original)
@@ -71,7 +74,7 @@ def test_partition_report_lists_the_layers_with_their_matrices(compiled):
 def test_pipeline_report_records_each_pass_and_its_parity(compiled):
     report = json.loads((compiled / "out" / "reports" / "pipeline.json").read_text())
     assert (report["target"], report["seed"], report["input_shapes"]) == ("tiny", 0, {"x": [1, 3, 8, 8]})
-    assert [p["name"] for p in report["passes"]] == ["canonicalize", "partition"]
+    assert [p["name"] for p in report["passes"]] == ["canonicalize", "partition", "calibrate", "assign", "emit"]
     assert report["passes"][0]["parity_relative_error"] < 1e-4
 
 
@@ -92,7 +95,7 @@ def test_inspect_prints_the_report_tables(compiled, hetmap):
 def test_two_compiles_are_identical_but_for_timings(compiled, hetmap):
     assert hetmap("compile", compiled / "model.onnx", "-t", "tiny", "-o", "again").exit_code == 0
     first, again = compiled / "out", Path("again")
-    for name in ("model.canonical.onnx", "reports/canonicalize.json", "reports/partition.json"):
+    for name in ("model.mapped.onnx", "reports/canonicalize.json", "reports/partition.json"):
         assert (first / name).read_bytes() == (again / name).read_bytes(), name
     untimed = [json.loads((folder / "reports/pipeline.json").read_text()) for folder in (first, again)]
     for report in untimed:

@@ -79,8 +79,8 @@ def test_output_folder_pointing_at_the_model_file(hetmap, model_file):
 
 def test_model_lying_where_the_output_would_be_written(hetmap):
     Path("out").mkdir()
-    onnx.save(messy.conv_bn_relu_gemm_opset9(), "out/model.canonical.onnx")
-    result = hetmap("compile", "out/model.canonical.onnx", "-t", "tiny", "-o", "out")
+    onnx.save(messy.conv_bn_relu_gemm_opset9(), "out/model.mapped.onnx")
+    result = hetmap("compile", "out/model.mapped.onnx", "-t", "tiny", "-o", "out")
     assert_one_line_error(result, "would overwrite the input", "choose another -o")
 
 

@@ -143,7 +143,7 @@ def test_model_with_if_and_loop_compiles(tmp_path):
     onnx.save(messy.if_and_loop(), tmp_path / "branchy.onnx")
     result = compile_model(tmp_path / "branchy.onnx", load_target("tiny"), tmp_path / "out")
     assert len(result.reports["partition"]["unmappable"]) == 2
-    onnx.checker.check_model(onnx.load(tmp_path / "out" / "model.canonical.onnx"), full_check=True)
+    onnx.checker.check_model(onnx.load(tmp_path / "out" / "model.mapped.onnx"), full_check=True)
 
 
 # Weights, tiles and totals.

@@ -1,0 +1,149 @@
+"""`hetmap run`: score the annotated model on the simulated hardware over drift times and seeds.
+
+Each seed programs every tile once (programming noise, drift exponents);
+the same chip is then read at each drift time. The metric is accuracy when
+the data has labels, else agreement with the full-precision model (top-1
+for classifiers, cosine similarity otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from hetmap.data import Dataset
+from hetmap.errors import HetmapError
+from hetmap.shapes import graph_inputs
+from hetmap.simulate import Simulation, build_simulation
+from hetmap.targets import Target
+from hetmap.targets.schema import target_from_table
+
+DRIFT_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 365.25 * 86400.0}
+CHUNK = 256
+
+
+def parse_drift(text: str) -> float:
+    """'1h' -> 3600.0 seconds after programming."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy])\s*", text)
+    if not match:
+        raise HetmapError(f"unknown drift time '{text}': use a number and a unit s, m, h, d, w or y (e.g. 1h,1d,1y)")
+    return float(match.group(1)) * DRIFT_UNITS_S[match.group(2)]
+
+
+def annotated_target(model: ir.Model, source: str) -> Target:
+    """The target the model was compiled for, stored in its metadata by `emit`."""
+    spec = model.metadata_props.get("hetmap.target_spec")
+    if spec is None:
+        raise HetmapError(f"'{source}' carries no hetmap annotations; compile it first (hetmap compile)")
+    return target_from_table(json.loads(spec), source)
+
+
+@dataclass
+class DriftResult:
+    drift: str
+    t_inference_s: float
+    mean: float
+    std: float
+    per_seed: list[float]
+
+
+@dataclass
+class RunReport:
+    model: str
+    data: str
+    metric: str  # "accuracy" or "agreement"
+    samples: int
+    seeds: int
+    full_precision: float
+    nominal: float  # converters and quantisers on, no device noise
+    drifts: list[DriftResult]
+
+
+def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
+    """A session whose initializers named in `fed` become inputs, so draws need no rebuild."""
+    proto = ir.to_proto(model)
+    kept = [t for t in proto.graph.initializer if t.name not in fed]
+    moved = [t for t in proto.graph.initializer if t.name in fed]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    proto.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in moved)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _predict(session: ort.InferenceSession, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray], batch: int) -> np.ndarray:
+    size = len(next(iter(inputs.values())))
+    parts = []
+    for start in range(0, size, batch):
+        feeds = {name: array[start : start + batch] for name, array in inputs.items()}
+        parts.append(session.run([session.get_outputs()[0].name], {**feeds, **extra})[0])
+    return np.concatenate(parts)
+
+
+def score(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
+    """Accuracy with labels, else agreement with the full-precision outputs."""
+    if labels is not None:
+        return float(np.mean(outputs.reshape(len(labels), -1).argmax(axis=1) == labels.reshape(-1)))
+    if outputs.ndim == 2 and outputs.shape[1] > 1:
+        return float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
+    a, b = outputs.reshape(len(outputs), -1), reference.reshape(len(reference), -1)
+    cosine = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return float(np.mean(cosine))
+
+
+def _batch_size(model: ir.Model) -> int:
+    for value in graph_inputs(model):
+        if value.shape is not None and len(value.shape) and isinstance(value.shape[0], int):
+            return value.shape[0]
+    return CHUNK
+
+
+def evaluate(
+    model: ir.Model,
+    source: str,
+    dataset: Dataset,
+    drifts: list[str],
+    seeds: int,
+    seed: int = 0,
+    on_step: Callable[[], None] = lambda: None,
+) -> RunReport:
+    """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws."""
+    target = annotated_target(model, source)
+    times = [parse_drift(text) for text in drifts]
+    batch = _batch_size(model)
+    reference = _predict(_session(model, set()), dataset.inputs, {}, batch)
+    simulation: Simulation = build_simulation(model, target)
+    fed = {block.weight.name for block in simulation.blocks}
+    session = _session(simulation.model, fed)
+    clean = {block.weight.name: block.weight.const_value.numpy() for block in simulation.blocks}
+    labels = dataset.labels
+    nominal = score(_predict(session, dataset.inputs, clean, batch), labels, reference)
+    per_time = [[] for _ in times]
+    for draw in range(seeds):
+        rng = np.random.default_rng([seed, draw])
+        programmed = simulation.program(rng)
+        for index, t in enumerate(times):
+            weights = simulation.read(programmed, t, np.random.default_rng([seed, draw, index]))
+            per_time[index].append(score(_predict(session, dataset.inputs, weights, batch), labels, reference))
+            on_step()
+    return RunReport(
+        model=source,
+        data=dataset.source,
+        metric="accuracy" if labels is not None else "agreement",
+        samples=dataset.size,
+        seeds=seeds,
+        full_precision=score(reference, labels, reference),
+        nominal=nominal,
+        drifts=[
+            DriftResult(text, t, float(np.mean(values)), float(np.std(values)), values)
+            for text, t, values in zip(drifts, times, per_time)
+        ],
+    )

@@ -1,0 +1,66 @@
+"""Calibrate: the input range of every mappable layer, for its DAC or activation quantiser.
+
+Analog tiles take inputs through a DAC with a fixed full scale per layer
+(as on HERMES), and digital INTk layers quantise activations to 8 bits the
+same way; both need the largest input magnitude the layer sees. It is
+measured by running the full-precision model in onnxruntime on the
+calibration data (or on the seeded random inputs when no data was given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from hetmap import parity
+from hetmap.pipeline import PassContext, parity_feeds
+
+CALIBRATION_SAMPLES = 256
+
+
+@dataclass
+class CalibrateReport:
+    source: str
+    samples: int
+    input_range: dict[str, float]
+
+
+def activation_operand(layer) -> int:
+    """Input index of the activation a layer multiplies by its weight."""
+    return 0 if layer.op_type in ("Conv", "ConvTranspose") else 1 - layer.weight_operand
+
+
+class Calibrate:
+    name = "calibrate"
+    rewrites_graph = False
+
+    def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, CalibrateReport]:
+        nodes = {node.name: node for node in model.graph}
+        inputs = {
+            layer.name: nodes[layer.name].inputs[activation_operand(layer)]
+            for layer in context.reports["partition"].layers
+        }
+        dataset = context.config.dataset
+        if dataset is not None:
+            feeds, source = dataset.head(CALIBRATION_SAMPLES), dataset.source
+        else:
+            feeds, source = parity_feeds(model, context.config), "random inputs (give --data for real ranges)"
+        known = set(feeds) | {value.name for value in model.graph.outputs}
+        probes = [value for value in dict.fromkeys(inputs.values()) if value.name not in known]
+        model.graph.outputs.extend(probes)
+        try:
+            outputs = parity.run_model(model, feeds)
+            names = [value.name for value in model.graph.outputs]
+        finally:
+            for _ in probes:
+                model.graph.outputs.pop()
+        arrays = {**feeds, **dict(zip(names, outputs))}
+        ranges = {}
+        for name, value in inputs.items():
+            array = arrays[value.name]
+            peak = float(np.max(np.abs(array))) if array.size else 0.0
+            ranges[name] = peak if peak > 0 else 1.0
+        samples = len(next(iter(feeds.values()))) if feeds else 0
+        return model, CalibrateReport(source=source, samples=samples, input_range=ranges)

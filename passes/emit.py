@@ -1,0 +1,100 @@
+"""Emit: the annotated ONNX graph, computing the full-precision function unchanged.
+
+Each mappable node carries `hetmap.*` entries in its metadata_props (option,
+bits, tiles, weight share, and what the simulator needs: weight layout, row
+block size, calibrated input range); the model carries the target, the
+hetmap version and a JSON summary (keys documented in README.md). Stock onnxruntime ignores the annotations; `hetmap run`
+reads them to build the simulation graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from hetmap import __version__
+from hetmap.errors import HetmapError
+from hetmap.mapping import ANALOG, Mapping, option_bits
+from hetmap.pipeline import PassContext
+
+NODE_METADATA_IR_VERSION = 10  # node metadata_props exist from IR version 10 on
+
+
+@dataclass
+class EmitReport:
+    target: str
+    layers: dict[str, str]
+    analog_weight_share: float
+    analog_mac_share: float
+    tiles_used: int
+    tile_count: int
+
+
+def place_tiles(layers, mapping: Mapping, tile_count: int) -> dict[str, list[int]]:
+    """Consecutive physical tile ids per analog layer, in graph order."""
+    placement, next_tile = {}, 0
+    for layer in layers:
+        if mapping.layers[layer.name] == ANALOG:
+            placement[layer.name] = list(range(next_tile, next_tile + layer.tiles))
+            next_tile += layer.tiles
+    if next_tile > tile_count:
+        raise HetmapError(
+            f"the mapping puts {next_tile} tiles' worth of weights on analog but the target has "
+            f"{tile_count}; map fewer layers to analog (largest: "
+            f"{max((l for l in layers if l.name in placement), key=lambda l: l.tiles).name})"
+        )
+    return placement
+
+
+class Emit:
+    name = "emit"
+    rewrites_graph = False
+
+    def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, EmitReport]:
+        target = context.target
+        partition = context.reports["partition"]
+        mapping: Mapping = context.reports["assign"].mapping
+        input_ranges = context.reports["calibrate"].input_range
+        placement = place_tiles(partition.layers, mapping, target.analog.count)
+        total_weights = partition.mappable_weights
+        nodes = {node.name: node for node in model.graph}
+        for layer in partition.layers:
+            option = mapping.layers[layer.name]
+            props = nodes[layer.name].metadata_props
+            props["hetmap.target"] = target.name
+            props["hetmap.option"] = option
+            if option == ANALOG:
+                props["hetmap.dac_bits"] = str(target.analog.dac_bits)
+                props["hetmap.adc_bits"] = str(target.analog.adc_bits)
+                props["hetmap.tiles"] = ",".join(map(str, placement[layer.name]))
+            else:
+                props["hetmap.bits"] = str(option_bits(option))
+            props["hetmap.weight"] = layer.weight
+            props["hetmap.weight_operand"] = str(layer.weight_operand)
+            props["hetmap.weight_transposed"] = str(int(layer.weight_transposed))
+            props["hetmap.block_rows"] = str(layer.block_rows)
+            props["hetmap.activation_rank"] = str(layer.activation_rank)
+            props["hetmap.input_range"] = repr(input_ranges[layer.name])
+            props["hetmap.weight_share"] = f"{layer.weight_count / total_weights:.6f}"
+            props["hetmap.matrix"] = f"{layer.rows}x{layer.cols}"
+            props["hetmap.blocks"] = f"{layer.row_blocks}x{layer.col_blocks}"
+        analog = [layer for layer in partition.layers if mapping.layers[layer.name] == ANALOG]
+        report = EmitReport(
+            target=target.name,
+            layers=dict(mapping.layers),
+            analog_weight_share=sum(l.weight_count for l in analog) / total_weights,
+            analog_mac_share=sum(l.macs for l in analog) / max(partition.mappable_macs, 1),
+            tiles_used=sum(len(tiles) for tiles in placement.values()),
+            tile_count=target.analog.count,
+        )
+        model.ir_version = max(model.ir_version, NODE_METADATA_IR_VERSION)
+        model.metadata_props["hetmap.version"] = __version__
+        model.metadata_props["hetmap.target"] = target.name
+        model.metadata_props["hetmap.target_spec"] = json.dumps(dataclasses.asdict(target))
+        model.metadata_props["hetmap.summary"] = json.dumps(
+            {k: v for k, v in vars(report).items() if k != "layers"}, sort_keys=True
+        )
+        return model, report
