@@ -15,11 +15,11 @@ from rich.progress import Progress
 
 from hetmap.data import load_dataset
 from hetmap.driver import compile_model, read_reports
-from hetmap.evaluate import evaluate, parse_drift
+from hetmap.evaluate import annotated_target, evaluate, parse_drift
 from hetmap.modelio import read_model, write_json_atomic
 from hetmap.pipeline import report_to_dict
 from hetmap.errors import HetmapError
-from hetmap.shapes import graph_inputs, parse_input_shape
+from hetmap.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
 from hetmap.views import REPORT_VIEWS, show_run, show_target, show_target_list
 
@@ -78,8 +78,10 @@ def inspect(build_dir) -> None:
 def run(model, data, drift, seeds, seed, json_path) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
     annotated = read_model(model)
+    annotated_target(annotated, str(model))
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
     dataset = load_dataset(data, dtypes)
+    resolve_input_shapes(annotated, dataset, {})  # the data must fit the model's inputs
     drifts = [text.strip() for text in drift.split(",") if text.strip()]
     for text in drifts:
         parse_drift(text)
