@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/hetmap compile -o build/demo
+	$(VENV)/bin/hetmap run build/demo/model.mapped.onnx --data models/cnn.test.npz --seeds 3
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -98,8 +98,8 @@ def program_weights(
 
     def block(rows: slice) -> tuple[float, float]:
         w = weights[rows]
-        # The three draws in one look-up, while the table is in cache: programming
-        # noise of the device holding w, of the device at 0 uS, drift exponent.
+        # One look-up for the block's three normals: programming noise of the
+        # device holding w and of the device at 0 uS, and the drift exponent's.
         z_held, z_zero, z_nu = _draw(rng, normal, (3, *w.shape))
         g_t = np.abs(w)
         g_t *= us_per_weight
@@ -116,7 +116,7 @@ def program_weights(
         # Give g_P the sign of w by toggling the IEEE sign bit: 4x faster than copysign twice.
         np.bitwise_xor(g_p.view(np.int32), w.view(np.int32) & _SIGN_BIT, out=g_p.view(np.int32))
 
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore"):
             log_g = np.log(g_t, out=g_t)  # ln 0 = -inf clips to the limits below, as aihwkit's 1e-7 floor
             mu = log_g * mu_a
             mu += mu_b
@@ -139,12 +139,13 @@ def program_weights(
         return total, largest
 
     sums = [block(rows) for rows in _row_blocks(weights.shape)]
-    g_largest = max((largest for _, largest in sums), default=0.0)
     # 1/f amplitude (aihwkit apply_drift_noise_to_conductance):
     #   q_s = min(0.2, 0.0088 / (|g_P| / g_ref)^0.65).
     # aihwkit converts the programmed weights to conductances a second time
-    # before drifting them, so its g_ref is the array's largest |g_P|, not g_max.
-    read_noise_q *= _F32(0.0088 * g_largest**0.65)
+    # before drifting them, so its g_ref is the array's largest |g_P|, not g_max
+    # (floored as its converter floors max|w| at 1e-7).
+    g_ref = max(max((largest for _, largest in sums), default=0.0), 1e-7 * g_max)
+    read_noise_q *= _F32(0.0088 * g_ref**0.65)
     np.minimum(read_noise_q, _F32(0.2), out=read_noise_q)
     return ProgrammedArray(
         weights=weights,
@@ -165,6 +166,9 @@ def read_weights(
     t = t_inference_s + t0:
         g(t) = g_P (t/t0)^-nu,
         g_R = max(0, g(t) (1 + read_noise_scale q_s sqrt(ln((t + t_read)/(2 t_read))) N)).
+    Like aihwkit, which turns the programmed weights into a fresh device pair
+    before drifting them, the net g+ - g- drifts on one device: the device at
+    0 uS neither drifts nor adds read noise.
     Global drift compensation: aihwkit reads the array with one-hot inputs
     (every conductance once) right after programming and again at t, and
     scales the outputs by the ratio of the mean absolute readouts:
@@ -223,9 +227,9 @@ def _normal_table() -> np.ndarray:
 def _draw(rng: np.random.Generator, table: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Draws of a distribution given by its 2^16 quantiles (inverse CDF), 16 random bits each.
 
-    Generator.standard_normal costs ~10 ns per float32 (its ziggurat runs one
-    sample per call); this costs ~2 ns, and a table scaled once per call
-    saves the multiply per element. The normal table reaches 4.3 sigma.
+    Generator.standard_normal costs ~10 ns per float32 here (its ziggurat
+    draws one sample at a time); this costs ~2 ns, and a table scaled once per
+    call saves a multiply per element. The normal table reaches 4.3 sigma.
     """
     size = int(np.prod(shape))
     bits = rng.bit_generator.random_raw(-(-size // 4)).view(np.uint16)[:size]

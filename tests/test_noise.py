@@ -54,6 +54,8 @@ def test_without_noise_the_weights_come_back():
     weights[:, 3] = 0.0  # an all-zero column maps to 0 uS
     out = noisy_weights(weights, QUIET, 365 * 86400.0, np.random.default_rng(0))
     np.testing.assert_allclose(out, weights, rtol=1e-6, atol=1e-9)
+    zeros = np.zeros((8, 8), np.float32)
+    np.testing.assert_array_equal(noisy_weights(zeros, QUIET, 3600.0, np.random.default_rng(0)), zeros)
 
 
 def test_without_noise_clipped_weights_come_back_clipped():
@@ -191,6 +193,6 @@ def test_drift_compensation_keeps_the_error_centred_as_it_grows(stats_by_time):
     spread = [stats_by_time[name]["ours"].shrink_std for name in DRIFT_TIMES_S]
     assert spread == sorted(spread) and spread[-1] > 1.4 * spread[0]
     for name in DRIFT_TIMES_S:
-        ours, raw = stats_by_time[name]["ours"], stats_by_time[name]["uncompensated"]
+        ours = stats_by_time[name]["ours"]
         assert abs(ours.shrink_mean - stats_by_time["1s"]["ours"].shrink_mean) < 0.05 * ours.shrink_std
     assert stats_by_time["1y"]["uncompensated"].shrink_mean < -0.1  # drifted 10 % of g_max toward zero
