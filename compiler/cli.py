@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from hetmap import __version__
 from rich.progress import Progress
@@ -85,7 +86,7 @@ def run(model, data, drift, seeds, seed, json_path) -> None:
     drifts = [text.strip() for text in drift.split(",") if text.strip()]
     for text in drifts:
         parse_drift(text)
-    with Progress(*Progress.get_default_columns(), console=err, transient=True) as progress:
+    with Progress(*Progress.get_default_columns(), console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("simulating", total=seeds * len(drifts))
         report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, lambda: progress.advance(task))
     result = report_to_dict(report)
@@ -124,8 +125,10 @@ def main() -> None:
     except HetmapError as error:
         err.print(f"[red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(2)
-    except click.ClickException as error:
-        error.show()
+    except click.ClickException as error:  # a bad flag or argument: one line too, not click's usage block
+        context = getattr(error, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        err.print(f"[red]error:[/] {escape(error.format_message())}{hint}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(error.exit_code)
     except (click.Abort, KeyboardInterrupt):
         err.print("aborted")

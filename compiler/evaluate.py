@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from hetmap.data import Dataset
 from hetmap.errors import HetmapError
-from hetmap.shapes import graph_inputs
+from hetmap.shapes import fixed_batch
 from hetmap.simulate import Simulation, build_simulation
 from hetmap.targets import Target
 from hetmap.targets.schema import target_from_table
@@ -80,10 +80,11 @@ def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
 
 
 def _predict(session: ort.InferenceSession, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray], batch: int) -> np.ndarray:
-    size = len(next(iter(inputs.values())))
+    """Outputs over every sample, `batch` at a time; a 0-d input (a scalar) goes whole into each run."""
+    size = max((len(array) for array in inputs.values() if array.ndim), default=1)
     parts = []
     for start in range(0, size, batch):
-        feeds = {name: array[start : start + batch] for name, array in inputs.items()}
+        feeds = {name: array[start : start + batch] if array.ndim else array for name, array in inputs.items()}
         parts.append(session.run([session.get_outputs()[0].name], {**feeds, **extra})[0])
     return np.concatenate(parts)
 
@@ -99,11 +100,17 @@ def score(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray)
     return float(np.mean(cosine))
 
 
-def _batch_size(model: ir.Model) -> int:
-    for value in graph_inputs(model):
-        if value.shape is not None and len(value.shape) and isinstance(value.shape[0], int):
-            return value.shape[0]
-    return CHUNK
+def _batch_size(model: ir.Model, dataset: Dataset) -> int:
+    """Samples per run: the model's fixed batch size, which must divide the data, else CHUNK."""
+    batch = fixed_batch(model)
+    if batch is None:
+        return CHUNK
+    if dataset.size % batch:
+        raise HetmapError(
+            f"data file '{dataset.source}' has {dataset.size} samples but the model takes exactly {batch} "
+            f"per run (a fixed batch size); give a multiple of {batch} samples"
+        )
+    return batch
 
 
 def evaluate(
@@ -118,7 +125,7 @@ def evaluate(
     """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws."""
     target = annotated_target(model, source)
     times = [parse_drift(text) for text in drifts]
-    batch = _batch_size(model)
+    batch = _batch_size(model, dataset)
     reference = _predict(_session(model, set()), dataset.inputs, {}, batch)
     simulation: Simulation = build_simulation(model, target)
     fed = {block.weight.name for block in simulation.blocks}

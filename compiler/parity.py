@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -47,6 +49,15 @@ def _payload_with_weights_as_inputs(model: ir.Model) -> tuple[bytes, dict[str, n
 
 def run_model(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Run the graph as written (no ORT graph rewrites) on the CPU."""
+    return next(run_model_batches(model, feeds, batch=None))
+
+
+def run_model_batches(model: ir.Model, feeds: dict[str, np.ndarray], batch: int | None) -> Iterator[list[np.ndarray]]:
+    """run_model on consecutive `batch`-sample slices of `feeds` (all at once for None), one session.
+
+    For models exported with a fixed batch size; a remainder short of a
+    whole batch is left out, and 0-d inputs go whole into every run.
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
@@ -55,11 +66,15 @@ def run_model(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
         session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises its own exception types for unsupported graphs
         raise HetmapError(f"onnxruntime cannot load the model: {str(error).splitlines()[0]}") from None
-    try:
-        return session.run(None, {**weights, **feeds})
-    except Exception as error:
-        reason = str(error).splitlines()[0]
-        raise HetmapError(f"onnxruntime cannot run the model on these inputs: {reason}") from None
+    size = max((len(array) for array in feeds.values() if array.ndim), default=1)
+    step = batch or size
+    for start in range(0, max(size - step, 0) + 1, step):
+        part = {name: array[start : start + step] if array.ndim else array for name, array in feeds.items()}
+        try:
+            yield session.run(None, {**weights, **part})
+        except Exception as error:
+            reason = str(error).splitlines()[0]
+            raise HetmapError(f"onnxruntime cannot run the model on these inputs: {reason}") from None
 
 
 def max_relative_error(expected: list[np.ndarray], actual: list[np.ndarray]) -> float:

@@ -24,10 +24,11 @@ import onnx_ir.passes.common
 from hetmap import parity
 from hetmap.data import Dataset
 from hetmap.errors import HetmapError
-from hetmap.shapes import graph_inputs, random_feeds
+from hetmap.shapes import fixed_batch, random_feeds
 from hetmap.targets import Target
 
 PARITY_SAMPLES = 4
+COLLECT_ABOVE_BYTES = 16 << 20  # small models' replaced weights may wait for the next collection
 
 
 @dataclass
@@ -85,10 +86,7 @@ def parity_feeds(model: ir.Model, config: CompileConfig) -> dict[str, np.ndarray
 
     A model exported with a fixed batch size gets exactly that many samples.
     """
-    batch = PARITY_SAMPLES
-    for value in graph_inputs(model):
-        if value.shape is not None and len(value.shape) and isinstance(value.shape[0], int):
-            batch = value.shape[0]
+    batch = fixed_batch(model) or PARITY_SAMPLES
     if config.dataset is not None:
         return config.dataset.head(batch)
     rng = np.random.default_rng([config.seed, 7])
@@ -109,7 +107,8 @@ def run_pipeline(
         expected = parity.run_model(model, feeds) if graph_pass.rewrites_graph else None
         start = time.perf_counter()
         model, report = graph_pass.run(model, context)
-        _release_replaced_values(model)
+        if graph_pass.rewrites_graph:
+            _release_replaced_values(model)
         seconds = time.perf_counter() - start
         error = None
         if expected is not None:
@@ -138,7 +137,9 @@ def _release_replaced_values(model: ir.Model) -> None:
         counter = graph.inputs._ref_counter
         for value in [value for value, count in counter.items() if count <= 0]:
             del counter[value]
-    gc.collect()
+    weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    if weight_bytes > COLLECT_ABOVE_BYTES:  # a full collection costs ~0.1 s once torch is loaded
+        gc.collect()
 
 
 def _check_graph(pass_name: str, model: ir.Model) -> None:

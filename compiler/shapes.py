@@ -23,6 +23,14 @@ def graph_inputs(model: ir.Model) -> list[ir.Value]:
     return [value for value in model.graph.inputs if value.name not in model.graph.initializers]
 
 
+def fixed_batch(model: ir.Model) -> int | None:
+    """The batch size a model was exported with (a fixed leading input dimension), else None."""
+    for value in graph_inputs(model):
+        if value.shape is not None and len(value.shape) and isinstance(value.shape[0], int):
+            return value.shape[0]
+    return None
+
+
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """Parse `NAME=1,3,32,32` from the command line."""
     name, sep, dims = text.partition("=")

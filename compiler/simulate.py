@@ -95,27 +95,21 @@ class _Builder:
         return node.outputs[0]
 
     def quantize(self, x: ir.Value, scale, levels: int, suffix: str, axis: int | None = None, rank: int = 0) -> ir.Value:
-        """Round x/scale to an integer in [-levels, levels] and scale back (QDQ).
+        """Round x/scale to an integer in [-levels, levels] and scale back, in float ops.
 
-        Up to 8 bits the integers saturate in an int8 container (Clip on
-        int8); wider converters clip in float first and use int16.
+        Div/Round/Clip/Mul rather than QuantizeLinear/DequantizeLinear: with
+        a QDQ pair around a Conv, onnxruntime's optimiser fuses it into an
+        integer kernel that re-quantises the (noisy) weights to int8, so the
+        graph would compute something else than it says.
         """
         scale = np.asarray(scale, dtype=np.float32)
-        axis_attr = {} if axis is None else {"axis": axis}
-        container = np.int8 if levels <= 127 else np.int16
-        zero = self.constant(f"{suffix}_zero", np.zeros(scale.shape, dtype=container))
-        step = self.constant(f"{suffix}_scale", scale)
-        if container is np.int16:
-            bound = (scale * levels).reshape(-1, *([1] * (rank - 2))) if axis == 1 else scale * levels
-            x = self.op("Min", [x, self.constant(f"{suffix}_high", bound)], f"{suffix}_min")
-            x = self.op("Max", [x, self.constant(f"{suffix}_low", -bound)], f"{suffix}_max")
-            q = self.op("QuantizeLinear", [x, step, zero], f"{suffix}_q", **axis_attr)
-        else:
-            q = self.op("QuantizeLinear", [x, step, zero], f"{suffix}_q", **axis_attr)
-            low = self.constant(f"{suffix}_low", np.array(-levels, dtype=container))
-            high = self.constant(f"{suffix}_high", np.array(levels, dtype=container))
-            q = self.op("Clip", [q, low, high], f"{suffix}_clip")
-        return self.op("DequantizeLinear", [q, step, zero], f"{suffix}_dq", **axis_attr)
+        if axis == 1 and scale.ndim:
+            scale = scale.reshape(-1, *([1] * (rank - 2)))  # channels of an N,C,... tensor
+        step = self.constant(f"{suffix}_step", scale)
+        q = self.op("Round", [self.op("Div", [x, step], f"{suffix}_div")], f"{suffix}_round")
+        bounds = [self.constant(f"{suffix}_{side}", np.array(v, np.float32)) for side, v in (("low", -levels), ("high", levels))]
+        q = self.op("Clip", [q, *bounds], f"{suffix}_clip")
+        return self.op("Mul", [q, step], f"{suffix}_mul")
 
     def input_quantizer(self, x: ir.Value, input_range: float, bits: int, suffix: str) -> ir.Value:
         """DAC (analog) or activation quantiser (digital): full scale = the calibrated range."""

@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from hetmap import parity
 from hetmap.pipeline import PassContext, parity_feeds
+from hetmap.shapes import fixed_batch
 
 CALIBRATION_SAMPLES = 256
 
@@ -30,6 +31,10 @@ class CalibrateReport:
 def activation_operand(layer) -> int:
     """Input index of the activation a layer multiplies by its weight."""
     return 0 if layer.op_type in ("Conv", "ConvTranspose") else 1 - layer.weight_operand
+
+
+def _peak(array: np.ndarray) -> float:
+    return float(np.max(np.abs(array))) if array.size else 0.0
 
 
 class Calibrate:
@@ -50,17 +55,15 @@ class Calibrate:
         known = set(feeds) | {value.name for value in model.graph.outputs}
         probes = [value for value in dict.fromkeys(inputs.values()) if value.name not in known]
         model.graph.outputs.extend(probes)
+        peaks = {name: _peak(array) for name, array in feeds.items()}
         try:
-            outputs = parity.run_model(model, feeds)
             names = [value.name for value in model.graph.outputs]
+            for outputs in parity.run_model_batches(model, feeds, fixed_batch(model)):
+                for name, array in zip(names, outputs):
+                    peaks[name] = max(peaks.get(name, 0.0), _peak(array))
         finally:
             for _ in probes:
                 model.graph.outputs.pop()
-        arrays = {**feeds, **dict(zip(names, outputs))}
-        ranges = {}
-        for name, value in inputs.items():
-            array = arrays[value.name]
-            peak = float(np.max(np.abs(array))) if array.size else 0.0
-            ranges[name] = peak if peak > 0 else 1.0
-        samples = len(next(iter(feeds.values()))) if feeds else 0
+        ranges = {name: peaks[value.name] or 1.0 for name, value in inputs.items()}
+        samples = max((len(array) for array in feeds.values() if array.ndim), default=1 if feeds else 0)
         return model, CalibrateReport(source=source, samples=samples, input_range=ranges)

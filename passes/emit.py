@@ -19,6 +19,7 @@ from hetmap import __version__
 from hetmap.errors import HetmapError
 from hetmap.mapping import ANALOG, Mapping, option_bits
 from hetmap.pipeline import PassContext
+from hetmap.targets import Target
 
 NODE_METADATA_IR_VERSION = 10  # node metadata_props exist from IR version 10 on
 
@@ -49,6 +50,33 @@ def place_tiles(layers, mapping: Mapping, tile_count: int) -> dict[str, list[int
     return placement
 
 
+def annotate_layer(node: ir.Node, layer, option: str, target: Target, input_range: float, tiles: list[int], total_weights: int) -> None:
+    """Write one layer's `hetmap.*` metadata: its option and what the simulator needs."""
+    props = node.metadata_props
+    props["hetmap.target"] = target.name
+    props["hetmap.option"] = option
+    if option == ANALOG:
+        props["hetmap.dac_bits"] = str(target.analog.dac_bits)
+        props["hetmap.adc_bits"] = str(target.analog.adc_bits)
+        props["hetmap.tiles"] = ",".join(map(str, tiles))
+    else:
+        props["hetmap.bits"] = str(option_bits(option))
+    props["hetmap.weight"] = layer.weight
+    props["hetmap.weight_operand"] = str(layer.weight_operand)
+    props["hetmap.weight_transposed"] = str(int(layer.weight_transposed))
+    props["hetmap.block_rows"] = str(layer.block_rows)
+    props["hetmap.activation_rank"] = str(layer.activation_rank)
+    props["hetmap.input_range"] = repr(input_range)
+    props["hetmap.weight_share"] = f"{layer.weight_count / total_weights:.6f}"
+    props["hetmap.matrix"] = f"{layer.rows}x{layer.cols}"
+    props["hetmap.blocks"] = f"{layer.row_blocks}x{layer.col_blocks}"
+
+
+def clear_annotations(node: ir.Node) -> None:
+    for key in [key for key in node.metadata_props if key.startswith("hetmap.")]:
+        del node.metadata_props[key]
+
+
 class Emit:
     name = "emit"
     rewrites_graph = False
@@ -62,25 +90,10 @@ class Emit:
         total_weights = partition.mappable_weights
         nodes = {node.name: node for node in model.graph}
         for layer in partition.layers:
-            option = mapping.layers[layer.name]
-            props = nodes[layer.name].metadata_props
-            props["hetmap.target"] = target.name
-            props["hetmap.option"] = option
-            if option == ANALOG:
-                props["hetmap.dac_bits"] = str(target.analog.dac_bits)
-                props["hetmap.adc_bits"] = str(target.analog.adc_bits)
-                props["hetmap.tiles"] = ",".join(map(str, placement[layer.name]))
-            else:
-                props["hetmap.bits"] = str(option_bits(option))
-            props["hetmap.weight"] = layer.weight
-            props["hetmap.weight_operand"] = str(layer.weight_operand)
-            props["hetmap.weight_transposed"] = str(int(layer.weight_transposed))
-            props["hetmap.block_rows"] = str(layer.block_rows)
-            props["hetmap.activation_rank"] = str(layer.activation_rank)
-            props["hetmap.input_range"] = repr(input_ranges[layer.name])
-            props["hetmap.weight_share"] = f"{layer.weight_count / total_weights:.6f}"
-            props["hetmap.matrix"] = f"{layer.rows}x{layer.cols}"
-            props["hetmap.blocks"] = f"{layer.row_blocks}x{layer.col_blocks}"
+            annotate_layer(
+                nodes[layer.name], layer, mapping.layers[layer.name], target,
+                input_ranges[layer.name], placement.get(layer.name, []), total_weights,
+            )  # fmt: skip
         analog = [layer for layer in partition.layers if mapping.layers[layer.name] == ANALOG]
         report = EmitReport(
             target=target.name,

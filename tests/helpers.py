@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +16,16 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+import messy_models as messy
+from hetmap.data import Dataset
+from hetmap.driver import default_passes
+from hetmap.mapping import FORMAT
+from hetmap.models import reference_path
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
 from hetmap.shapes import resolve_input_shapes
-from hetmap.targets import load_target
+from hetmap.targets import Target, load_target
 
 
 def fed_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -73,9 +81,14 @@ def all_nodes(graph: onnx.GraphProto):
                 yield from all_nodes(body)
 
 
-def _context(model: ir.Model, target: str, input_shapes: dict | None) -> PassContext:
+def _context(model: ir.Model, target: str | Target, input_shapes: dict | None) -> PassContext:
     shapes = resolve_input_shapes(model, None, input_shapes or {})
-    return PassContext(target=load_target(target), config=CompileConfig(input_shapes=shapes))
+    return PassContext(target=as_target(target), config=CompileConfig(input_shapes=shapes))
+
+
+def as_target(target: str | Target) -> Target:
+    """A built-in target by name, or the Target given."""
+    return load_target(target) if isinstance(target, str) else target
 
 
 def canonicalize(proto: onnx.ModelProto, input_shapes: dict | None = None):
@@ -85,7 +98,7 @@ def canonicalize(proto: onnx.ModelProto, input_shapes: dict | None = None):
     return ir.to_proto(model), report
 
 
-def partition(proto: onnx.ModelProto, target: str = "tiny", input_shapes: dict | None = None):
+def partition(proto: onnx.ModelProto, target: str | Target = "tiny", input_shapes: dict | None = None):
     """Canonicalize then partition, as `hetmap compile` does: the partition report."""
     model = ir.serde.deserialize_model(copy.deepcopy(proto))
     context = _context(model, target, input_shapes)
@@ -95,6 +108,54 @@ def partition(proto: onnx.ModelProto, target: str = "tiny", input_shapes: dict |
 
 def layers_by_name(report) -> dict:
     return {layer.name: layer for layer in report.layers}
+
+
+REFERENCE_MODELS = ("cnn", "mlp", "resnet", "transformer")
+EXAMPLE_MODELS = (*messy.HAND_BUILT, "wide_gemm", *REFERENCE_MODELS)
+MIXED = ("analog", "int8", "int4", "int2")  # the options a "mixed" mapping cycles through
+
+
+def example_model(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """One of EXAMPLE_MODELS with inputs for it: 32 test samples of a reference model, else seeded ones."""
+    if name in REFERENCE_MODELS:
+        proto = onnx.load(reference_path(f"{name}.onnx"))
+        return proto, {"x": np.load(reference_path(f"{name}.test.npz"))["x"][:32]}
+    proto = messy.wide_gemm() if name == "wide_gemm" else messy.HAND_BUILT[name]()
+    return proto, random_inputs(proto, {"x": [2, 3, 10, 6]} if name == "symbolic_dims" else None)
+
+
+def compile_in_memory(proto: onnx.ModelProto, target: str | Target, mapping: str | dict = "all-analog", feeds=None):
+    """`hetmap compile`'s passes without files: (annotated ir.Model, reports by pass name).
+
+    `mapping` is a preset or {layer: option}; `feeds` calibrate the layers
+    (and fix symbolic shapes) as `--data` does.
+    """
+    model = ir.serde.deserialize_model(copy.deepcopy(proto))
+    dataset = Dataset(inputs=feeds, labels=None, source="feeds") if feeds is not None else None
+    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
+    context = PassContext(target=as_target(target), config=config)
+    with tempfile.TemporaryDirectory() as folder:
+        if isinstance(mapping, dict):
+            path = Path(folder) / "mapping.json"
+            path.write_text(json.dumps({"format": FORMAT, "layers": mapping}))
+            mapping = str(path)
+        model, _ = run_pipeline(model, default_passes(mapping), context)
+    return model, context.reports
+
+
+@functools.cache
+def compiled_example(name: str, target: str | Target, mapping: str = "all-analog"):
+    """example_model(name) compiled on its own inputs (shared: never modify the result).
+
+    Besides the presets, "mixed" gives the layers analog, int8, int4, int2
+    in turn, and an option name ("int2") gives every layer that option.
+    """
+    proto, feeds = example_model(name)
+    if mapping == "mixed" or mapping in MIXED:
+        layers = partition(proto, target, {k: v.shape for k, v in feeds.items()}).layers
+        cycle = MIXED if mapping == "mixed" else (mapping,)
+        mapping = {layer.name: cycle[i % len(cycle)] for i, layer in enumerate(layers)}
+    return compile_in_memory(proto, target, mapping, feeds)
 
 
 HETMAP = Path(sys.executable).parent / "hetmap"  # the installed console script
