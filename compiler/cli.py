@@ -15,11 +15,12 @@ from hetmap import __version__
 from rich.progress import Progress
 
 from hetmap.data import load_dataset
-from hetmap.driver import compile_model, read_reports
+from hetmap.driver import Decision, compile_model, read_reports
 from hetmap.evaluate import annotated_target, evaluate, parse_drift
 from hetmap.modelio import read_model, write_json_atomic
 from hetmap.pipeline import report_to_dict
 from hetmap.errors import HetmapError
+from hetmap.solver import OBJECTIVES
 from hetmap.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
 from hetmap.views import REPORT_VIEWS, show_run, show_target, show_target_list
@@ -40,9 +41,14 @@ def cli() -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder (default: build/<model name>).")
 @click.option("--data", type=click.Path(path_type=Path), help="Calibration .npz (x, optional y): shapes and checks.")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1,3,32,32", help="Concrete shape of an input with symbolic dimensions.")
-@click.option("--mapping", default="all-analog", show_default=True, metavar="FILE|PRESET", help="Mapping JSON file or preset: all-analog, all-digital-int8, all-digital-int4.")
+@click.option("--mapping", metavar="FILE|PRESET", help="Use this mapping (JSON file, or all-analog, all-digital-int8, all-digital-int4) instead of the solver.")
+@click.option("--max-drop", default=0.5, show_default=True, type=click.FloatRange(min=0), help="Accuracy budget in percentage points.")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="energy", show_default=True, help="Minimise energy or maximise the analog weight share.")
+@click.option("--drift", default="1d", show_default=True, help="Drift time at which the budget holds.")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws per measurement.")
+@click.option("--pareto", is_flag=True, help="Also sweep the budget and write the Pareto front.")
 @click.option("--seed", default=0, show_default=True, help="Seed for every random draw.")
-def compile(model, target, output, data, input_shape, mapping, seed) -> None:
+def compile(model, target, output, data, input_shape, mapping, max_drop, objective, drift, seeds, pareto, seed) -> None:
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
         from hetmap.models import DEFAULT_MODEL, reference_path
@@ -53,9 +59,11 @@ def compile(model, target, output, data, input_shape, mapping, seed) -> None:
     output = output or Path("build") / model.stem
     chosen = load_target(target)
     shapes = dict(parse_input_shape(text) for text in input_shape)
+    parse_drift(drift)
     with err.status("compiling") as status:
         result = compile_model(
-            model, chosen, output, data_path=data, input_shapes=shapes, seed=seed, mapping=mapping,
+            model, chosen, output, data_path=data, input_shapes=shapes, seed=seed,
+            decision=Decision(mapping, max_drop, objective, drift, seeds, pareto),
             on_pass=lambda name: status.update(f"running pass [bold]{name}[/]"),
         )
     _show_reports(result.reports)

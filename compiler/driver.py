@@ -15,6 +15,7 @@ from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.emit import Emit
 from hetmap.passes.partition import Partition
+from hetmap.passes.sensitivity import Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
 from hetmap.shapes import graph_inputs, resolve_input_shapes
 from hetmap.targets import Target
@@ -30,8 +31,26 @@ class CompileResult:
     reports: dict[str, dict]
 
 
-def default_passes(mapping_spec: str):
-    return [Canonicalize(), Partition(), Calibrate(), Assign(mapping_spec), Emit()]
+@dataclass(frozen=True)
+class Decision:
+    """How compile chooses the mapping: a given one, or the solver under a budget."""
+
+    mapping: str | None = None  # a file or preset; None runs sensitivity + solver
+    max_drop: float = 0.5  # percentage points at `drift`
+    objective: str = "energy"
+    drift: str = "1d"
+    seeds: int = 3
+    pareto: bool = False
+
+
+def default_passes(decision: Decision):
+    choose = [Assign(decision.mapping)]
+    if decision.mapping is None:
+        choose = [
+            Sensitivity(decision.drift, decision.seeds),
+            Assign(None, decision.max_drop, decision.objective, decision.drift, decision.seeds, decision.pareto),
+        ]
+    return [Canonicalize(), Partition(), Calibrate(), *choose, Emit()]
 
 
 def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
@@ -51,11 +70,12 @@ def compile_model(
     data_path: Path | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     seed: int = 0,
-    mapping: str = "all-analog",
+    decision: Decision = Decision(),
     on_pass: Callable[[str], None] = lambda name: None,
 ) -> CompileResult:
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`."""
-    sources = [p for p in (model_path, data_path, Path(mapping)) if p is not None and p.exists()]
+    mapping_file = Path(decision.mapping) if decision.mapping else None
+    sources = [p for p in (model_path, data_path, mapping_file) if p is not None and p.exists()]
     _check_output_dir(output_dir, sources)
     model = read_model(model_path)
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(model)}
@@ -66,7 +86,7 @@ def compile_model(
         dataset=dataset,
     )
     context = PassContext(target=target, config=config)
-    model, pipeline_report = run_pipeline(model, default_passes(mapping), context, on_pass)
+    model, pipeline_report = run_pipeline(model, default_passes(decision), context, on_pass)
 
     reports = {name: report_to_dict(report) for name, report in context.reports.items()}
     reports["pipeline"] = report_to_dict(pipeline_report)

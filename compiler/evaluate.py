@@ -113,6 +113,51 @@ def _batch_size(model: ir.Model, dataset: Dataset) -> int:
     return batch
 
 
+class Scorer:
+    """Scores simulated variants of one model on one dataset against its full-precision outputs.
+
+    Each seed programs the chip once and reads it at every drift time; a
+    variant without analog layers is deterministic and is run once.
+    """
+
+    def __init__(self, model: ir.Model, dataset: Dataset):
+        self.dataset = dataset
+        self.batch = _batch_size(model, dataset)
+        self.reference = _predict(_session(model, set()), dataset.inputs, {}, self.batch)
+        self.full_precision = score(self.reference, dataset.labels, self.reference)
+
+    def _score(self, session, weights) -> float:
+        outputs = _predict(session, self.dataset.inputs, weights, self.batch)
+        return score(outputs, self.dataset.labels, self.reference)
+
+    def simulate(
+        self,
+        annotated: ir.Model,
+        target: Target,
+        times: list[float],
+        seeds: int,
+        seed: int = 0,
+        on_step: Callable[[], None] = lambda: None,
+    ) -> tuple[float, list[list[float]]]:
+        """(converters-only metric, metric per drift time per seed) of an annotated model."""
+        simulation: Simulation = build_simulation(annotated, target)
+        session = _session(simulation.model, {block.weight.name for block in simulation.blocks})
+        clean = {block.weight.name: block.weight.const_value.numpy() for block in simulation.blocks}
+        nominal = self._score(session, clean)
+        if not simulation.blocks:
+            for _ in range(seeds * len(times)):
+                on_step()
+            return nominal, [[nominal] * seeds for _ in times]
+        per_time = [[] for _ in times]
+        for draw in range(seeds):
+            programmed = simulation.program(np.random.default_rng([seed, draw]))
+            for index, t in enumerate(times):
+                weights = simulation.read(programmed, t, np.random.default_rng([seed, draw, index]))
+                per_time[index].append(self._score(session, weights))
+                on_step()
+        return nominal, per_time
+
+
 def evaluate(
     model: ir.Model,
     source: str,
@@ -125,29 +170,15 @@ def evaluate(
     """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws."""
     target = annotated_target(model, source)
     times = [parse_drift(text) for text in drifts]
-    batch = _batch_size(model, dataset)
-    reference = _predict(_session(model, set()), dataset.inputs, {}, batch)
-    simulation: Simulation = build_simulation(model, target)
-    fed = {block.weight.name for block in simulation.blocks}
-    session = _session(simulation.model, fed)
-    clean = {block.weight.name: block.weight.const_value.numpy() for block in simulation.blocks}
-    labels = dataset.labels
-    nominal = score(_predict(session, dataset.inputs, clean, batch), labels, reference)
-    per_time = [[] for _ in times]
-    for draw in range(seeds):
-        rng = np.random.default_rng([seed, draw])
-        programmed = simulation.program(rng)
-        for index, t in enumerate(times):
-            weights = simulation.read(programmed, t, np.random.default_rng([seed, draw, index]))
-            per_time[index].append(score(_predict(session, dataset.inputs, weights, batch), labels, reference))
-            on_step()
+    scorer = Scorer(model, dataset)
+    nominal, per_time = scorer.simulate(model, target, times, seeds, seed, on_step)
     return RunReport(
         model=source,
         data=dataset.source,
-        metric="accuracy" if labels is not None else "agreement",
+        metric="accuracy" if dataset.labels is not None else "agreement",
         samples=dataset.size,
         seeds=seeds,
-        full_precision=score(reference, labels, reference),
+        full_precision=scorer.full_precision,
         nominal=nominal,
         drifts=[
             DriftResult(text, t, float(np.mean(values)), float(np.std(values)), values)

@@ -93,6 +93,28 @@ def parity_feeds(model: ir.Model, config: CompileConfig) -> dict[str, np.ndarray
     return random_feeds(model, config.input_shapes, rng, batch=batch)
 
 
+SCORING_RANDOM_SAMPLES = 64
+
+
+def scoring_dataset(model: ir.Model, config: CompileConfig) -> Dataset:
+    """The data decisions are scored on: the user's, else seeded random inputs (agreement only).
+
+    A model with a fixed batch size is scored on the largest whole number of batches.
+    """
+    batch = fixed_batch(model)
+    if config.dataset is not None:
+        dataset = config.dataset
+        if batch and dataset.size % batch and dataset.size > batch:
+            usable = dataset.size - dataset.size % batch
+            labels = dataset.labels[:usable] if dataset.labels is not None else None
+            return Dataset(dataset.head(usable), labels, dataset.source)
+        return dataset
+    batch = batch or SCORING_RANDOM_SAMPLES
+    rng = np.random.default_rng([config.seed, 11])
+    feeds = random_feeds(model, config.input_shapes, rng, batch=batch)
+    return Dataset(inputs=feeds, labels=None, source="random inputs (give --data to score on real data)")
+
+
 def run_pipeline(
     model: ir.Model,
     passes: Sequence[Pass],

@@ -1,34 +1,195 @@
 """Assign: one option per mappable layer.
 
-For now the mapping comes from the user (`--mapping FILE|PRESET`, default
-all-analog); the solver that chooses it under an accuracy budget replaces
-this in a later step, keeping the same report.
+With `--mapping` the user's mapping (a file or a preset) is taken as given.
+Otherwise the assignment MILP (compiler/solver.py) minimises energy, or
+maximises the analog weight share, under the accuracy budget and the tile
+capacity, on the additive model of the sensitivity report. The chosen
+mapping is then simulated; when the measured drop breaks the budget, the
+drops of its choices are scaled by measured/predicted, the mapping is cut
+off, and the MILP solved again, a bounded number of rounds. The mapping
+that ships is a measured one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_ir as ir
 
-from hetmap.mapping import Mapping, resolve_mapping, validate
-from hetmap.pipeline import PassContext
+from hetmap.cost import layer_cost
+from hetmap.evaluate import Scorer, parse_drift
+from hetmap.mapping import ANALOG, Mapping, resolve_mapping, target_options, validate
+from hetmap.passes.emit import annotate_layer, clear_annotations
+from hetmap.pipeline import PassContext, scoring_dataset
+from hetmap.solver import Problem, predicted_drop, solve
+
+CORRECTION_ROUNDS = 4
+PESSIMISM = 0.9  # measured below this share of predicted: the model had slack to spend
+PARETO_BUDGETS = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass
+class Attempt:
+    mapping: dict[str, str]
+    predicted_drop_points: float
+    measured_drop_points: float
+    measured_std_points: float
+    energy_pj: float
+    analog_weight_share: float
 
 
 @dataclass
 class AssignReport:
-    source: str
+    source: str  # "solver" or the user's --mapping
     mapping: Mapping
+    objective: str = ""
+    max_drop_points: float | None = None
+    drift: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
+    within_budget: bool | None = None
+    pareto: list[Attempt] = field(default_factory=list)
 
 
 class Assign:
     name = "assign"
     rewrites_graph = False
 
-    def __init__(self, mapping_spec: str = "all-analog"):
+    def __init__(self, mapping_spec: str | None = None, max_drop: float = 0.5, objective: str = "energy",
+                 drift: str = "1d", seeds: int = 3, pareto: bool = False):  # fmt: skip
         self.mapping_spec = mapping_spec
+        self.max_drop = max_drop
+        self.objective = objective
+        self.drift = drift
+        self.seeds = seeds
+        self.pareto = pareto
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, AssignReport]:
         names = [layer.name for layer in context.reports["partition"].layers]
-        mapping = validate(resolve_mapping(self.mapping_spec, names), names, context.target, self.mapping_spec)
-        return model, AssignReport(source=self.mapping_spec, mapping=mapping)
+        if self.mapping_spec is not None:
+            mapping = validate(resolve_mapping(self.mapping_spec, names), names, context.target, self.mapping_spec)
+            return model, AssignReport(source=self.mapping_spec, mapping=mapping)
+        measure = _Measurer(model, context, self.drift, self.seeds)
+        problem = _problem(context)
+        attempts = _solve_and_verify(problem, measure, self.max_drop, self.objective)
+        feasible = [a for a in attempts if a.measured_drop_points <= self.max_drop]
+        best = _best(feasible, self.objective) if feasible else min(attempts, key=lambda a: a.measured_drop_points)
+        pareto = [a for budget in PARETO_BUDGETS for a in _solve_and_verify(problem, measure, budget, self.objective)[-1:]] if self.pareto else []
+        report = AssignReport(
+            source="solver",
+            mapping=Mapping(dict(best.mapping)),
+            objective=self.objective,
+            max_drop_points=self.max_drop,
+            drift=self.drift,
+            attempts=attempts,
+            within_budget=bool(feasible),
+            pareto=pareto,
+        )
+        return model, report
+
+
+def _best(attempts: list[Attempt], objective: str) -> Attempt:
+    if objective == "energy":
+        return min(attempts, key=lambda a: a.energy_pj)
+    return max(attempts, key=lambda a: (a.analog_weight_share, -a.energy_pj))
+
+
+def _problem(context: PassContext) -> Problem:
+    partition = context.reports["partition"]
+    sensitivity = context.reports["sensitivity"].layers
+    options = target_options(context.target)
+    layers = partition.layers
+    drop = np.array([[max(sensitivity[l.name][o].drop_points, 0.0) for o in options] for l in layers])
+    energy = np.array([[layer_cost(l, o, context.target).energy_pj for o in options] for l in layers])
+    allowed = np.ones(drop.shape, dtype=bool)
+    allowed[:, options.index(ANALOG)] = [l.tiles <= context.target.analog.count for l in layers]
+    return Problem(
+        layers=[l.name for l in layers],
+        options=options,
+        drop=drop,
+        energy_pj=energy,
+        weights=np.array([l.weight_count for l in layers], dtype=float),
+        tiles=np.array([l.tiles for l in layers], dtype=float),
+        tile_count=context.target.analog.count,
+        allowed=allowed,
+    )
+
+
+def _solve_and_verify(problem: Problem, measure, budget: float, objective: str) -> list[Attempt]:
+    """MILP, simulate, correct: every measured attempt, in order.
+
+    After each measurement the drops of the chosen options are scaled by
+    measured/predicted (within [1/4, 4]) and the mapping is cut off, so the
+    additive model learns from whole-mapping simulations in both
+    directions: an optimistic model stops breaking the budget, a pessimistic
+    one frees slack for a better mapping. When the model admits no mapping
+    at all, the safest one is measured first: measurement decides. Rounds
+    end early once a mapping is within budget and the model was not
+    pessimistic about it.
+    """
+    problem = Problem(**{**vars(problem), "drop": problem.drop.copy()})
+    attempts, tried = [], []
+    for _ in range(CORRECTION_ROUNDS):
+        mapping = solve(problem, budget, objective, tried)
+        if mapping is None and attempts:
+            break
+        mapping = mapping or _safest(problem)
+        predicted = predicted_drop(problem, mapping)
+        attempt = measure(mapping, predicted)
+        attempts.append(attempt)
+        tried.append(mapping)
+        measured = attempt.measured_drop_points
+        if measured <= budget and measured >= PESSIMISM * predicted:
+            break
+        chosen = [(i, problem.options.index(mapping[name])) for i, name in enumerate(problem.layers)]
+        for i, j in chosen:
+            if predicted > 0:
+                problem.drop[i, j] *= min(max(measured / predicted, 0.25), 4.0)
+            else:
+                problem.drop[i, j] += max(measured, 0.0) / len(chosen)
+    return attempts
+
+
+def _safest(problem: Problem) -> dict[str, str]:
+    """Per layer the allowed option with the smallest drop (the least energy among ties)."""
+    mapping = {}
+    for i, name in enumerate(problem.layers):
+        allowed = [j for j in range(len(problem.options)) if problem.allowed[i, j]]
+        best = min(allowed, key=lambda j: (problem.drop[i, j], problem.energy_pj[i, j]))
+        mapping[name] = problem.options[best]
+    return mapping
+
+
+class _Measurer:
+    """Simulates whole mappings on the scoring data at the budget's drift time."""
+
+    def __init__(self, model: ir.Model, context: PassContext, drift: str, seeds: int):
+        self.model = model
+        self.context = context
+        self.t_inference_s = parse_drift(drift)
+        self.seeds = seeds
+        self.scorer = Scorer(model, scoring_dataset(model, context.config))
+        self.layers = context.reports["partition"].layers
+        self.total_weights = context.reports["partition"].mappable_weights
+        self.ranges = context.reports["calibrate"].input_range
+
+    def __call__(self, mapping: dict[str, str], predicted: float) -> Attempt:
+        target = self.context.target
+        nodes = {node.name: node for node in self.model.graph}
+        for layer in self.layers:
+            annotate_layer(nodes[layer.name], layer, mapping[layer.name], target, self.ranges[layer.name], [], self.total_weights)
+        try:
+            _, per_time = self.scorer.simulate(self.model, target, [self.t_inference_s], self.seeds, self.context.config.seed)
+        finally:
+            for layer in self.layers:
+                clear_annotations(nodes[layer.name])
+        drops = 100 * (self.scorer.full_precision - np.array(per_time[0]))
+        analog = [l for l in self.layers if mapping[l.name] == ANALOG]
+        return Attempt(
+            mapping=dict(mapping),
+            predicted_drop_points=predicted,
+            measured_drop_points=float(drops.mean()),
+            measured_std_points=float(drops.std()),
+            energy_pj=sum(layer_cost(l, mapping[l.name], target).energy_pj for l in self.layers),
+            analog_weight_share=sum(l.weight_count for l in analog) / self.total_weights,
+        )

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from hetmap import __version__
-from hetmap.errors import HetmapError
 from hetmap.mapping import ANALOG, Mapping, option_bits
+from hetmap.passes.schedule import place_blocks
 from hetmap.pipeline import PassContext
 from hetmap.targets import Target
 
@@ -34,20 +34,13 @@ class EmitReport:
     tile_count: int
 
 
-def place_tiles(layers, mapping: Mapping, tile_count: int) -> dict[str, list[int]]:
-    """Consecutive physical tile ids per analog layer, in graph order."""
-    placement, next_tile = {}, 0
-    for layer in layers:
-        if mapping.layers[layer.name] == ANALOG:
-            placement[layer.name] = list(range(next_tile, next_tile + layer.tiles))
-            next_tile += layer.tiles
-    if next_tile > tile_count:
-        raise HetmapError(
-            f"the mapping puts {next_tile} tiles' worth of weights on analog but the target has "
-            f"{tile_count}; map fewer layers to analog (largest: "
-            f"{max((l for l in layers if l.name in placement), key=lambda l: l.tiles).name})"
-        )
-    return placement
+def tile_ids(layers, mapping: Mapping, context: PassContext) -> dict[str, list[int]]:
+    """Physical tile ids per analog layer: the schedule's placement, or the same one computed here."""
+    schedule = context.reports.get("schedule")
+    if schedule is not None:
+        return schedule.tile_ids()
+    placement = place_blocks(layers, mapping, context.target)
+    return {name: [block.tile for block in blocks] for name, blocks in placement.items()}
 
 
 def annotate_layer(node: ir.Node, layer, option: str, target: Target, input_range: float, tiles: list[int], total_weights: int) -> None:
@@ -86,7 +79,7 @@ class Emit:
         partition = context.reports["partition"]
         mapping: Mapping = context.reports["assign"].mapping
         input_ranges = context.reports["calibrate"].input_range
-        placement = place_tiles(partition.layers, mapping, target.analog.count)
+        placement = tile_ids(partition.layers, mapping, context)
         total_weights = partition.mappable_weights
         nodes = {node.name: node for node in model.graph}
         for layer in partition.layers:

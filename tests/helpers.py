@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 import messy_models as messy
 from hetmap.data import Dataset
-from hetmap.driver import default_passes
+from hetmap.driver import Decision, default_passes
 from hetmap.mapping import FORMAT
 from hetmap.models import reference_path
 from hetmap.passes.canonicalize import Canonicalize
@@ -139,7 +139,7 @@ def compile_in_memory(proto: onnx.ModelProto, target: str | Target, mapping: str
             path = Path(folder) / "mapping.json"
             path.write_text(json.dumps({"format": FORMAT, "layers": mapping}))
             mapping = str(path)
-        model, _ = run_pipeline(model, default_passes(mapping), context)
+        model, _ = run_pipeline(model, default_passes(Decision(mapping)), context)
     return model, context.reports
 
 

@@ -17,7 +17,7 @@ import torch
 
 from hetmap import aihwkit_reference as reference
 from hetmap.data import load_dataset
-from hetmap.driver import compile_model
+from hetmap.driver import Decision, compile_model
 from hetmap.evaluate import evaluate, parse_drift
 from hetmap.models import reference_path
 from hetmap.simulate import build_simulation
@@ -34,7 +34,7 @@ TOLERANCE_PP = 1.0
 
 def compiled(target, folder) -> ir.Model:
     data = reference_path(f"{MODEL}.test.npz")
-    compile_model(reference_path(f"{MODEL}.onnx"), target, folder, data_path=data, mapping="all-analog")
+    compile_model(reference_path(f"{MODEL}.onnx"), target, folder, data_path=data, decision=Decision("all-analog"))
     return ir.load(folder / "model.mapped.onnx")
 
 

@@ -55,9 +55,10 @@ def test_preset_gives_every_mappable_layer_one_option(hetmap, model_file, preset
     assert annotated_options("out/model.mapped.onnx") == {name: option for name in LAYERS}
 
 
-def test_default_mapping_is_all_analog(hetmap, model_file):
+def test_without_a_mapping_the_solver_chooses_one_for_every_layer(hetmap, model_file):
     assert hetmap("compile", model_file, "-t", "tiny", "-o", "out").exit_code == 0
-    assert annotated_options("out/model.mapped.onnx") == {"trans_b": "analog", "plain": "analog"}
+    assert json.loads(Path("out/reports/assign.json").read_text())["source"] == "solver"
+    assert set(annotated_options("out/model.mapped.onnx")) == {"trans_b", "plain"}
 
 
 def test_mapping_file_sets_each_layer_by_onnx_node_name(hetmap, model_file):

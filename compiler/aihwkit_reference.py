@@ -1,0 +1,256 @@
+"""aihwkit 1.1.0 as the reference simulator for a compiled reference model (fidelity test and bench).
+
+The torch module the model was exported from (hetmap.models.architectures)
+gets the compiled model's weights (BatchNorm folded where canonicalize
+folded it), is converted with aihwkit's convert_to_analog under a
+TorchInferenceRPUConfig set up like the target (PCMLikeNoiseModel, global
+drift compensation, DAC/ADC bits and bound, tile size, per-column weight
+scaling, each layer's static input range from `hetmap.input_range`, no
+noise or bound management, no output noise), then programmed and drifted
+as `hetmap run` does. aihwkit imports lazily: hetmap itself never needs it.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from hetmap.layouts import WeightLayout
+from hetmap.mapping import ANALOG
+from hetmap.targets import Target
+
+PARITY_TOLERANCE = 1e-4  # relative to the largest logit, torch vs onnxruntime on the same weights
+
+
+@dataclass(frozen=True)
+class MappedLayer:
+    """One analog layer of the compiled model and the torch module that computes it."""
+
+    node: str
+    module: str  # dotted path in the torch module
+    input_range: float
+    block_rows: int
+
+
+def rpu_config(target: Target, input_range: float = 1.0, block_rows: int | None = None):
+    """TorchInferenceRPUConfig with the target's devices and converters (aihwkit's names for hetmap's semantics).
+
+    block_rows: split the rows as hetmap's partition does (consecutive blocks
+    of block_rows, e.g. whole channels), instead of aihwkit's equal parts of
+    at most tile-rows rows.
+    """
+    from aihwkit.inference import GlobalDriftCompensation, PCMLikeNoiseModel
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+    from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
+
+    analog, noise = target.analog, target.analog.noise
+    config = TorchInferenceRPUConfig()
+    config.noise_model = PCMLikeNoiseModel(
+        prog_coeff=list(noise.prog_coeff),
+        g_max=noise.g_max_us,
+        t_read=noise.t_read_s,
+        t_0=noise.t0_s,
+        prog_noise_scale=noise.prog_noise_scale,
+        read_noise_scale=noise.read_noise_scale,
+        drift_scale=noise.drift_scale,
+    )
+    # The coefficients were fitted at 25 uS (hetmap.noise scales them the same way). aihwkit 1.1.0
+    # drops a prog_coeff_g_max_reference passed beside prog_coeff, so it is set afterwards.
+    config.noise_model.prog_coeff_g_max_reference = 25.0
+    config.drift_compensation = GlobalDriftCompensation() if noise.drift_compensation else None
+    forward = config.forward
+    forward.inp_bound = 1.0
+    forward.inp_res = 1 / (2**analog.dac_bits - 2)
+    forward.out_bound = analog.adc_bound
+    forward.out_res = 1 / (2**analog.adc_bits - 2)
+    forward.inp_noise = forward.out_noise = forward.w_noise = 0.0
+    forward.noise_management = NoiseManagementType.NONE
+    forward.bound_management = BoundManagementType.NONE
+    config.mapping.max_input_size = block_rows or analog.rows
+    config.mapping.max_output_size = analog.cols
+    config.mapping.weight_scaling_omega = 1.0
+    config.mapping.weight_scaling_columnwise = True
+    config.mapping.learn_out_scaling = False
+    config.mapping.digital_bias = True
+    ranges = config.pre_post.input_range
+    ranges.enable = True
+    ranges.learn_input_range = False
+    ranges.init_from_data = 0
+    ranges.init_value = float(input_range)
+    if block_rows is not None:
+        config.tile_array_class = _consecutive_tile_array()
+    return config
+
+
+def mapped_layers(annotated: ir.Model, module) -> list[MappedLayer]:
+    """The analog layers of an annotated model, each named by its torch module path."""
+    modules = dict(module.named_modules())
+    layers = []
+    for node in annotated.graph:
+        props = node.metadata_props
+        if props.get("hetmap.option") != ANALOG:
+            continue
+        path = _module_path(node, modules)
+        layers.append(MappedLayer(node.name, path, float(props["hetmap.input_range"]), int(props["hetmap.block_rows"])))
+    return layers
+
+
+def _module_path(node: ir.Node, modules: dict) -> str:
+    """The dynamo exporter's name scopes, else the weight's initializer name (a state_dict key)."""
+    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes")
+    candidates = []
+    if scopes is not None:
+        candidates.append(ast.literal_eval(scopes)[-2])
+    weight = node.metadata_props["hetmap.weight"]
+    candidates.append(weight.removesuffix(".weight"))
+    for path in candidates:
+        if path in modules:
+            return path
+    raise ValueError(f"node '{node.name}' (weight '{weight}') matches no torch module (tried {candidates})")
+
+
+def torch_reference(name: str, annotated: ir.Model):
+    """The architecture `name` with the annotated model's weights, in eval mode.
+
+    Mapped layers take their weight (and bias) from their node; every other
+    state_dict entry from the initializer of that name (the exporters keep
+    state_dict keys as initializer names). A BatchNorm whose parameters are
+    gone was folded into the layer before it, whose bias then holds the
+    folded shift: it becomes an Identity.
+    """
+    import torch
+
+    from hetmap.models.architectures import ARCHITECTURES
+
+    torch.manual_seed(0)
+    module = ARCHITECTURES[name]().eval()
+    modules = dict(module.named_modules())
+    initializers = {n: v.const_value.numpy() for n, v in annotated.graph.initializers.items() if v.const_value is not None}
+    state = {}
+    for node in annotated.graph:
+        props = node.metadata_props
+        if "hetmap.option" not in props:
+            continue
+        path = _module_path(node, modules)
+        layer = modules[path]
+        operand = int(props["hetmap.weight_operand"])
+        array = node.inputs[operand].const_value.numpy()
+        layout = WeightLayout(node.op_type, array.shape, node.attributes.get_int("group", 1), props["hetmap.weight_transposed"] == "1")
+        state[f"{path}.weight"] = layout.to_matrix(array).T.reshape(layer.weight.shape)
+        if node.op_type == "Gemm" and (node.attributes.get_float("alpha", 1.0) != 1.0 or node.attributes.get_float("beta", 1.0) != 1.0):
+            raise ValueError(f"node '{node.name}': Gemm with alpha or beta != 1 has no nn.Linear equivalent")
+        if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2] is not None:
+            bias = node.inputs[2].const_value.numpy().reshape(-1)
+            if layer.bias is None:  # a BatchNorm folded into a bias-free layer
+                layer.bias = torch.nn.Parameter(torch.zeros(bias.shape[0]))
+            state[f"{path}.bias"] = bias
+    folded = set()
+    for key in module.state_dict():
+        if key in state:
+            continue
+        if key in initializers:
+            state[key] = initializers[key]
+            continue
+        owner = key.rsplit(".", 1)[0]
+        if isinstance(modules.get(owner), torch.nn.modules.batchnorm._BatchNorm):
+            folded.add(owner)
+            continue
+        raise ValueError(f"model '{name}': no weights for '{key}' in the compiled graph")
+    for path in folded:
+        parent, _, child = path.rpartition(".")
+        setattr(modules[parent] if parent else module, child, torch.nn.Identity())
+    module.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in state.items() if k in module.state_dict()})
+    return module.eval()
+
+
+def check_parity(module, annotated: ir.Model, x: np.ndarray) -> float:
+    """Largest |torch - onnxruntime| logit difference relative to the largest logit; raises above tolerance."""
+    import torch
+
+    from hetmap import parity
+
+    (expected,) = parity.run_model(annotated, {annotated.graph.inputs[0].name: x})
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    error = parity.max_relative_error([expected], [got])
+    if error > PARITY_TOLERANCE:
+        raise AssertionError(f"torch reference differs from onnxruntime by {error:.2e} (relative)")
+    return error
+
+
+def analog_reference(module, annotated: ir.Model, target: Target, blocks: str = "aihwkit"):
+    """convert_to_analog with one rpu_config per layer carrying its calibrated input range.
+
+    blocks="aihwkit": aihwkit's own row split (TileModuleArray: equal parts of
+    at most tile-rows rows); blocks="hetmap": hetmap's row blocks (whole input
+    channels per tile, e.g. 252 of 256 rows for 3x3 convolutions), to isolate
+    the effect of the split from the simulator's semantics.
+    """
+    from aihwkit.nn.conversion import convert_to_analog
+
+    layers = {layer.module: layer for layer in mapped_layers(annotated, module)}
+
+    def per_layer(path: str, layer, config):
+        mapped = layers.get(path)
+        if mapped is None and not list(layer.children()):  # containers (Sequential) take the config too
+            raise ValueError(f"torch module '{path}' would become analog but hetmap left it unmapped")
+        if mapped is None:
+            return config
+        rows = mapped.block_rows if blocks == "hetmap" else None
+        return rpu_config(target, mapped.input_range, rows)
+
+    wrapped = copy.deepcopy(module)
+    analog = convert_to_analog(wrapped, rpu_config(target), specific_rpu_config_fun=per_layer, inplace=True)
+    converted = {path for path, _ in analog.named_analog_layers() if path}
+    missing = {p for p in layers} - {p.removeprefix("module.") for p in converted}
+    if missing:
+        raise ValueError(f"aihwkit did not convert {sorted(missing)}")
+    return analog.eval()
+
+
+@functools.cache
+def _consecutive_tile_array():
+    from aihwkit.simulator.tiles.array import TileModuleArray
+
+    class ConsecutiveTileArray(TileModuleArray):
+        """Row (and column) blocks of the maximum size from the top, the last one shorter: hetmap's partition."""
+
+        def get_split_sizes(self, size: int, split_max_size: int) -> list[int]:
+            if split_max_size <= 0:
+                return [size]
+            return [min(split_max_size, size - start) for start in range(0, size, split_max_size)]
+
+    return ConsecutiveTileArray
+
+
+def scores_over_drift(
+    analog, x: np.ndarray, drift_seconds: list[float], seeds: int, metrics: dict[str, Callable[[np.ndarray], float]], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Each metric of the outputs, [drift time, draw]: a draw programs the chip once, then reads it at every drift time."""
+    import torch
+
+    inputs = torch.from_numpy(x)
+    result = {name: np.zeros((len(drift_seconds), seeds)) for name in metrics}
+    with torch.no_grad():
+        for draw in range(seeds):
+            torch.manual_seed(1_000_003 * seed + draw)
+            analog.program_analog_weights()
+            for index, t in enumerate(drift_seconds):
+                analog.drift_analog_weights(t)
+                outputs = analog(inputs).numpy()
+                for name, metric in metrics.items():
+                    result[name][index, draw] = metric(outputs)
+    return result
+
+
+def accuracy_over_drift(analog, x: np.ndarray, y: np.ndarray, drift_seconds: list[float], seeds: int, seed: int = 0) -> np.ndarray:
+    """Top-1 accuracy [drift time, draw]."""
+    labels = np.asarray(y).reshape(-1)
+    metric = {"accuracy": lambda outputs: float(np.mean(outputs.argmax(axis=1) == labels))}
+    return scores_over_drift(analog, x, drift_seconds, seeds, metric, seed)["accuracy"]
