@@ -139,6 +139,8 @@ def fidelity(name: str, model: ir.Model, target: Target, seeds: int) -> dict:
             "output_error_sem": float(np.hypot(ours_error[index].std(), theirs["output_error"][index].std()) / np.sqrt(seeds)),
         }
         row["delta_pp"] = 100 * (row["hetmap_accuracy"] - row["aihwkit_accuracy"])
+        # standard error of the difference of the two means: what the draws can resolve
+        row["delta_sem_pp"] = 100 * float(np.hypot(np.std(result.per_seed), theirs["accuracy"][index].std()) / np.sqrt(seeds))
         row["pass"] = abs(row["delta_pp"]) <= TOLERANCE_PP
         if same_blocks is not None:
             row["aihwkit_same_blocks_accuracy"] = float(same_blocks["accuracy"][index].mean())
@@ -255,12 +257,13 @@ def _print_fidelity(name: str, result: dict, seeds: int) -> None:
     print(f"\n{name}: full precision {100 * result['full_precision']:.2f} %, hetmap nominal (converters, no noise) "
           f"{100 * result['nominal']:.2f} %, {seeds} draws; torch reference parity {result['torch_parity_relative_error']:.1e}")  # fmt: skip
     same = "aihwkit_same_blocks_accuracy" in result["drifts"][0]
-    header = f"  {'drift':<5} {'hetmap %':>15} {'aihwkit %':>15} {'delta pp':>8}  {'goal':<5} {'out err hetmap':>14} {'aihwkit':>8} {'(+-sem)':>8}"
+    header = (f"  {'drift':<5} {'hetmap %':>15} {'aihwkit %':>15} {'delta pp':>8} {'(+-sem)':>7}  {'goal':<5} "
+              f"{'out err hetmap':>14} {'aihwkit':>8} {'(+-sem)':>8}")  # fmt: skip
     print(header + ("   same blocks: acc %  out err" if same else ""))
     for row in result["drifts"]:
         line = (
             f"  {row['drift']:<5} {100 * row['hetmap_accuracy']:7.2f} +-{100 * row['hetmap_accuracy_std']:5.2f} "
-            f"{100 * row['aihwkit_accuracy']:7.2f} +-{100 * row['aihwkit_accuracy_std']:5.2f} {row['delta_pp']:+8.2f}  "
+            f"{100 * row['aihwkit_accuracy']:7.2f} +-{100 * row['aihwkit_accuracy_std']:5.2f} {row['delta_pp']:+8.2f} {row['delta_sem_pp']:7.2f}  "
             f"{'PASS' if row['pass'] else 'FAIL':<5} {row['hetmap_output_error']:14.4f} {row['aihwkit_output_error']:8.4f} "
             f"{row['output_error_sem']:8.4f}"
         )

@@ -15,10 +15,12 @@ from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.emit import Emit
 from hetmap.passes.partition import Partition
+from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
 from hetmap.shapes import graph_inputs, resolve_input_shapes
 from hetmap.targets import Target
+from hetmap.timeline import write_timeline_png
 
 MAPPED_MODEL = "model.mapped.onnx"
 MAPPING_FILE = "mapping.json"
@@ -50,7 +52,7 @@ def default_passes(decision: Decision):
             Sensitivity(decision.drift, decision.seeds),
             Assign(None, decision.max_drop, decision.objective, decision.drift, decision.seeds, decision.pareto),
         ]
-    return [Canonicalize(), Partition(), Calibrate(), *choose, Emit()]
+    return [Canonicalize(), Partition(), Calibrate(), *choose, Schedule(), Emit()]
 
 
 def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
@@ -94,6 +96,7 @@ def compile_model(
     write_json_atomic(output_dir / MAPPING_FILE, context.reports["assign"].mapping.to_json())
     for name, report in reports.items():
         write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
+    write_timeline_png(reports["schedule"], output_dir / REPORTS_DIR / "schedule.png")
     return CompileResult(output_dir=output_dir, reports=reports)
 
 

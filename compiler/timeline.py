@@ -1,8 +1,8 @@
 """The schedule as a picture: a Gantt chart drawn from reports/schedule.json.
 
 One row per analog layer (its tile group) and one per digital unit; a bar per
-layer from start to end, labelled with its name; critical-path bars are
-highlighted. Drawn from the JSON dict, never from live objects, with
+layer from start to end, labelled with its name, or with a number keyed beside
+the chart where the name does not fit; critical-path bars have a red edge. Drawn from the JSON dict, never from live objects, with
 matplotlib's Agg canvas (no display, no pyplot state).
 """
 

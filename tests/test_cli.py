@@ -16,7 +16,7 @@ from helpers import assert_same_outputs, ort_outputs, random_inputs, run_console
 OUTPUT_FILES = {
     "model.mapped.onnx", "mapping.json", "reports/canonicalize.json", "reports/partition.json",
     "reports/calibrate.json", "reports/sensitivity.json", "reports/assign.json", "reports/emit.json",
-    "reports/pipeline.json",
+    "reports/schedule.json", "reports/schedule.png", "reports/pipeline.json",
 }
 
 
@@ -75,7 +75,7 @@ def test_partition_report_lists_the_layers_with_their_matrices(compiled):
 def test_pipeline_report_records_each_pass_and_its_parity(compiled):
     report = json.loads((compiled / "out" / "reports" / "pipeline.json").read_text())
     assert (report["target"], report["seed"], report["input_shapes"]) == ("tiny", 0, {"x": [1, 3, 8, 8]})
-    assert [p["name"] for p in report["passes"]] == ["canonicalize", "partition", "calibrate", "sensitivity", "assign", "emit"]
+    assert [p["name"] for p in report["passes"]] == ["canonicalize", "partition", "calibrate", "sensitivity", "assign", "schedule", "emit"]
     assert report["passes"][0]["parity_relative_error"] < 1e-4
 
 
