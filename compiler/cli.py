@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -127,7 +126,6 @@ def targets_show(name) -> None:
 
 def main() -> None:
     """Entry point: user errors are one line on stderr and a non-zero exit."""
-    logging.getLogger("onnxscript").setLevel(logging.ERROR)  # its fallbacks are not the user's concern
     try:
         cli.main(standalone_mode=False)
     except HetmapError as error:

@@ -10,6 +10,8 @@ order. The pass manager proves the rewrite kept the outputs (ORT parity).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections import Counter
 from dataclasses import dataclass
 
@@ -49,6 +51,17 @@ class CanonicalizeReport:
     weight_count: int
     batchnorms_folded: int
     batchnorms_left: int
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _op_counts(model: ir.Model) -> dict[str, int]:
@@ -96,7 +109,8 @@ class Canonicalize:
         common_passes.RemoveInitializersFromInputsPass()(model)
         common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         if opset_in < CANONICAL_OPSET:
-            ConvertVersionPass(CANONICAL_OPSET, fallback=True)(model)
+            with _quiet("onnxscript"):  # its note about falling back to onnx's converter is not the user's concern
+                ConvertVersionPass(CANONICAL_OPSET, fallback=True)(model)
             if _default_opset(model) != CANONICAL_OPSET:
                 raise HetmapError(f"cannot convert the model from opset {opset_in} to {CANONICAL_OPSET}")
             model.ir_version = max(model.ir_version, CANONICAL_IR_VERSION)
