@@ -1,0 +1,112 @@
+"""Sensitivity, cost model, the assignment MILP, and the measured end-to-end budget."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hetmap.cost import input_vectors, layer_cost
+from hetmap.data import load_dataset
+from hetmap.driver import Decision, compile_model
+from hetmap.evaluate import evaluate
+from hetmap.mapping import target_options
+from hetmap.models import reference_path
+from hetmap.modelio import read_model
+from hetmap.solver import Problem, predicted_drop, solve
+from hetmap.targets import load_target
+
+HERMES = load_target("hermes")
+
+
+def problem(drop, energy, tiles=(1, 1, 1), tile_count=10, weights=(1, 1, 1)):
+    drop, energy = np.array(drop, float), np.array(energy, float)
+    return Problem([f"l{i}" for i in range(len(drop))], ["analog", "int8"], drop, energy,
+                   np.array(weights, float), np.array(tiles, float), tile_count, np.ones(drop.shape, bool))  # fmt: skip
+
+
+# The MILP.
+
+
+def test_energy_objective_takes_the_cheapest_options_the_budget_allows():
+    p = problem(drop=[[0.3, 0], [0.3, 0], [0.3, 0]], energy=[[1, 5], [1, 5], [1, 5]])
+    mapping = solve(p, budget=0.6)
+    assert sorted(mapping.values()) == ["analog", "analog", "int8"]
+    assert predicted_drop(p, mapping) <= 0.6
+
+
+def test_capacity_limits_the_analog_layers():
+    p = problem(drop=[[0, 0]] * 3, energy=[[1, 5]] * 3, tiles=(4, 4, 4), tile_count=8)
+    assert list(solve(p, budget=1.0).values()).count("analog") == 2
+
+
+def test_analog_share_objective_prefers_the_largest_layers():
+    p = problem(drop=[[0.5, 0]] * 3, energy=[[5, 1]] * 3, weights=(10, 1000, 100))
+    assert solve(p, budget=0.5, objective="analog-share") == {"l0": "int8", "l1": "analog", "l2": "int8"}
+
+
+def test_an_excluded_mapping_is_not_chosen_again():
+    p = problem(drop=[[0, 0]] * 3, energy=[[1, 5]] * 3)
+    first = solve(p, budget=1.0)
+    assert solve(p, budget=1.0, excluded=[first]) != first
+
+
+def test_no_mapping_meets_an_impossible_budget():
+    assert solve(problem(drop=[[1, 1]] * 3, energy=[[1, 1]] * 3), budget=0.5) is None
+
+
+# The cost model.
+
+
+@pytest.fixture(scope="module")
+def cnn_layers(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnn") / "out"
+    compile_model(reference_path("cnn.onnx"), HERMES, out, reference_path("cnn.test.npz"), decision=Decision("all-analog"))
+    return [SimpleNamespace(**layer) for layer in json.loads((out / "reports" / "partition.json").read_text())["layers"]]
+
+
+def test_digital_energy_is_macs_times_the_units_energy(cnn_layers):
+    layer = cnn_layers[0]
+    assert layer_cost(layer, "int8", HERMES).energy_pj == pytest.approx(layer.macs * 0.23)
+
+
+def test_analog_energy_adds_conversions_per_input_vector(cnn_layers):
+    layer = cnn_layers[1]
+    analog = HERMES.analog
+    vectors = input_vectors(layer)
+    expected = (layer.macs * analog.energy_per_mac_pj + vectors * layer.groups * layer.rows * layer.col_blocks
+                * analog.energy_per_dac_pj + vectors * layer.cols * layer.row_blocks * analog.energy_per_adc_pj)  # fmt: skip
+    assert layer_cost(layer, "analog", HERMES).energy_pj == pytest.approx(expected)
+
+
+# End to end on a reference model.
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlp")
+    compile_model(reference_path("mlp.onnx"), HERMES, folder / "out", reference_path("mlp.test.npz"),
+                  decision=Decision(None, max_drop=0.5, objective="analog-share", seeds=2))  # fmt: skip
+    return folder / "out"
+
+
+def test_sensitivity_covers_every_layer_and_option(compiled):
+    sensitivity = json.loads((compiled / "reports" / "sensitivity.json").read_text())
+    partition = json.loads((compiled / "reports" / "partition.json").read_text())
+    assert set(sensitivity["layers"]) == {layer["name"] for layer in partition["layers"]}
+    for drops in sensitivity["layers"].values():
+        assert list(drops) == target_options(HERMES)
+        assert all(drops[option]["std_points"] == 0 for option in ("int8", "int4", "int2"))  # deterministic
+
+
+def test_the_shipped_mapping_was_measured_within_the_budget(compiled):
+    assign = json.loads((compiled / "reports" / "assign.json").read_text())
+    chosen = [a for a in assign["attempts"] if a["mapping"] == assign["mapping"]["layers"]]
+    assert assign["within_budget"] and chosen and chosen[-1]["measured_drop_points"] <= 0.5
+
+
+def test_running_the_mapped_model_reproduces_the_measured_drop(compiled):
+    annotated = read_model(compiled / "model.mapped.onnx")
+    dataset = load_dataset(reference_path("mlp.test.npz"), {"x": np.dtype(np.float32)})
+    report = evaluate(annotated, "mlp", dataset, ["1d"], seeds=2)
+    assert 100 * (report.full_precision - report.drifts[0].mean) <= 0.5
