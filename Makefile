@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/hetmap compile -o build/demo
+	$(VENV)/bin/hetmap compile -o build/demo --objective analog-share
 	$(VENV)/bin/hetmap run build/demo/model.mapped.onnx --data models/cnn.test.npz --seeds 3
 
 test: $(VENV)/.installed
