@@ -141,9 +141,8 @@ class Scorer:
     ) -> tuple[float, list[list[float]]]:
         """(converters-only metric, metric per drift time per seed) of an annotated model."""
         simulation: Simulation = build_simulation(annotated, target)
-        session = _session(simulation.model, {block.weight.name for block in simulation.blocks})
-        clean = {block.weight.name: block.weight.const_value.numpy() for block in simulation.blocks}
-        nominal = self._score(session, clean)
+        session = _session(simulation.model, simulation.drawn_names())
+        nominal = self._score(session, simulation.nominal())
         if not simulation.blocks:
             for _ in range(seeds * len(times)):
                 on_step()

@@ -14,6 +14,7 @@ static input ranges, no noise or bound management and no output noise.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import ml_dtypes
@@ -31,10 +32,19 @@ ACTIVATION_BITS = 8  # digital layers see INT8 activations
 
 @dataclass
 class AnalogBlock:
-    """One row block of an analog layer: its tiles share inputs and sum after their ADCs."""
+    """One row block of an analog layer: its tiles share inputs and sum after their ADCs.
 
-    weight: ir.Value  # initializer of the block's weight in the simulation graph
+    The graph computes in converter codes: the block's weight initializer is
+    W x to_codes (per column), so integer DAC codes times it give ADC codes
+    directly, and the ADC's integers times `output_scale` (real units per
+    code, times each tile's drift compensation) give the partial product.
+    """
+
+    weight: ir.Value  # initializer: the block's weight in converter codes
+    output_scale: ir.Value  # initializer: real units per ADC code, per column
     matrix: np.ndarray  # clean W[rows_b, cols] block
+    to_codes: np.ndarray  # [cols]: DAC step / ADC step in real units
+    adc_scale: np.ndarray  # [cols]: real units per ADC code without drift compensation
     layout: WeightLayout
     channels: int  # input channels per group (convolutions) or rows (matrices)
     tile_cols: int
@@ -43,14 +53,30 @@ class AnalogBlock:
         cols = self.matrix.shape[1]
         return [slice(start, min(start + self.tile_cols, cols)) for start in range(0, cols, self.tile_cols)]
 
+    def values(self, matrix: np.ndarray, compensation: np.ndarray) -> dict[str, np.ndarray]:
+        """Initializer values for block weights `matrix` and per-column compensation factors."""
+        return {
+            self.weight.name: self.layout.block_weight(matrix * self.to_codes, self.channels),
+            self.output_scale.name: (self.adc_scale * compensation).reshape(self.output_scale.const_value.shape),
+        }
+
 
 @dataclass
 class Simulation:
-    """A simulation graph plus the analog blocks whose weights each Monte-Carlo draw replaces."""
+    """A simulation graph plus the analog blocks whose values each Monte-Carlo draw replaces."""
 
     model: ir.Model
     target: Target
     blocks: list[AnalogBlock] = field(default_factory=list)
+
+    def drawn_names(self) -> set[str]:
+        """Initializers that change with every draw (fed to onnxruntime rather than baked)."""
+        return {name for block in self.blocks for name in (block.weight.name, block.output_scale.name)}
+
+    def nominal(self) -> dict[str, np.ndarray]:
+        """The drawn initializers without device noise (converters only)."""
+        return {name: value.const_value.numpy() for block in self.blocks for name, value in
+                ((block.weight.name, block.weight), (block.output_scale.name, block.output_scale))}  # fmt: skip
 
     def program(self, rng: np.random.Generator) -> list[list[pcm.ProgrammedArray]]:
         """Program every tile once (programming noise and drift exponents)."""
@@ -58,18 +84,35 @@ class Simulation:
         return [[pcm.program_weights(b.matrix[:, tile], noise, rng) for tile in b.tiles()] for b in self.blocks]
 
     def read(self, programmed, t_inference_s: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Block weights (initializer layout) as the tiles compute t_inference_s after programming."""
-        noise = self.target.analog.noise
-        weights = {}
-        for block, arrays in zip(self.blocks, programmed):
-            noisy = np.concatenate([pcm.read_weights(a, noise, t_inference_s, rng) for a in arrays], axis=1)
-            weights[block.weight.name] = block.layout.block_weight(noisy, block.channels)
-        return weights
+        """Drawn initializers as the tiles compute t_inference_s after programming.
 
-    def bake(self, weights: dict[str, np.ndarray]) -> None:
-        """Store one draw's weights as the graph's initializers (for a standalone ONNX file)."""
+        The ADC sees the drifted (shrunk) conductances; global drift
+        compensation rescales each tile's outputs digitally after it, as in
+        aihwkit, so it enters through the output scale, not the weights.
+        """
+        noise = self.target.analog.noise
+        uncompensated = dataclasses.replace(noise, drift_compensation=False)
+        values = {}
+        for block, arrays in zip(self.blocks, programmed):
+            parts, factors = [], []
+            for array in arrays:
+                read = pcm.read_weights(array, uncompensated, t_inference_s, rng)
+                parts.append(read)
+                factors.append(np.full(read.shape[1], _compensation(array, read) if noise.drift_compensation else 1.0))
+            values.update(block.values(np.concatenate(parts, axis=1), np.concatenate(factors).astype(np.float32)))
+        return values
+
+    def bake(self, values: dict[str, np.ndarray]) -> None:
+        """Store one draw as the graph's initializers (for a standalone ONNX file)."""
         for block in self.blocks:
-            block.weight.const_value = ir.tensor(weights[block.weight.name], name=block.weight.name)
+            for value in (block.weight, block.output_scale):
+                value.const_value = ir.tensor(values[value.name], name=value.name)
+
+
+def _compensation(array: pcm.ProgrammedArray, read: np.ndarray) -> float:
+    """Global drift compensation of one tile: mean |g| at programming over mean |g| now."""
+    g_now = float(np.abs(read * array.us_per_weight).mean())
+    return array.g_reference_mean_us / g_now if g_now > 0 else 1.0
 
 
 class _Builder:
@@ -94,26 +137,18 @@ class _Builder:
         self.nodes.append(node)
         return node.outputs[0]
 
-    def quantize(self, x: ir.Value, scale, levels: int, suffix: str, axis: int | None = None, rank: int = 0) -> ir.Value:
-        """Round x/scale to an integer in [-levels, levels] and scale back, in float ops.
+    def input_quantizer(self, x: ir.Value, input_range: float, bits: int, suffix: str) -> ir.Value:
+        """A digital layer's INT8 activations: full scale = the calibrated range, back in real units.
 
         Div/Round/Clip/Mul rather than QuantizeLinear/DequantizeLinear: with
         a QDQ pair around a Conv, onnxruntime's optimiser fuses it into an
-        integer kernel that re-quantises the (noisy) weights to int8, so the
-        graph would compute something else than it says.
+        integer kernel that re-quantises the weights, so the graph would
+        compute something else than it says.
         """
-        scale = np.asarray(scale, dtype=np.float32)
-        if axis == 1 and scale.ndim:
-            scale = scale.reshape(-1, *([1] * (rank - 2)))  # channels of an N,C,... tensor
-        step = self.constant(f"{suffix}_step", scale)
-        q = self.op("Round", [self.op("Div", [x, step], f"{suffix}_div")], f"{suffix}_round")
-        bounds = [self.constant(f"{suffix}_{side}", np.array(v, np.float32)) for side, v in (("low", -levels), ("high", levels))]
-        q = self.op("Clip", [q, *bounds], f"{suffix}_clip")
-        return self.op("Mul", [q, step], f"{suffix}_mul")
-
-    def input_quantizer(self, x: ir.Value, input_range: float, bits: int, suffix: str) -> ir.Value:
-        """DAC (analog) or activation quantiser (digital): full scale = the calibrated range."""
-        return self.quantize(x, input_range / (2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1, suffix)
+        levels = 2 ** (bits - 1) - 1
+        step = input_range / levels
+        codes = self.codes(x, step, levels, suffix)
+        return self.op("Mul", [codes, self.constant(f"{suffix}_scale", np.array(step, np.float32))], f"{suffix}_mul")
 
     def digital(self, node: ir.Node, layout: WeightLayout, operand: int, activation: int, bits: int, input_range: float):
         x = self.input_quantizer(node.inputs[activation], input_range, ACTIVATION_BITS, "act")
@@ -128,24 +163,39 @@ class _Builder:
         node.replace_input_with(activation, x)
         node.replace_input_with(operand, weight)
 
+    def codes(self, x: ir.Value, step: float, levels: int, suffix: str) -> ir.Value:
+        """x as integer converter codes (in float): round(x / step), saturated at +-levels."""
+        q = self.op("Round", [self.op("Div", [x, self.constant(f"{suffix}_step", np.array(step, np.float32))], f"{suffix}_div")], f"{suffix}_round")
+        bounds = [self.constant(f"{suffix}_{side}", np.array(v, np.float32)) for side, v in (("low", -levels), ("high", levels))]
+        return self.op("Clip", [q, *bounds], f"{suffix}_clip")
+
     def analog(self, node: ir.Node, layout: WeightLayout, operand: int, activation: int, input_range: float, block_rows: int):
         analog = self.target.analog
         matrix = layout.to_matrix(node.inputs[operand].const_value.numpy().astype(np.float32))
-        x = self.input_quantizer(node.inputs[activation], input_range, analog.dac_bits, "dac")
+        dac_levels = 2 ** (analog.dac_bits - 1) - 1
+        dac_step = input_range / dac_levels
+        x = self.codes(node.inputs[activation], dac_step, dac_levels, "dac")
         adc_levels = 2 ** (analog.adc_bits - 1) - 1
         adc_step = 2 * analog.adc_bound / (2**analog.adc_bits - 2)  # aihwkit's out_res x 2 out_bound
         if layout.is_conv:
             features, restore = x, None
         else:
             features, restore = self._features_last(node, x, activation)
-        axis = 1 if layout.is_conv else -1
+        channel_shape = (-1, *([1] * (len(layout.shape) - 2))) if layout.is_conv else (-1,)
         ranges = row_ranges(matrix.shape[0], block_rows)
         partials = []
         for index, (start, stop) in enumerate(ranges):
             block = matrix[start:stop]
             channels = (stop - start) // layout.kernel
-            weight = self.constant(f"tile_rows{index}", layout.block_weight(block, channels))
-            self.simulation.blocks.append(AnalogBlock(weight, block, layout, channels, analog.cols))
+            column_peak = np.abs(block).max(axis=0)
+            column_peak[column_peak == 0] = 1
+            adc_scale = (adc_step * input_range * column_peak).astype(np.float32)  # real units per ADC code
+            to_codes = (dac_step / adc_scale).astype(np.float32)
+            weight = self.constant(f"tile_rows{index}", layout.block_weight(block * to_codes, channels))
+            output_scale = self.constant(f"adc{index}_scale", adc_scale.reshape(channel_shape))
+            self.simulation.blocks.append(
+                AnalogBlock(weight, output_scale, block, to_codes, adc_scale, layout, channels, analog.cols)
+            )
             inputs = features
             if len(ranges) > 1 and layout.is_conv:
                 indices = layout.block_channels(start // layout.kernel, channels)
@@ -158,10 +208,10 @@ class _Builder:
                 partial = self.op(node.op_type, [inputs, weight], f"tile_mvm{index}", **attributes)
             else:
                 partial = self.op("MatMul", [inputs, weight], f"tile_mvm{index}")
-            column_peak = np.abs(block).max(axis=0)
-            column_peak[column_peak == 0] = 1
-            scale = adc_step * input_range * column_peak
-            partials.append(self.quantize(partial, scale, adc_levels, f"adc{index}", axis=axis, rank=len(layout.shape)))
+            adc_codes = self.op("Clip", [self.op("Round", [partial], f"adc{index}_round"),
+                                         *[self.constant(f"adc{index}_{side}", np.array(v, np.float32)) for side, v in (("low", -adc_levels), ("high", adc_levels))]],
+                                f"adc{index}_clip")  # fmt: skip
+            partials.append(self.op("Mul", [adc_codes, output_scale], f"adc{index}_out"))
         y = partials[0] if len(partials) == 1 else self.op("Sum", partials, "tile_sum")
         if restore is not None and len(layout.shape) > 1:  # a vector weight's unit axis is squeezed instead
             y = restore(y)

@@ -181,7 +181,7 @@ def test_different_seeds_give_different_weights_and_outputs():
 
 def test_noisy_weights_stay_close_to_the_programmed_ones():
     model, _ = compiled_example("cnn", "hermes", "all-analog")
-    clean = {b.weight.name: b.weight.const_value.numpy() for b in build_simulation(model, HERMES).blocks}
+    clean = build_simulation(model, HERMES).nominal()
     weights, _ = draw("cnn", 0)
     for name, value in weights.items():
         assert value.shape == clean[name].shape
