@@ -20,7 +20,7 @@ Times are the best of REPEATS interleaved runs (a shared 2-core machine is
 noisy); both runtimes use their default thread counts. onnxruntime's per-op
 profile of the simulation graph says where its time goes.
 
-    python -m bench.fidelity [--seeds 20] [--models cnn,mlp,resnet,transformer]
+    python -m bench.fidelity [--seeds 20] [--models cnn,mlp,resnet,transformer] [--only fidelity|speed]
 
 Writes bench/results/fidelity.json.
 """
@@ -41,7 +41,7 @@ import onnxruntime as ort
 
 from hetmap import aihwkit_reference as reference
 from hetmap.data import load_dataset
-from hetmap.driver import compile_model
+from hetmap.driver import Decision, compile_model
 from hetmap.evaluate import evaluate, parse_drift
 from hetmap.models import reference_path
 from hetmap.shapes import graph_inputs
@@ -59,15 +59,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "fidelity.json"
 
 
 def session(model: ir.Model | str | Path, fed: frozenset[str] = frozenset()) -> ort.InferenceSession:
-    """onnxruntime session; initializers named in `fed` become inputs fed per draw.
-
-    QDQ rewrites are off: onnxruntime 1.32's WeightBiasQuantization otherwise
-    turns a constant float weight between the DAC's DequantizeLinear and the
-    ADC's QuantizeLinear into int8, quantising the analog weights.
-    """
+    """onnxruntime session with default options; initializers named in `fed` become inputs fed per draw."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.add_session_config_entry("session.disable_quant_qdq", "1")
     if not isinstance(model, ir.Model):
         return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     proto = ir.to_proto(model)
@@ -87,7 +81,7 @@ def output_error(outputs: np.ndarray, full_precision: np.ndarray) -> float:
 def hetmap_output_error(model: ir.Model, target: Target, x: np.ndarray, full_precision: np.ndarray, seeds: int, seed: int = 0) -> np.ndarray:
     """Output error [drift time, draw], drawn as `hetmap run` draws (same seeds, same chips)."""
     simulation = build_simulation(model, target)
-    names = frozenset(block.weight.name for block in simulation.blocks)
+    names = frozenset(simulation.drawn_names())
     run = session(simulation.model, names)
     name = simulation.model.graph.inputs[0].name
     result = np.zeros((len(DRIFTS), seeds))
@@ -147,6 +141,7 @@ def fidelity(name: str, model: ir.Model, target: Target, seeds: int) -> dict:
             row["aihwkit_same_blocks_output_error"] = float(same_blocks["output_error"][index].mean())
         rows.append(row)
     return {
+        "draws": seeds,
         "full_precision": ours.full_precision,
         "nominal": ours.nominal,
         "torch_parity_relative_error": parity,
@@ -199,7 +194,7 @@ def speed(name: str, model: ir.Model, target: Target, folder: Path) -> dict:
     simulation = build_simulation(model, target)
     rng = np.random.default_rng(0)
     weights = simulation.read(simulation.program(rng), t_s, rng)
-    names = frozenset(block.weight.name for block in simulation.blocks)
+    names = frozenset(simulation.drawn_names())
     fed = session(simulation.model, names)
     simulation.bake(weights)
     baked = session(simulation.model)
@@ -236,7 +231,6 @@ def speed(name: str, model: ir.Model, target: Target, folder: Path) -> dict:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.add_session_config_entry("session.disable_quant_qdq", "1")
     options.enable_profiling = True
     options.profile_file_prefix = str(folder / f"{name}-profile")
     profiled = ort.InferenceSession(ir.to_proto(simulation.model).SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -273,7 +267,7 @@ def _print_fidelity(name: str, result: dict, seeds: int) -> None:
 
 
 def _print_speed(results: dict) -> None:
-    print(f"\nspeed on the whole test set (best of {REPEATS}; simulation drawn at {SPEED_DRIFT}, QDQ rewrites off)")
+    print(f"\nspeed on the whole test set (best of {REPEATS}; simulation drawn at {SPEED_DRIFT}; default onnxruntime options)")
     print(f"  {'model':<12} {'fp ms':>7} {'sim ms':>7} {'fed ms':>7} {'sim/fp':>7} {'goal':<5} {'aihwkit ms':>10} "
           f"{'aihwkit/sim':>11} {'goal':<5} {'draw: aihwkit/hetmap':>20}")  # fmt: skip
     for name, r in results.items():
@@ -295,6 +289,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="Monte-Carlo draws per model (default 20)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated reference models")
+    parser.add_argument("--only", choices=("fidelity", "speed"), help="run one half (the JSON then holds that half)")
     args = parser.parse_args()
     names = [n for n in args.models.split(",") if n]
     target = load_target("hermes")
@@ -302,17 +297,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hetmap-fidelity-") as tmp:
         for name in names:
             folder = Path(tmp) / name
-            compile_model(reference_path(f"{name}.onnx"), target, folder, data_path=reference_path(f"{name}.test.npz"), mapping="all-analog")
+            compile_model(reference_path(f"{name}.onnx"), target, folder, data_path=reference_path(f"{name}.test.npz"), decision=Decision("all-analog"))
             model = ir.load(folder / "model.mapped.onnx")
-            fidelity_results[name] = fidelity(name, model, target, args.seeds)
-            _print_fidelity(name, fidelity_results[name], args.seeds)
-            speed_results[name] = speed(name, model, target, folder)
-    _print_speed(speed_results)
+            if args.only != "speed":
+                fidelity_results[name] = fidelity(name, model, target, args.seeds)
+                _print_fidelity(name, fidelity_results[name], args.seeds)
+            if args.only != "fidelity":
+                speed_results[name] = speed(name, model, target, folder)
+    if speed_results:
+        _print_speed(speed_results)
+    if args.only is not None and RESULTS.is_file():  # keep the half not run now from the last full run
+        previous = json.loads(RESULTS.read_text())
+        fidelity_results = fidelity_results or previous.get("fidelity", {})
+        speed_results = speed_results or previous.get("speed", {})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "target": "hermes",
         "mapping": "all-analog",
-        "seeds": args.seeds,
         "tolerance_pp": TOLERANCE_PP,
         "goals": {"simulation_over_full_precision_max": GOAL_SIM_OVER_FP, "aihwkit_over_simulation_min": GOAL_AIHWKIT_OVER_SIM},
         "fidelity": fidelity_results,

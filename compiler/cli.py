@@ -14,7 +14,7 @@ from hetmap import __version__
 from rich.progress import Progress
 
 from hetmap.data import load_dataset
-from hetmap.driver import Decision, compile_model, read_reports
+from hetmap.driver import REPORT_HTML, Decision, compile_model, read_reports
 from hetmap.evaluate import annotated_target, evaluate, parse_drift
 from hetmap.modelio import read_model, write_json_atomic
 from hetmap.pipeline import report_to_dict
@@ -22,7 +22,7 @@ from hetmap.errors import HetmapError
 from hetmap.solver import OBJECTIVES
 from hetmap.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
-from hetmap.views import REPORT_VIEWS, show_run, show_target, show_target_list
+from hetmap.views import show_reports, show_run, show_summary, show_target, show_target_list
 
 out = Console()
 err = Console(stderr=True)
@@ -65,15 +65,19 @@ def compile(model, target, output, data, input_shape, mapping, max_drop, objecti
             decision=Decision(mapping, max_drop, objective, drift, seeds, pareto),
             on_pass=lambda name: status.update(f"running pass [bold]{name}[/]"),
         )
-    _show_reports(result.reports)
+    show_reports(out, result.reports)
+    show_summary(out, result.reports)
+    out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
     out.print(f"wrote {result.output_dir}/")
 
 
 @cli.command()
 @click.argument("build_dir", type=click.Path(path_type=Path))
 def inspect(build_dir) -> None:
-    """Print the pass reports of a compile output folder."""
-    _show_reports(read_reports(build_dir))
+    """Print the summary and the pass reports of a compile output folder."""
+    reports = read_reports(build_dir)
+    show_summary(out, reports, f"Summary of {build_dir}")
+    show_reports(out, reports)
 
 
 @cli.command()
@@ -101,12 +105,6 @@ def run(model, data, drift, seeds, seed, json_path) -> None:
     write_json_atomic(json_path, result)
     show_run(out, result)
     out.print(f"wrote {json_path}")
-
-
-def _show_reports(reports: dict[str, dict]) -> None:
-    for name, view in REPORT_VIEWS.items():
-        if name in reports:
-            view(out, reports[name])
 
 
 @cli.group(invoke_without_command=True)

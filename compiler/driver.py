@@ -7,24 +7,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnx_ir as ir
+
 from hetmap.data import load_dataset
 from hetmap.errors import HetmapError
+from hetmap.evaluate import parse_drift
 from hetmap.modelio import read_model, save_model_atomic, write_json_atomic
 from hetmap.passes.assign import Assign
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
-from hetmap.passes.emit import Emit
+from hetmap.passes.emit import Emit, clear_annotations
 from hetmap.passes.partition import Partition
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
+from hetmap.plots import PICTURES, write_pictures
+from hetmap.report_html import write_report_html
 from hetmap.shapes import graph_inputs, resolve_input_shapes
+from hetmap.simulate import build_simulation
 from hetmap.targets import Target
-from hetmap.timeline import write_timeline_png
 
 MAPPED_MODEL = "model.mapped.onnx"
+SIMULATION_MODEL = "model.sim.onnx"
 MAPPING_FILE = "mapping.json"
 REPORTS_DIR = "reports"
+REPORT_HTML = "report.html"
+REPORT_NAMES = ("canonicalize", "partition", "calibrate", "sensitivity", "assign", "schedule", "emit", "pipeline")
 
 
 @dataclass
@@ -58,7 +67,7 @@ def default_passes(decision: Decision):
 def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise HetmapError(f"output folder '{output_dir}' exists and is a file; choose another -o")
-    outputs = {(output_dir / name).resolve() for name in (MAPPED_MODEL, MAPPING_FILE, REPORTS_DIR)}
+    outputs = {(output_dir / name).resolve() for name in (MAPPED_MODEL, SIMULATION_MODEL, MAPPING_FILE, REPORTS_DIR, REPORT_HTML)}
     for source in sources:
         resolved = source.resolve()
         if resolved == output_dir.resolve() or resolved in outputs or (output_dir / REPORTS_DIR).resolve() in resolved.parents:
@@ -96,8 +105,35 @@ def compile_model(
     write_json_atomic(output_dir / MAPPING_FILE, context.reports["assign"].mapping.to_json())
     for name, report in reports.items():
         write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
-    write_timeline_png(reports["schedule"], output_dir / REPORTS_DIR / "schedule.png")
+    for name in REPORT_NAMES:  # an earlier compile's report this one did not write (sensitivity, after --mapping)
+        if name not in reports:
+            (output_dir / REPORTS_DIR / f"{name}.json").unlink(missing_ok=True)
+    pictures = write_pictures(reports, output_dir / REPORTS_DIR)
+    drift = reports["assign"]["drift"] or decision.drift
+    write_simulation_model(model, target, drift, seed, output_dir / SIMULATION_MODEL)
+    files = [MAPPED_MODEL, SIMULATION_MODEL, MAPPING_FILE, *(f"{REPORTS_DIR}/{n}.json" for n in reports)]
+    files += [f"{REPORTS_DIR}/{name}" for name in PICTURES if name in pictures]
+    write_report_html(output_dir / REPORT_HTML, reports, pictures, model_path.name, files)
     return CompileResult(output_dir=output_dir, reports=reports)
+
+
+def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed: int, path: Path) -> None:
+    """The simulation graph with one device draw baked in, for stock onnxruntime.
+
+    Every tile is programmed once and read `drift` after programming with the
+    generators of `hetmap run --seed SEED`'s first draw at its first drift
+    time, so this file computes what that draw computes. The `hetmap.*`
+    layer annotations are dropped: they describe the clean graph, not this one.
+    """
+    simulation = build_simulation(annotated, target)
+    programmed = simulation.program(np.random.default_rng([seed, 0]))
+    simulation.bake(simulation.read(programmed, parse_drift(drift), np.random.default_rng([seed, 0, 0])))
+    model = simulation.model
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        clear_annotations(node)
+    model.metadata_props.pop("hetmap.target_spec", None)
+    model.metadata_props["hetmap.simulation"] = json.dumps({"drift": drift, "seed": seed, "draw": 0}, sort_keys=True)
+    save_model_atomic(model, path)
 
 
 def read_reports(output_dir: Path) -> dict[str, dict]:

@@ -15,6 +15,134 @@ def _count(n: int) -> str:
     return str(n)
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def energy_text(picojoules: float) -> str:
+    for divisor, unit in ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
+        if picojoules >= divisor:
+            return f"{picojoules / divisor:.4g} {unit}"
+    return f"{picojoules:.4g} pJ"
+
+
+def time_text(nanoseconds: float) -> str:
+    for divisor, unit in ((1e6, "ms"), (1e3, "µs")):
+        if nanoseconds >= divisor:
+            return f"{nanoseconds / divisor:.3g} {unit}"
+    return f"{nanoseconds:.3g} ns"
+
+
+def mapping_mix(options) -> str:
+    """'3 analog, 1 int8' from the options of a mapping's layers."""
+    counts: dict[str, int] = {}
+    for option in options:
+        counts[option] = counts.get(option, 0) + 1
+    return ", ".join(f"{count} {option}" for option, count in sorted(counts.items()))
+
+
+def chosen_attempt(assign: dict) -> dict | None:
+    """The measured solver attempt whose mapping shipped (None when the mapping was given)."""
+    chosen = assign["mapping"]["layers"]
+    return next((a for a in [*assign.get("attempts", []), *assign.get("pareto", [])] if a["mapping"] == chosen), None)
+
+
+def unique_attempts(attempts: list[dict]) -> list[dict]:
+    """The attempts with distinct mappings, first of each kept (a sweep repeats a mapping over budgets)."""
+    seen, unique = set(), []
+    for attempt in attempts:
+        key = tuple(sorted(attempt["mapping"].items()))
+        if key not in seen:
+            seen.add(key)
+            unique.append(attempt)
+    return unique
+
+
+def summary(reports: dict[str, dict]) -> dict:
+    """The headline figures of a compile, from its reports; a figure whose report is missing is None.
+
+    accuracy: metric, full_precision and mapped (fractions), drop_points and
+    std_points (of the chosen mapping, measured at `drift`), max_drop_points,
+    within_budget; None when the mapping was given (no measurement at compile).
+    """
+    emit, schedule = reports.get("emit"), reports.get("schedule")
+    assign, sensitivity = reports.get("assign"), reports.get("sensitivity")
+    facts: dict = {
+        "target": (emit or schedule or reports.get("partition") or {}).get("target"),
+        "analog_weight_share": emit["analog_weight_share"] if emit else None,
+        "analog_mac_share": emit["analog_mac_share"] if emit else None,
+        "mapping": mapping_mix(emit["layers"].values()) if emit else None,
+        "tiles_used": (emit or schedule or {}).get("tiles_used"),
+        "tile_count": (emit or schedule or {}).get("tile_count"),
+        "energy": None,
+        "accuracy": None,
+    }
+    if schedule is not None:
+        baseline = schedule["digital_baseline_energy_pj"]
+        facts["energy"] = {
+            "energy_pj": schedule["total_energy_pj"],
+            "baseline_option": schedule["digital_baseline_option"],
+            "baseline_energy_pj": baseline,
+            "ratio": schedule["total_energy_pj"] / baseline if baseline else None,
+            "makespan_ns": schedule["makespan_ns"],
+            "baseline_latency_ns": schedule["digital_baseline_latency_ns"],
+        }
+    chosen = chosen_attempt(assign) if assign else None
+    if chosen is not None and sensitivity is not None:
+        full = sensitivity["full_precision"]
+        facts["accuracy"] = {
+            "metric": sensitivity["metric"],
+            "full_precision": full,
+            "mapped": full - chosen["measured_drop_points"] / 100,
+            "drop_points": chosen["measured_drop_points"],
+            "std_points": chosen["measured_std_points"],
+            "drift": assign["drift"],
+            "max_drop_points": assign["max_drop_points"],
+            "within_budget": chosen["measured_drop_points"] <= assign["max_drop_points"],
+            "seeds": sensitivity["seeds"],
+        }
+    return facts
+
+
+def show_summary(console: Console, reports: dict[str, dict], title: str = "Summary") -> None:
+    """The headline: analog share, accuracy vs full precision, energy vs all-digital, tiles."""
+    facts = summary(reports)
+    table = Table(title=f"{title} ({facts['target']})" if facts["target"] else title, show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    if facts["analog_weight_share"] is not None:
+        table.add_row(
+            "analog weight share",
+            f"{facts['analog_weight_share']:.1%} of weights, {facts['analog_mac_share']:.1%} of MACs ({facts['mapping']})",
+        )
+    accuracy = facts["accuracy"]
+    if accuracy is not None:
+        verdict = "[green]within[/]" if accuracy["within_budget"] else "[red]over[/]"
+        table.add_row(
+            f"{accuracy['metric']}",
+            f"{accuracy['full_precision']:.2%} full precision -> {accuracy['mapped']:.2%} mapped at "
+            f"{accuracy['drift']} (drop {accuracy['drop_points']:+.2f} ± {accuracy['std_points']:.2f} points, "
+            f"{accuracy['seeds']} seeds; {verdict} the {accuracy['max_drop_points']:g}-point budget)",
+        )
+    elif "assign" in reports:
+        table.add_row("accuracy", f"not measured: mapping given ({reports['assign']['source']}); measure it with hetmap run")
+    energy = facts["energy"]
+    if energy is not None:
+        ratio = f" = {energy['ratio']:.2f}x" if energy["ratio"] is not None else " vs"
+        option = energy["baseline_option"].upper()
+        table.add_row(
+            "energy",
+            f"{energy_text(energy['energy_pj'])} per inference{ratio} all-{option} "
+            f"({energy_text(energy['baseline_energy_pj'])})",
+        )
+        table.add_row(
+            "latency", f"{time_text(energy['makespan_ns'])} (all-{option} {time_text(energy['baseline_latency_ns'])})"
+        )
+    if facts["tiles_used"] is not None:
+        table.add_row("tiles used", f"{facts['tiles_used']} of {facts['tile_count']}")
+    console.print(table)
+
+
 def show_canonicalize(console: Console, report: dict) -> None:
     console.print(
         f"[bold]canonicalize[/]: {report['producer'] or 'unknown producer'}, opset "
@@ -75,6 +203,87 @@ def show_emit(console: Console, report: dict) -> None:
     )
 
 
+def _drop(option: dict | None, chosen: bool) -> str:
+    if option is None:
+        return ""
+    text = f"{option['drop_points']:+.2f}" + (f"±{option['std_points']:.2f}" if option["std_points"] else "")
+    return f"[bold]{text}*[/]" if chosen else text
+
+
+def show_sensitivity(console: Console, report: dict, mapping: dict[str, str] | None = None) -> None:
+    options = list(dict.fromkeys(option for drops in report["layers"].values() for option in drops))
+    table = Table(
+        title=f"Sensitivity: {report['metric']} drop in points, one layer at a time "
+        f"(analog at {report['drift']}, ± std over {report['seeds']} seeds)",
+        caption="* the option the mapping chose" if mapping else None,
+    )
+    table.add_column("layer")
+    for option in options:
+        table.add_column(option, justify="right")
+    for name, drops in report["layers"].items():
+        table.add_row(name, *(_drop(drops.get(o), mapping is not None and mapping.get(name) == o) for o in options))
+    console.print(table)
+
+
+def _attempt_rows(table: Table, attempts: list[dict], chosen: dict | None) -> None:
+    for index, attempt in enumerate(attempts, start=1):
+        mark = "*" if chosen is not None and attempt["mapping"] == chosen["mapping"] else ""
+        table.add_row(
+            f"{index}{mark}",
+            mapping_mix(attempt["mapping"].values()),
+            f"{attempt['analog_weight_share']:.1%}",
+            energy_text(attempt["energy_pj"]),
+            f"{attempt['predicted_drop_points']:+.2f}",
+            f"{attempt['measured_drop_points']:+.2f}±{attempt['measured_std_points']:.2f}",
+        )
+
+
+def _attempt_table(title: str) -> Table:
+    table = Table(title=title)
+    for column in ("#", "mapping", "analog", "energy", "predicted", "measured"):
+        table.add_column(column, justify="left" if column == "mapping" else "right")
+    return table
+
+
+def show_assign(console: Console, report: dict) -> None:
+    if report["source"] != "solver":
+        console.print(f"[bold]assign[/]: mapping given ({report['source']})")
+        return
+    chosen = chosen_attempt(report)
+    verdict = "within budget" if report["within_budget"] else "[red]no attempt within budget: the least drop ships[/]"
+    console.print(
+        f"[bold]assign[/]: objective {report['objective']}, budget {report['max_drop_points']:g} points at "
+        f"{report['drift']}; {len(report['attempts'])} measured attempts, {verdict}"
+    )
+    table = _attempt_table("Solver attempts (drops in points; * = chosen)")
+    _attempt_rows(table, report["attempts"], chosen)
+    console.print(table)
+    if report["pareto"]:
+        sweep = sorted(unique_attempts(report["pareto"]), key=lambda a: a["energy_pj"])
+        table = _attempt_table(f"Pareto sweep: {len(report['pareto'])} budgets, {len(sweep)} distinct mappings")
+        _attempt_rows(table, sweep, chosen)
+        console.print(table)
+
+
+def show_schedule(console: Console, report: dict) -> None:
+    table = Table(title=f"Schedule on {report['target']}: one inference, batch 1")
+    for column in ("layer", "unit", "tiles", "start", "latency", "energy"):
+        table.add_column(column, justify="left" if column in ("layer", "unit") else "right")
+    for layer in report["layers"]:
+        name = f"[bold]{layer['name']}[/]" if layer["critical"] else layer["name"]
+        table.add_row(
+            name, layer["unit"], str(len(layer["tiles"])) if layer["tiles"] else "",
+            time_text(layer["start_ns"]), time_text(layer["latency_ns"]), energy_text(layer["energy_pj"]),
+        )  # fmt: skip
+    console.print(table)
+    path = " -> ".join(report["critical_path"]) or "none"
+    console.print(
+        f"[bold]schedule[/]: makespan {time_text(report['makespan_ns'])}, {energy_text(report['total_energy_pj'])}; "
+        f"critical path ({_plural(len(report['critical_path']), 'layer')}, bold): {path}; "
+        f"{report['zero_cost_nodes']} other nodes costed at 0"
+    )
+
+
 def show_run(console: Console, report: dict) -> None:
     metric = report["metric"]
     table = Table(title=f"{metric} on {report['data']} ({report['samples']} samples, {report['seeds']} seeds)")
@@ -92,9 +301,22 @@ def show_run(console: Console, report: dict) -> None:
 REPORT_VIEWS = {
     "canonicalize": show_canonicalize,
     "partition": show_partition,
+    "sensitivity": show_sensitivity,
+    "assign": show_assign,
+    "schedule": show_schedule,
     "emit": show_emit,
     "pipeline": show_pipeline,
 }
+
+
+def show_reports(console: Console, reports: dict[str, dict]) -> None:
+    """Every pass report that has a view, in pipeline order."""
+    mapping = reports["assign"]["mapping"]["layers"] if "assign" in reports else None
+    for name, view in REPORT_VIEWS.items():
+        if name == "sensitivity" and name in reports:
+            show_sensitivity(console, reports[name], mapping)
+        elif name in reports:
+            view(console, reports[name])
 
 
 def show_target_list(console: Console, targets: list[Target]) -> None:

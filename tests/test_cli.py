@@ -14,9 +14,10 @@ import messy_models as messy
 from helpers import assert_same_outputs, ort_outputs, random_inputs, run_console_script
 
 OUTPUT_FILES = {
-    "model.mapped.onnx", "mapping.json", "reports/canonicalize.json", "reports/partition.json",
-    "reports/calibrate.json", "reports/sensitivity.json", "reports/assign.json", "reports/emit.json",
-    "reports/schedule.json", "reports/schedule.png", "reports/pipeline.json",
+    "model.mapped.onnx", "model.sim.onnx", "mapping.json", "report.html", "reports/canonicalize.json",
+    "reports/partition.json", "reports/calibrate.json", "reports/sensitivity.json", "reports/assign.json",
+    "reports/emit.json", "reports/schedule.json", "reports/pipeline.json", "reports/schedule.png",
+    "reports/sensitivity.png", "reports/tiles.png",
 }
 
 
@@ -96,7 +97,7 @@ def test_inspect_prints_the_report_tables(compiled, hetmap):
 def test_two_compiles_are_identical_but_for_timings(compiled, hetmap):
     assert hetmap("compile", compiled / "model.onnx", "-t", "tiny", "-o", "again").exit_code == 0
     first, again = compiled / "out", Path("again")
-    for name in ("model.mapped.onnx", "reports/canonicalize.json", "reports/partition.json"):
+    for name in ("model.mapped.onnx", "model.sim.onnx", "reports/canonicalize.json", "reports/partition.json"):
         assert (first / name).read_bytes() == (again / name).read_bytes(), name
     untimed = [json.loads((folder / "reports/pipeline.json").read_text()) for folder in (first, again)]
     for report in untimed:
