@@ -45,7 +45,7 @@ from hetmap.driver import Decision, compile_model
 from hetmap.evaluate import evaluate, parse_drift
 from hetmap.models import reference_path
 from hetmap.shapes import graph_inputs
-from hetmap.simulate import build_simulation
+from hetmap.simulate import build_simulation, draw_generators
 from hetmap.targets import Target, load_target
 
 MODELS = ("cnn", "mlp", "resnet", "transformer")
@@ -79,16 +79,17 @@ def output_error(outputs: np.ndarray, full_precision: np.ndarray) -> float:
 
 
 def hetmap_output_error(model: ir.Model, target: Target, x: np.ndarray, full_precision: np.ndarray, seeds: int, seed: int = 0) -> np.ndarray:
-    """Output error [drift time, draw], drawn as `hetmap run` draws (same seeds, same chips)."""
+    """Output error [drift time, draw], drawn as `hetmap run` draws (hetmap.evaluate's generators: same chips)."""
     simulation = build_simulation(model, target)
     names = frozenset(simulation.drawn_names())
     run = session(simulation.model, names)
     name = simulation.model.graph.inputs[0].name
     result = np.zeros((len(DRIFTS), seeds))
     for draw in range(seeds):
-        programmed = simulation.program(np.random.default_rng([seed, draw]))
+        program_rng, read_rngs = draw_generators(seed, draw, len(DRIFTS))
+        programmed = simulation.program(program_rng)
         for index, drift in enumerate(DRIFTS):
-            weights = simulation.read(programmed, parse_drift(drift), np.random.default_rng([seed, draw, index]))
+            weights = simulation.read(programmed, parse_drift(drift), read_rngs[index])
             result[index, draw] = output_error(run.run(None, {name: x, **weights})[0], full_precision)
     return result
 
@@ -289,7 +290,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="Monte-Carlo draws per model (default 20)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated reference models")
-    parser.add_argument("--only", choices=("fidelity", "speed"), help="run one half (the JSON then holds that half)")
+    parser.add_argument("--only", choices=("fidelity", "speed"), help="run one half (the JSON keeps the other from the last run)")
     args = parser.parse_args()
     names = [n for n in args.models.split(",") if n]
     target = load_target("hermes")
@@ -306,10 +307,10 @@ def main() -> None:
                 speed_results[name] = speed(name, model, target, folder)
     if speed_results:
         _print_speed(speed_results)
-    if args.only is not None and RESULTS.is_file():  # keep the half not run now from the last full run
+    if RESULTS.is_file():  # models and halves not run now keep their last results
         previous = json.loads(RESULTS.read_text())
-        fidelity_results = fidelity_results or previous.get("fidelity", {})
-        speed_results = speed_results or previous.get("speed", {})
+        fidelity_results = {**previous.get("fidelity", {}), **fidelity_results}
+        speed_results = {**previous.get("speed", {}), **speed_results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "target": "hermes",

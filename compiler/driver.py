@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx_ir as ir
 
 from hetmap.data import load_dataset
@@ -25,7 +24,7 @@ from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipe
 from hetmap.plots import PICTURES, write_pictures
 from hetmap.report_html import write_report_html
 from hetmap.shapes import graph_inputs, resolve_input_shapes
-from hetmap.simulate import build_simulation
+from hetmap.simulate import build_simulation, draw_generators
 from hetmap.targets import Target
 
 MAPPED_MODEL = "model.mapped.onnx"
@@ -126,8 +125,8 @@ def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed
     layer annotations are dropped: they describe the clean graph, not this one.
     """
     simulation = build_simulation(annotated, target)
-    programmed = simulation.program(np.random.default_rng([seed, 0]))
-    simulation.bake(simulation.read(programmed, parse_drift(drift), np.random.default_rng([seed, 0, 0])))
+    program_rng, (read_rng,) = draw_generators(seed, 0, 1)
+    simulation.bake(simulation.read(simulation.program(program_rng), parse_drift(drift), read_rng))
     model = simulation.model
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
         clear_annotations(node)

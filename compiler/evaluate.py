@@ -21,7 +21,7 @@ import onnxruntime as ort
 from hetmap.data import Dataset
 from hetmap.errors import HetmapError
 from hetmap.shapes import fixed_batch
-from hetmap.simulate import Simulation, build_simulation
+from hetmap.simulate import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
 from hetmap.targets.schema import target_from_table
 
@@ -149,9 +149,10 @@ class Scorer:
             return nominal, [[nominal] * seeds for _ in times]
         per_time = [[] for _ in times]
         for draw in range(seeds):
-            programmed = simulation.program(np.random.default_rng([seed, draw]))
+            program_rng, read_rngs = draw_generators(seed, draw, len(times))
+            programmed = simulation.program(program_rng)
             for index, t in enumerate(times):
-                weights = simulation.read(programmed, t, np.random.default_rng([seed, draw, index]))
+                weights = simulation.read(programmed, t, read_rngs[index])
                 per_time[index].append(self._score(session, weights))
                 on_step()
         return nominal, per_time

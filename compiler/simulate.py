@@ -109,6 +109,17 @@ class Simulation:
                 value.const_value = ir.tensor(values[value.name], name=value.name)
 
 
+def draw_generators(seed: int, draw: int, reads: int) -> tuple[np.random.Generator, list[np.random.Generator]]:
+    """Independent generators for one chip: its programming, then each read.
+
+    Spawned from a SeedSequence: keys such as [seed, draw] and [seed, draw, 0]
+    would give the same stream (trailing zeros do not change a seed).
+    """
+    chip = np.random.SeedSequence([seed, draw])
+    program, *read = (np.random.default_rng(child) for child in chip.spawn(1 + reads))
+    return program, read
+
+
 def _compensation(array: pcm.ProgrammedArray, read: np.ndarray) -> float:
     """Global drift compensation of one tile: mean |g| at programming over mean |g| now."""
     g_now = float(np.abs(read * array.us_per_weight).mean())
