@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from hetmap.modelio import write_bytes_atomic
+from hetmap.views import energy_text
 
 ANALOG_COLOUR, DIGITAL_COLOUR, CRITICAL_COLOUR = "#8fb8de", "#c9c9c9", "#d1495b"
 FONT_SIZE = 7.0
@@ -89,13 +90,6 @@ def _time_scale(makespan_ns: float) -> tuple[float, str]:
     return 1.0, "ns"
 
 
-def _energy(picojoules: float) -> str:
-    for divisor, unit in ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
-        if picojoules >= divisor:
-            return f"{picojoules / divisor:.3g} {unit}"
-    return f"{picojoules:.3g} pJ"
-
-
 def render_timeline(report: dict) -> bytes:
     """PNG bytes of the Gantt chart of a schedule report (its JSON dict)."""
     rows = _rows(report)
@@ -132,8 +126,8 @@ def render_timeline(report: dict) -> bytes:
     axes.set_axisbelow(True)
     axes.set_title(
         f"{report['target']}: one inference in {report['makespan_ns'] / divisor:.3g} {unit}, "
-        f"{_energy(report['total_energy_pj'])} (all-{report['digital_baseline_option'].upper()}: "
-        f"{_energy(report['digital_baseline_energy_pj'])}); {report['tiles_used']} of "
+        f"{energy_text(report['total_energy_pj'])} (all-{report['digital_baseline_option'].upper()}: "
+        f"{energy_text(report['digital_baseline_energy_pj'])}); {report['tiles_used']} of "
         f"{report['tile_count']} tiles",
         fontsize=9,
     )
