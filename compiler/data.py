@@ -39,6 +39,8 @@ def load_dataset(path: Path, input_dtypes: dict[str, np.dtype]) -> Dataset:
     input_names = list(input_dtypes)
     if not path.is_file():
         raise HetmapError(f"data file '{path}' does not exist")
+    if not zipfile.is_zipfile(path):  # np.load would try a pickle and say so
+        raise HetmapError(f"data file '{path}' is not an .npz archive (save arrays with numpy.savez)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
