@@ -10,13 +10,14 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from hetmap import __version__
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
+from hetmap import __version__
 from hetmap.data import load_dataset
-from hetmap.driver import REPORT_HTML, Decision, compile_model, read_reports
+from hetmap.driver import REPORT_HTML, Adaptation, Decision, compile_model, read_reports
 from hetmap.evaluate import annotated_target, evaluate, parse_drift
 from hetmap.modelio import read_model, write_json_atomic
+from hetmap.passes.finetune import SCOPES
 from hetmap.pipeline import report_to_dict
 from hetmap.errors import HetmapError
 from hetmap.solver import OBJECTIVES
@@ -47,7 +48,13 @@ def cli() -> None:
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws per measurement.")
 @click.option("--pareto", is_flag=True, help="Also sweep the budget and write the Pareto front.")
 @click.option("--seed", default=0, show_default=True, help="Seed for every random draw.")
-def compile(model, target, output, data, input_shape, mapping, max_drop, objective, drift, seeds, pareto, seed) -> None:
+@click.option("--finetune", "finetune_epochs", default=0, show_default=True, type=click.IntRange(min=0), metavar="EPOCHS",
+              help="Fine-tune the weights for mixed mappings this many epochs (needs --train).")
+@click.option("--train", "train", type=click.Path(path_type=Path), help="Training .npz for --finetune (x, optional y; without y: distillation).")
+@click.option("--finetune-scope", type=click.Choice(SCOPES), default="all", show_default=True,
+              help="Which weights fine-tuning changes: all, the last layer (head), or norms and biases (norm).")
+def compile(model, target, output, data, input_shape, mapping, max_drop, objective, drift, seeds, pareto, seed,
+            finetune_epochs, train, finetune_scope) -> None:  # fmt: skip
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
         from hetmap.models import DEFAULT_MODEL, reference_path
@@ -59,12 +66,25 @@ def compile(model, target, output, data, input_shape, mapping, max_drop, objecti
     chosen = load_target(target)
     shapes = dict(parse_input_shape(text) for text in input_shape)
     parse_drift(drift)
-    with err.status("compiling") as status:
+    if finetune_epochs and train is None:
+        raise click.UsageError("--finetune needs training data: add --train train.npz")
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        passes = progress.add_task("compiling", total=None, info="")
+        steps = None
+
+        def on_step(done: int, total: int, info: str) -> None:
+            nonlocal steps
+            if steps is None:
+                steps = progress.add_task("fine-tuning", total=total, info="")
+            progress.update(steps, completed=done, info=info)
+
         result = compile_model(
             model, chosen, output, data_path=data, input_shapes=shapes, seed=seed,
             decision=Decision(mapping, max_drop, objective, drift, seeds, pareto),
-            on_pass=lambda name: status.update(f"running pass [bold]{name}[/]"),
-        )
+            on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
+            train_path=train, adaptation=Adaptation(finetune_epochs, finetune_scope), on_step=on_step,
+        )  # fmt: skip
     show_reports(out, result.reports)
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")

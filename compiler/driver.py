@@ -17,6 +17,7 @@ from hetmap.passes.assign import Assign
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.emit import Emit, clear_annotations
+from hetmap.passes.finetune import Finetune
 from hetmap.passes.partition import Partition
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity
@@ -32,7 +33,7 @@ SIMULATION_MODEL = "model.sim.onnx"
 MAPPING_FILE = "mapping.json"
 REPORTS_DIR = "reports"
 REPORT_HTML = "report.html"
-REPORT_NAMES = ("canonicalize", "partition", "calibrate", "sensitivity", "assign", "schedule", "emit", "pipeline")
+REPORT_NAMES = ("canonicalize", "partition", "calibrate", "sensitivity_before", "finetune", "sensitivity", "assign", "schedule", "emit", "pipeline")
 
 
 @dataclass
@@ -53,11 +54,27 @@ class Decision:
     pareto: bool = False
 
 
-def default_passes(decision: Decision):
-    choose = [Assign(decision.mapping)]
-    if decision.mapping is None:
+@dataclass(frozen=True)
+class Adaptation:
+    """Whether and how compile fine-tunes the weights for mixed mappings (0 epochs: not at all)."""
+
+    epochs: int = 0
+    scope: str = "all"
+
+
+def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
+    """The pipeline: with fine-tuning, sensitivity -> finetune -> sensitivity on the adapted weights -> assign."""
+    finetune = Finetune(adaptation.epochs, adaptation.scope, decision.mapping, decision.max_drop, decision.drift, decision.seeds)
+    adapting = [finetune] if adaptation.epochs > 0 else []
+    if decision.mapping is not None:
+        choose = [*adapting, Assign(decision.mapping)]
+    else:
+        first = Sensitivity(decision.drift, decision.seeds, name=finetune.sensitivity if adapting else "sensitivity")
+        again = [Sensitivity(decision.drift, decision.seeds)] if adapting else []
         choose = [
-            Sensitivity(decision.drift, decision.seeds),
+            first,
+            *adapting,
+            *again,
             Assign(None, decision.max_drop, decision.objective, decision.drift, decision.seeds, decision.pareto),
         ]
     return [Canonicalize(), Partition(), Calibrate(), *choose, Schedule(), Emit()]
@@ -82,21 +99,33 @@ def compile_model(
     seed: int = 0,
     decision: Decision = Decision(),
     on_pass: Callable[[str], None] = lambda name: None,
+    train_path: Path | None = None,
+    adaptation: Adaptation = Adaptation(),
+    on_step: Callable[[int, int, str], None] = lambda done, total, info: None,
 ) -> CompileResult:
-    """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`."""
+    """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`.
+
+    Fine-tuning keeps its checkpoint in `output_dir`: the same compile run
+    again after an interruption resumes from the last finished epoch.
+    """
+    if adaptation.epochs > 0 and train_path is None:
+        raise HetmapError("--finetune needs training data: add --train train.npz (x, optional y)")
     mapping_file = Path(decision.mapping) if decision.mapping else None
-    sources = [p for p in (model_path, data_path, mapping_file) if p is not None and p.exists()]
+    sources = [p for p in (model_path, data_path, mapping_file, train_path) if p is not None and p.exists()]
     _check_output_dir(output_dir, sources)
     model = read_model(model_path)
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(model)}
     dataset = load_dataset(data_path, dtypes) if data_path is not None else None
+    train = load_dataset(train_path, dtypes) if train_path is not None and adaptation.epochs > 0 else None
     config = CompileConfig(
         seed=seed,
-        input_shapes=resolve_input_shapes(model, dataset, input_shapes or {}),
+        input_shapes=resolve_input_shapes(model, dataset or train, input_shapes or {}),
         dataset=dataset,
+        train=train,
+        checkpoint_dir=output_dir,
     )
-    context = PassContext(target=target, config=config)
-    model, pipeline_report = run_pipeline(model, default_passes(decision), context, on_pass)
+    context = PassContext(target=target, config=config, progress=on_step)
+    model, pipeline_report = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)
 
     reports = {name: report_to_dict(report) for name, report in context.reports.items()}
     reports["pipeline"] = report_to_dict(pipeline_report)

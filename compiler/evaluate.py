@@ -120,11 +120,14 @@ class Scorer:
     variant without analog layers is deterministic and is run once.
     """
 
-    def __init__(self, model: ir.Model, dataset: Dataset):
+    def __init__(self, model: ir.Model, dataset: Dataset, reference: np.ndarray | None = None):
+        """reference: the outputs scores compare with (default: the model's own, in full precision)."""
         self.dataset = dataset
         self.batch = _batch_size(model, dataset)
-        self.reference = _predict(_session(model, set()), dataset.inputs, {}, self.batch)
+        own = _predict(_session(model, set()), dataset.inputs, {}, self.batch)
+        self.reference = own if reference is None else reference
         self.full_precision = score(self.reference, dataset.labels, self.reference)
+        self.model_metric = score(own, dataset.labels, self.reference)  # this model's weights, no noise
 
     def _score(self, session, weights) -> float:
         outputs = _predict(session, self.dataset.inputs, weights, self.batch)

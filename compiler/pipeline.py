@@ -14,6 +14,7 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +39,8 @@ class CompileConfig:
     seed: int = 0
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     dataset: Dataset | None = None
+    train: Dataset | None = None  # fine-tuning data
+    checkpoint_dir: Path | None = None  # where fine-tuning keeps its resumable state
 
 
 @dataclass
@@ -47,6 +50,10 @@ class PassContext:
     target: Target
     config: CompileConfig
     reports: dict[str, Any] = field(default_factory=dict)
+    # The user's model's outputs on the scoring data, set once fine-tuning changes the
+    # weights: every later drop is measured against the model the user brought.
+    reference_outputs: np.ndarray | None = None
+    progress: Callable[[int, int, str], None] = lambda done, total, info: None  # long passes' steps
 
     def rng(self, salt: str) -> np.random.Generator:
         """A generator seeded from the user's seed and a per-use salt (stable across runs)."""

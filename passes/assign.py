@@ -20,7 +20,7 @@ import onnx_ir as ir
 from hetmap.cost import layer_cost
 from hetmap.evaluate import Scorer, parse_drift
 from hetmap.mapping import ANALOG, Mapping, resolve_mapping, target_options, validate
-from hetmap.passes.emit import annotate_layer, clear_annotations
+from hetmap.passes.emit import annotated_as
 from hetmap.pipeline import PassContext, scoring_dataset
 from hetmap.solver import Problem, predicted_drop, solve
 
@@ -168,21 +168,14 @@ class _Measurer:
         self.context = context
         self.t_inference_s = parse_drift(drift)
         self.seeds = seeds
-        self.scorer = Scorer(model, scoring_dataset(model, context.config))
+        self.scorer = Scorer(model, scoring_dataset(model, context.config), context.reference_outputs)
         self.layers = context.reports["partition"].layers
         self.total_weights = context.reports["partition"].mappable_weights
-        self.ranges = context.reports["calibrate"].input_range
 
     def __call__(self, mapping: dict[str, str], predicted: float) -> Attempt:
         target = self.context.target
-        nodes = {node.name: node for node in self.model.graph}
-        for layer in self.layers:
-            annotate_layer(nodes[layer.name], layer, mapping[layer.name], target, self.ranges[layer.name], [], self.total_weights)
-        try:
+        with annotated_as(self.model, mapping, self.context):
             _, per_time = self.scorer.simulate(self.model, target, [self.t_inference_s], self.seeds, self.context.config.seed)
-        finally:
-            for layer in self.layers:
-                clear_annotations(nodes[layer.name])
         drops = 100 * (self.scorer.full_precision - np.array(per_time[0]))
         analog = [l for l in self.layers if mapping[l.name] == ANALOG]
         return Attempt(

@@ -9,8 +9,10 @@ reads them to build the simulation graph.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -68,6 +70,23 @@ def annotate_layer(node: ir.Node, layer, option: str, target: Target, input_rang
 def clear_annotations(node: ir.Node) -> None:
     for key in [key for key in node.metadata_props if key.startswith("hetmap.")]:
         del node.metadata_props[key]
+
+
+@contextlib.contextmanager
+def annotated_as(model: ir.Model, mapping: dict[str, str], context: PassContext) -> Iterator[ir.Model]:
+    """The model annotated with `mapping` (layers it leaves out stay full precision) while a simulation
+    scores it; the annotations are gone afterwards."""
+    partition = context.reports["partition"]
+    ranges = context.reports["calibrate"].input_range
+    nodes = {node.name: node for node in model.graph}
+    chosen = [layer for layer in partition.layers if layer.name in mapping]
+    for layer in chosen:
+        annotate_layer(nodes[layer.name], layer, mapping[layer.name], context.target, ranges[layer.name], [], partition.mappable_weights)
+    try:
+        yield model
+    finally:
+        for layer in chosen:
+            clear_annotations(nodes[layer.name])
 
 
 class Emit:

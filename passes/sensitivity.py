@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from hetmap.evaluate import Scorer, parse_drift
 from hetmap.mapping import ANALOG, target_options
-from hetmap.passes.emit import annotate_layer, clear_annotations
+from hetmap.passes.emit import annotated_as
 from hetmap.pipeline import PassContext, scoring_dataset
 
 
@@ -38,30 +38,26 @@ class SensitivityReport:
 
 
 class Sensitivity:
-    name = "sensitivity"
     rewrites_graph = False
 
-    def __init__(self, drift: str = "1d", seeds: int = 3):
+    def __init__(self, drift: str = "1d", seeds: int = 3, name: str = "sensitivity"):
+        self.name = name  # "sensitivity_before" when fine-tuning follows
         self.drift = drift
         self.seeds = seeds
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, SensitivityReport]:
         target = context.target
         partition = context.reports["partition"]
-        ranges = context.reports["calibrate"].input_range
         dataset = scoring_dataset(model, context.config)
-        scorer = Scorer(model, dataset)
+        scorer = Scorer(model, dataset, context.reference_outputs)
         t_inference_s = parse_drift(self.drift)
-        nodes = {node.name: node for node in model.graph}
         layers = {}
         for layer in partition.layers:
-            node = nodes[layer.name]
             drops = {}
             for option in target_options(target):
-                annotate_layer(node, layer, option, target, ranges[layer.name], [], partition.mappable_weights)
                 seeds = self.seeds if option == ANALOG else 1
-                _, per_time = scorer.simulate(model, target, [t_inference_s], seeds, context.config.seed)
-                clear_annotations(node)
+                with annotated_as(model, {layer.name: option}, context):
+                    _, per_time = scorer.simulate(model, target, [t_inference_s], seeds, context.config.seed)
                 values = 100 * (scorer.full_precision - np.array(per_time[0]))
                 drops[option] = OptionDrop(float(values.mean()), float(values.std()))
             layers[layer.name] = drops
