@@ -153,7 +153,7 @@ def adapt(
                 outputs = _first(net(*feeds))
                 loss = _loss(outputs, target) / len(paths)
                 loss.backward()
-                step_loss += float(loss)
+                step_loss += loss.item()
                 if train.labels is not None and target.dtype == torch.int64:
                     hits = (outputs.reshape(len(index), -1).argmax(1) == target.reshape(-1)).sum()
                     correct[name] = correct.get(name, 0) + int(hits)

@@ -115,8 +115,9 @@ class MixedLayer(torch.nn.Module):
             for j, (c0, c1) in enumerate(column_blocks):
                 block = matrix[r0:r1, c0:c1]
                 scales = block.detach().abs().amax(dim=0).clamp_min(torch.finfo(block.dtype).tiny)
-                substitutes[f"analog_module.array.{i}.{j}.tile.weight"] = (block / scales).T
-                substitutes[f"analog_module.array.{i}.{j}.mapping_scales"] = scales
+                tile = f"analog_module.array.{i}.{j}" if self.tiles.split else "analog_module"
+                substitutes[f"{tile}.tile.weight"] = (block / scales).T
+                substitutes[f"{tile}.mapping_scales"] = scales
         return functional_call(self.tiles.module, substitutes, (x,))
 
     def _analog(self, node: ir.Node, inputs: list[torch.Tensor | None]) -> torch.Tensor:
@@ -165,6 +166,7 @@ class _Tiles:
     def __init__(self, module, out_size_block: int):
         self.module = module
         self.out_size_block = out_size_block
+        self.split = hasattr(module.analog_module, "array")  # a TileModuleArray, else one tile
 
 
 def _analog_tiles(target: Target, input_range: float, block_rows: int, layout: WeightLayout, weight_noise: float) -> _Tiles:

@@ -1,0 +1,141 @@
+"""Fine-tuning: the supernetwork's modes compute what the simulator computes, training adapts and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import messy_models as messy
+from helpers import assert_one_line_error, compiled_example, example_model
+from hetmap import parity
+from hetmap.adaptation import AdaptConfig, MappingSampler, adapt
+from hetmap.data import Dataset
+from hetmap.mapping import ANALOG
+from hetmap.models import reference_path
+from hetmap.simulate import build_simulation
+from hetmap.supernet import Supernet, trainable_initializers
+from hetmap.targets import load_target
+
+
+def _supernet(name: str, mapping: str, scope: str = "all"):
+    annotated, reports = compiled_example(name, "hermes", mapping)
+    layers = reports["partition"].layers
+    ranges = reports["calibrate"].input_range
+    trainable = trainable_initializers(annotated, layers, scope)
+    return annotated, reports, Supernet(annotated, layers, ranges, load_target("hermes"), trainable, 86400.0)
+
+
+@pytest.mark.parametrize("name", ["cnn", "transformer"])
+@pytest.mark.parametrize("mapping", ["all-analog", "int4"])
+def test_supernet_modes_compute_what_the_simulator_computes(name, mapping):
+    """Analog tiles (noise-free, converters only) and digital fake-quant agree with the simulation graph."""
+    annotated, reports, net = _supernet(name, mapping)
+    net.set_mapping(reports["assign"].mapping.layers)
+    _, feeds = example_model(name)
+    (expected,) = parity.run_model(build_simulation(annotated, load_target("hermes")).model, feeds)
+    with torch.no_grad():
+        got = net.eval()(torch.from_numpy(feeds["x"])).numpy()
+    scale = np.abs(expected).max()
+    # Converter codes are rounded after float ops in another order: a code off by one here and there.
+    assert np.median(np.abs(got - expected)) < 1e-4 * scale
+    assert np.abs(got - expected).max() < 0.02 * scale
+    assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.97
+
+
+def test_every_mode_trains_the_one_shared_weight():
+    annotated, reports, net = _supernet("cnn", "all-analog")
+    layers = reports["partition"].layers
+    weight = net.graph.initializer(layers[0].weight)
+    x = torch.from_numpy(example_model("cnn")[1]["x"][:8])
+    for option in ("fp", ANALOG, "int8", "int2"):
+        net.set_mapping({layer.name: option for layer in layers})
+        weight.grad = None
+        net.train()(x).square().mean().backward()
+        assert weight.grad is not None and weight.grad.abs().sum() > 0, option
+
+
+def test_scopes_choose_what_trains():
+    annotated, reports, _ = _supernet("cnn", "all-analog")
+    layers = reports["partition"].layers
+    head = trainable_initializers(annotated, layers, "head")
+    norm = trainable_initializers(annotated, layers, "norm")
+    every = trainable_initializers(annotated, layers, "all")
+    assert layers[-1].weight in head and len(head) == 2
+    assert all(layer.weight not in norm for layer in layers) and len(norm) == len(layers)  # the (folded) biases
+    assert set(head) | set(norm) <= set(every) and all(layer.weight in every for layer in layers)
+
+
+def test_sampler_sandwiches_and_prefers_layers_that_tolerate_analog():
+    drops = {"a": {"analog": 0.0, "int8": 0.0, "int4": 0.1}, "b": {"analog": 5.0, "int8": 0.0, "int4": 3.0}}
+    sampler = MappingSampler(["a", "b"], ["analog", "int8", "int4"], drops, temperature=0.5)
+    rng = np.random.default_rng(0)
+    draws = [sampler.paths(rng) for _ in range(200)]
+    assert all(set(paths) == {"all-analog", "all-int8", "sampled"} for paths in draws)
+    analog_share = {name: np.mean([paths["sampled"][name] == ANALOG for paths in draws]) for name in ("a", "b")}
+    assert analog_share["a"] > 0.25 and analog_share["b"] < 0.01
+    fixed = MappingSampler(["a", "b"], ["analog", "int8"], None, 0.5, fixed={"a": "analog", "b": "int8"})
+    assert fixed.paths(rng) == {"mapping": {"a": "analog", "b": "int8"}}
+
+
+def _mlp_training(folder, epochs: int = 2, checkpoint=True, stop_at_step: int | None = None):
+    annotated, reports, net = _supernet("mlp", "all-analog")
+    data = np.load(reference_path("mlp.train.npz"))
+    train = Dataset({"x": data["x"][:256]}, data["y"][:256], "mlp.train.npz")
+    names = [layer.name for layer in reports["partition"].layers]
+    sampler = MappingSampler(names, ["analog", "int8", "int4", "int2"], None, 0.5)
+    config = AdaptConfig(epochs=epochs, seed=3, checkpoint=folder / "ckpt" if checkpoint else None)
+
+    def on_step(done: int, total: int, info: str) -> None:
+        if done == stop_at_step:
+            raise KeyboardInterrupt
+
+    return net, adapt(net, ["x"], train, sampler, config, "run", on_step)
+
+
+def test_adaptation_is_seeded_and_resumes_where_it_stopped(tmp_path):
+    straight, result = _mlp_training(tmp_path / "a")
+    assert [record.epoch for record in result.history] == [1, 2] and result.steps == 8
+    with pytest.raises(KeyboardInterrupt):
+        _mlp_training(tmp_path / "b", stop_at_step=6)  # interrupted in its second epoch
+    resumed, result = _mlp_training(tmp_path / "b")
+    assert result.resumed_from_epoch == 1 and len(result.history) == 2
+    fresh, _ = _mlp_training(tmp_path / "c", checkpoint=False)
+    for net in (resumed, fresh):
+        for (name, a), (_, b) in zip(straight.graph.named_parameters(), net.graph.named_parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
+    epochs = 2
+    result = hetmap("compile", reference_path("mlp.onnx"), "-t", "hermes", "-o", "out", "--objective", "analog-share",
+                    "--data", reference_path("mlp.test.npz"), "--train", reference_path("mlp.train.npz"),
+                    "--finetune", str(epochs), "--seeds", "2")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    reports = {name: json.loads(open(f"out/reports/{name}.json").read()) for name in ("finetune", "sensitivity_before", "sensitivity")}
+    finetune = reports["finetune"]
+    assert len(finetune["history"]) == epochs and finetune["paths"] == ["all-analog", "all-int8", "sampled"]
+    before = {s["mapping"]: s["mean"] for s in finetune["before"]}
+    after = {s["mapping"]: s["mean"] for s in finetune["after"]}
+    assert after["all-analog"] > before["all-analog"]
+    assert reports["sensitivity"]["full_precision"] == reports["sensitivity_before"]["full_precision"]
+    adapted, original = onnx.load("out/model.mapped.onnx"), onnx.load(reference_path("mlp.onnx"))
+    onnx.checker.check_model(adapted, full_check=True)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in adapted.graph.initializer}
+    assert any(not np.array_equal(weights[t.name], onnx.numpy_helper.to_array(t)) for t in original.graph.initializer if t.name in weights)
+    assert "fine-tun" in open("out/report.html").read()
+
+
+def test_finetune_without_training_data_is_one_line(hetmap):
+    onnx.save(messy.gemm_trans_b(), "model.onnx")
+    assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "--finetune", "1"), "--train")
+
+
+def test_finetune_of_a_model_with_control_flow_names_the_op(hetmap):
+    onnx.save(messy.if_and_loop(), "model.onnx")
+    np.savez("train.npz", x=np.ones((1, 4), np.float32))
+    result = hetmap("compile", "model.onnx", "-t", "tiny", "--mapping", "all-analog", "--finetune", "1", "--train", "train.npz")
+    assert_one_line_error(result, "If", "Loop")
