@@ -16,7 +16,7 @@ from pathlib import Path
 from hetmap import __version__
 from hetmap.modelio import write_bytes_atomic
 from hetmap.plots import OPTION_COLOURS
-from hetmap.views import chosen_attempt, energy_text, mapping_mix, summary, time_text, unique_attempts
+from hetmap.views import chosen_attempt, energy_text, finetune_tables, mapping_mix, summary, time_text, unique_attempts
 
 CSS = """
 body { margin: 0; background: #f4f5f7; color: #1f2328;
@@ -252,6 +252,27 @@ def _solver_section(reports: dict[str, dict]) -> str:
     return "".join(parts)
 
 
+def _finetune_section(reports: dict[str, dict]) -> str:
+    report = reports.get("finetune")
+    if report is None:
+        return _note("No fine-tuning: compile with --finetune EPOCHS --train train.npz to adapt the weights.")
+    scores, layers = finetune_tables(reports)
+    epochs = "; ".join(f"epoch {r['epoch']}: loss {r['loss']:.3f}" for r in report["history"])
+    parts = [Html(
+        f"<p>The weights were fine-tuned for {report['epochs']} epochs on {_e(report['train_data'])} "
+        f"({report['train_samples']} samples; {_e(report['scope'])} weights, {_count(report['trainable_parameters'])} "
+        f"parameters; paths per step: {_e(', '.join(report['paths']))}; {report['seconds']:.0f} s on {_e(report['device'])}). "
+        f"Metric in percent, simulated on the scoring data before and after. {_e(epochs)}.</p>"
+    ), _table(["mapping", "before", "after", "change"], scores, numeric={1, 2, 3})]  # fmt: skip
+    if report["analog_trained_in_full_precision"]:
+        reasons = ", ".join(f"{k} ({v})" for k, v in report["analog_trained_in_full_precision"].items())
+        parts.append(_note(f"Trained in full precision where analog was sampled (no training tile for them): {reasons}."))
+    if layers:
+        parts.append("<h3>Analog drop per layer, before and after</h3>")
+        parts.append(_table(["layer", "before", "after"], layers, numeric={1, 2}))
+    return "".join(parts)
+
+
 def _facts(pairs: list[tuple[str, str]]) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in pairs) + "</dl>"
 
@@ -308,6 +329,7 @@ SECTIONS = (
     ("mapping", "Mapping per layer"),
     ("pictures", "Pictures"),
     ("solver", "Solver"),
+    ("finetune", "Fine-tuning"),
     ("model", "Model and partition"),
 )
 
@@ -321,6 +343,7 @@ def render_report_html(reports: dict[str, dict], pictures: dict[str, bytes], mod
         "mapping": _mapping_section(reports),
         "pictures": _pictures_section(pictures, reports),
         "solver": _solver_section(reports),
+        "finetune": _finetune_section(reports),
         "model": _model_section(reports),
     }
     nav = "".join(f'<a href="#{key}">{_e(heading)}</a>' for key, heading in SECTIONS)

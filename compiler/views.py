@@ -225,6 +225,47 @@ def show_sensitivity(console: Console, report: dict, mapping: dict[str, str] | N
     console.print(table)
 
 
+def finetune_tables(reports: dict[str, dict]) -> tuple[list[list[str]], list[list[str]]]:
+    """Rows of the fine-tuning views: [mapping, before, after, change] per scored mapping, and
+    [layer, analog drop before, after] from the two sensitivity reports (when the solver ran)."""
+    report = reports["finetune"]
+    after = {score["mapping"]: score for score in report["after"]}
+    scores = []
+    for score in report["before"]:
+        new = after[score["mapping"]]
+        spread = lambda s: f" ± {s['std']:.2f}" if round(s["std"], 2) else ""  # noqa: E731
+        label = score["mapping"] + (f" at {score['drift']}" if score["drift"] else "")
+        scores.append([label, f"{score['mean']:.2f}{spread(score)}", f"{new['mean']:.2f}{spread(new)}", f"{new['mean'] - score['mean']:+.2f}"])
+    layers = []
+    before, again = reports.get("sensitivity_before"), reports.get("sensitivity")
+    if before is not None and again is not None:
+        for name, drops in before["layers"].items():
+            layers.append([name, _drop(drops.get("analog"), False), _drop(again["layers"][name].get("analog"), False)])
+    return scores, layers
+
+
+def show_finetune(console: Console, report: dict, reports: dict[str, dict]) -> None:
+    scores, layers = finetune_tables(reports)
+    last = report["history"][-1] if report["history"] else None
+    table = Table(
+        title=f"Fine-tuning: {report['epochs']} epochs ({report['scope']} weights, {_count(report['trainable_parameters'])} "
+        f"parameters, paths {', '.join(report['paths'])}) on {report['device']}, {report['seconds']:.0f} s",
+        caption=f"metric in percent; final training loss {last['loss']:.3f}" if last else None,
+    )
+    for column in ("mapping", "before", "after", "change"):
+        table.add_column(column, justify="left" if column == "mapping" else "right")
+    for row in scores:
+        table.add_row(*row)
+    console.print(table)
+    if layers:
+        table = Table(title="Analog drop per layer (points) before and after fine-tuning")
+        for column in ("layer", "before", "after"):
+            table.add_column(column, justify="left" if column == "layer" else "right")
+        for row in layers:
+            table.add_row(*row)
+        console.print(table)
+
+
 def _attempt_rows(table: Table, attempts: list[dict], chosen: dict | None) -> None:
     for index, attempt in enumerate(attempts, start=1):
         mark = "*" if chosen is not None and attempt["mapping"] == chosen["mapping"] else ""
@@ -301,6 +342,7 @@ def show_run(console: Console, report: dict) -> None:
 REPORT_VIEWS = {
     "canonicalize": show_canonicalize,
     "partition": show_partition,
+    "finetune": show_finetune,
     "sensitivity": show_sensitivity,
     "assign": show_assign,
     "schedule": show_schedule,
@@ -315,6 +357,8 @@ def show_reports(console: Console, reports: dict[str, dict]) -> None:
     for name, view in REPORT_VIEWS.items():
         if name == "sensitivity" and name in reports:
             show_sensitivity(console, reports[name], mapping)
+        elif name == "finetune" and name in reports:
+            show_finetune(console, reports[name], reports)
         elif name in reports:
             view(console, reports[name])
 
