@@ -63,7 +63,16 @@ def read_model(path: Path) -> ir.Model:
         model = ir.serde.deserialize_model(proto)
     except ir.serde.SerdeError as error:
         raise HetmapError(f"model file '{path}' cannot be read into hetmap's graph IR ({error})") from None
+    _negative_dims_to_symbolic(model)
     return _detach_from_proto(model)
+
+
+def _negative_dims_to_symbolic(model: ir.Model) -> None:
+    """PaddlePaddle's exporter writes -1 for a dynamic dimension, where ONNX has a symbolic one."""
+    for graph in model.graphs():
+        for value in [*graph.inputs, *graph.outputs, *(v for node in graph for v in node.outputs)]:
+            if value.shape is not None and any(isinstance(d, int) and d < 0 for d in value.shape):
+                value.shape = ir.Shape([None if isinstance(d, int) and d < 0 else d for d in value.shape])
 
 
 def _detach_from_proto(model: ir.Model) -> ir.Model:

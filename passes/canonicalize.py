@@ -23,6 +23,7 @@ from onnxscript.rewriter.rules import common as rules
 from onnxscript.version_converter import ConvertVersionPass
 
 from hetmap.errors import HetmapError
+from hetmap.onnx_ml import lower_linear_models
 from hetmap.pipeline import PassContext
 
 CANONICAL_OPSET = 21
@@ -70,7 +71,8 @@ def _op_counts(model: ir.Model) -> dict[str, int]:
 
 
 def _default_opset(model: ir.Model) -> int:
-    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+    # a model of ai.onnx.ml ops alone imports no standard opset: there is nothing to convert
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", CANONICAL_OPSET))
 
 
 def _fold_batchnorms(model: ir.Model) -> ir.Model:
@@ -114,6 +116,7 @@ class Canonicalize:
             if _default_opset(model) != CANONICAL_OPSET:
                 raise HetmapError(f"cannot convert the model from opset {opset_in} to {CANONICAL_OPSET}")
             model.ir_version = max(model.ir_version, CANONICAL_IR_VERSION)
+        lower_linear_models(model, CANONICAL_OPSET, CANONICAL_IR_VERSION)
         # Fold every node whose inputs are all constant, large weights and
         # ConstantOfShape included (the library's defaults keep those).
         onnxscript.optimizer.fold_constants(

@@ -188,6 +188,15 @@ def _subgraph_nodes(graph: ir.Graph):
                     yield inner, owner
 
 
+def _no_layer_message(unmappable: list[UnmappableLayer]) -> str:
+    """One line; it names the first layer that could have been mapped and why it is not."""
+    message = "model has no mappable layer (Conv, ConvTranspose, Gemm, or MatMul with a constant weight)"
+    if unmappable:
+        first, more = unmappable[0], len(unmappable) - 1
+        message += f": {first.op_type} '{first.name}' is not ({first.reason})" + (f" nor are {more} more" if more else "")
+    return message + "; nothing to map onto analog tiles"
+
+
 class Partition:
     name = "partition"
     rewrites_graph = False
@@ -237,10 +246,7 @@ class Partition:
             if node.op_type in MAPPABLE_OPS + DIGITAL_ONLY_OPS:
                 report.unmappable.append(UnmappableLayer(node.name, node.op_type, f"{owner}: left digital"))
         if not report.layers:
-            raise HetmapError(
-                "model has no mappable layer (Conv, ConvTranspose, Gemm, or MatMul with a constant "
-                "weight); nothing to map onto analog tiles"
-            )
+            raise HetmapError(_no_layer_message(report.unmappable))
         report.mappable_weights = sum(layer.weight_count for layer in report.layers)
         report.mappable_macs = sum(layer.macs for layer in report.layers)
         report.tiles_needed = sum(layer.tiles for layer in report.layers)

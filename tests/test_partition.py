@@ -239,6 +239,6 @@ def test_sklearn_mlp_has_two_matmul_layers(sklearn_exports):
     assert matrices == [("MatMul", 6, 16), ("MatMul", 16, 1)]  # 6 features, 16 hidden, 1 logit
 
 
-def test_sklearn_linear_regression_has_no_mappable_layer(sklearn_exports):
-    with pytest.raises(HetmapError, match="no mappable layer"):  # LinearRegressor is an ai.onnx.ml op
-        partition(sklearn_exports["linear"])
+def test_sklearn_linear_regression_is_one_gemm_layer(sklearn_exports):
+    (layer,) = partition(sklearn_exports["linear"]).layers  # canonicalize lowers the ai.onnx.ml LinearRegressor
+    assert (layer.op_type, layer.rows, layer.cols) == ("Gemm", 6, 1)
