@@ -225,6 +225,10 @@ def show_sensitivity(console: Console, report: dict, mapping: dict[str, str] | N
     console.print(table)
 
 
+def _mean_spread(score: dict) -> str:
+    return f"{score['mean']:.2f}" + (f" ± {score['std']:.2f}" if round(score["std"], 2) else "")
+
+
 def finetune_tables(reports: dict[str, dict]) -> tuple[list[list[str]], list[list[str]]]:
     """Rows of the fine-tuning views: [mapping, before, after, change] per scored mapping, and
     [layer, analog drop before, after] from the two sensitivity reports (when the solver ran)."""
@@ -233,9 +237,8 @@ def finetune_tables(reports: dict[str, dict]) -> tuple[list[list[str]], list[lis
     scores = []
     for score in report["before"]:
         new = after[score["mapping"]]
-        spread = lambda s: f" ± {s['std']:.2f}" if round(s["std"], 2) else ""  # noqa: E731
         label = score["mapping"] + (f" at {score['drift']}" if score["drift"] else "")
-        scores.append([label, f"{score['mean']:.2f}{spread(score)}", f"{new['mean']:.2f}{spread(new)}", f"{new['mean'] - score['mean']:+.2f}"])
+        scores.append([label, _mean_spread(score), _mean_spread(new), f"{new['mean'] - score['mean']:+.2f}"])
     layers = []
     before, again = reports.get("sensitivity_before"), reports.get("sensitivity")
     if before is not None and again is not None:

@@ -29,7 +29,7 @@ def _supernet(name: str, mapping: str, scope: str = "all"):
     return annotated, reports, Supernet(annotated, layers, ranges, load_target("hermes"), trainable, 86400.0)
 
 
-@pytest.mark.parametrize("name", ["cnn", "transformer"])
+@pytest.mark.parametrize("name", ["cnn", "transformer", "grouped_and_depthwise_conv", "gemm_trans_b"])
 @pytest.mark.parametrize("mapping", ["all-analog", "int4"])
 def test_supernet_modes_compute_what_the_simulator_computes(name, mapping):
     """Analog tiles (noise-free, converters only) and digital fake-quant agree with the simulation graph."""
@@ -38,7 +38,7 @@ def test_supernet_modes_compute_what_the_simulator_computes(name, mapping):
     _, feeds = example_model(name)
     (expected,) = parity.run_model(build_simulation(annotated, load_target("hermes")).model, feeds)
     with torch.no_grad():
-        got = net.eval()(torch.from_numpy(feeds["x"])).numpy()
+        got = net.eval()(*(torch.from_numpy(array) for array in feeds.values())).numpy()
     scale = np.abs(expected).max()
     # Converter codes are rounded after float ops in another order: a code off by one here and there.
     assert np.median(np.abs(got - expected)) < 1e-4 * scale
