@@ -15,6 +15,7 @@ is a bug. Exit status 1 when there is one.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import shutil
 import sys
@@ -30,14 +31,14 @@ import onnxruntime as ort
 from rich.console import Console
 from rich.table import Table
 
-from bench.sweep_cases import Case, all_cases, feeds
+from bench.sweep_cases import SHIPPED, Case, all_cases, feeds
 from hetmap.driver import MAPPED_MODEL, Decision, compile_model
 from hetmap.errors import HetmapError
+from hetmap.parity import MAGNITUDE_FLOOR, RELATIVE_TOLERANCE
 from hetmap.targets import load_target
 
 RESULTS = Path(__file__).parent / "results" / "sweep.json"
 TARGET = "hermes"
-RELATIVE_TOLERANCE = 1e-4
 RESULTS_SHOWN = ("compiled", "refused", "bug", "skipped")
 
 
@@ -73,7 +74,7 @@ def _run(proto_or_path, arrays: dict[str, np.ndarray]) -> list:
 
 
 def _difference(expected: list, actual: list) -> str | None:
-    """Why two output lists differ beyond float tolerance (relative to each output's largest magnitude), or None."""
+    """Why two output lists differ beyond the tolerance hetmap holds its rewrites to, or None."""
     if len(expected) != len(actual):
         return f"{len(actual)} outputs instead of {len(expected)}"
     for index, (want, got) in enumerate(zip(expected, actual)):
@@ -81,7 +82,7 @@ def _difference(expected: list, actual: list) -> str | None:
         if want.shape != got.shape or want.dtype != got.dtype:
             return f"output {index} is {got.dtype}{list(got.shape)}, expected {want.dtype}{list(want.shape)}"
         if np.issubdtype(want.dtype, np.floating) and want.size:
-            scale = max(float(np.max(np.abs(want))), 1e-12)
+            scale = max(float(np.max(np.abs(want))), MAGNITUDE_FLOOR)
             error = float(np.max(np.abs(got.astype(np.float64) - want))) / scale
             if not error <= RELATIVE_TOLERANCE:
                 return f"output {index} differs by {error:.3g} (relative)"
@@ -102,6 +103,18 @@ def _symbolic_shapes(proto: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> d
 
 def _opset(proto: onnx.ModelProto) -> int | None:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def versions() -> dict[str, str]:
+    """The exporters, runtimes and model packages the results depend on."""
+    names = ["onnx", "onnxruntime", "onnxscript", "onnx-ir", "torch", "scikit-learn", "skl2onnx", *SHIPPED]
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def run_case(case: Case, folder: Path) -> Outcome:
@@ -186,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.json or (None if args.quick else RESULTS)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"target": TARGET, "counts": counts, "notes": notes, "models": [asdict(o) for o in outcomes]}
+        record = {"target": TARGET, "counts": counts, "notes": notes, "versions": versions(),
+                  "models": [asdict(o) for o in outcomes]}  # fmt: skip
         json_path.write_text(json.dumps(record, indent=2) + "\n")
         console.print(f"wrote {json_path}")
     return 1 if counts["bug"] else 0

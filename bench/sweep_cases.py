@@ -4,7 +4,9 @@ Three sources, none written for hetmap: skl2onnx conversions of fitted
 scikit-learn estimators, torch.onnx exports (dynamo and TorchScript) of
 the families in `bench.sweep_nets`, and ONNX files that installed PyPI
 packages ship: trained models, and the model-zoo graphs in onnx's test data.
-A package that is not installed is skipped with a note. Models too large
+A package that is not installed is skipped with a note (`pip install
+--no-deps magika silero-vad rapidocr-onnxruntime nudenet` brings them all;
+only their .onnx files are read, never imported). Models too large
 for hermes's 64 tiles all-analog are compiled all-INT8. Left out: onnx's
 single-operator test models (opset 6 and 7, below the opset 9 hetmap
 reads; many no longer run in onnxruntime).
@@ -177,7 +179,7 @@ def _shipped(path: Path) -> Callable[[Path], Path]:
 # package -> (model path inside it, case options); shapes keep each model small and valid for it
 SHIPPED = {
     "onnxruntime": [("datasets/logreg_iris.onnx", {"quick": True}), ("datasets/mul_1.onnx", {}), ("datasets/sigmoid.onnx", {})],
-    "magika": [("models/standard_v3_3/model.onnx", {"int_high": 257})],
+    "magika": [("models/standard_v3_3/model.onnx", {"name": "magika standard_v3_3", "int_high": 257})],
     "silero_vad": [
         (f"data/{name}.onnx", {"values": {"sr": np.array(16000, dtype=np.int64)},
                                "shapes": {"input": (BATCH, 512), "state": (2, BATCH, 128)}})  # fmt: skip
@@ -207,7 +209,8 @@ def shipped_cases() -> tuple[list[Case], list[str]]:
             notes.append(f"{package} is not installed: its {len(models)} shipped model(s) skipped")
             continue
         for relative, options in models:
-            cases.append(Case(Path(relative).stem, f"shipped in {package}", _shipped(folder / relative), **options))
+            options = {"name": Path(relative).stem, **options}
+            cases.append(Case(exporter=f"shipped in {package}", build=_shipped(folder / relative), **options))
     onnx_data = package_folder("onnx") / "backend" / "test" / "data"
     for name in LIGHT_MODELS:  # model-zoo graphs whose weights onnx replaced by ConstantOfShape fills
         cases.append(Case(name, "shipped in onnx (weights filled)", _shipped(onnx_data / "light" / f"light_{name}.onnx"),
