@@ -53,8 +53,10 @@ def cli() -> None:
 @click.option("--train", "train", type=click.Path(path_type=Path), help="Training .npz for --finetune (x, optional y; without y: distillation).")
 @click.option("--finetune-scope", type=click.Choice(SCOPES), default="all", show_default=True,
               help="Which weights fine-tuning changes: all, the last layer (head), or norms and biases (norm).")
+@click.option("--finetune-lr", default=Adaptation.learning_rate, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Fine-tuning's initial learning rate (Adam, cosine schedule).")
 def compile(model, target, output, data, input_shape, mapping, max_drop, objective, drift, seeds, pareto, seed,
-            finetune_epochs, train, finetune_scope) -> None:  # fmt: skip
+            finetune_epochs, train, finetune_scope, finetune_lr) -> None:  # fmt: skip
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
         from hetmap.models import DEFAULT_MODEL, reference_path
@@ -83,7 +85,7 @@ def compile(model, target, output, data, input_shape, mapping, max_drop, objecti
             model, chosen, output, data_path=data, input_shapes=shapes, seed=seed,
             decision=Decision(mapping, max_drop, objective, drift, seeds, pareto),
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
-            train_path=train, adaptation=Adaptation(finetune_epochs, finetune_scope), on_step=on_step,
+            train_path=train, adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr), on_step=on_step,
         )  # fmt: skip
     show_reports(out, result.reports)
     show_summary(out, result.reports)

@@ -17,7 +17,7 @@ from hetmap.passes.assign import Assign
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.emit import Emit, clear_annotations
-from hetmap.passes.finetune import Finetune
+from hetmap.passes.finetune import Adaptation, Finetune
 from hetmap.passes.partition import Partition
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity
@@ -54,17 +54,9 @@ class Decision:
     pareto: bool = False
 
 
-@dataclass(frozen=True)
-class Adaptation:
-    """Whether and how compile fine-tunes the weights for mixed mappings (0 epochs: not at all)."""
-
-    epochs: int = 0
-    scope: str = "all"
-
-
 def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
     """The pipeline: with fine-tuning, sensitivity -> finetune -> sensitivity on the adapted weights -> assign."""
-    finetune = Finetune(adaptation.epochs, adaptation.scope, decision.mapping, decision.max_drop, decision.drift, decision.seeds)
+    finetune = Finetune(adaptation, decision.mapping, decision.max_drop, decision.drift, decision.seeds)
     adapting = [finetune] if adaptation.epochs > 0 else []
     if decision.mapping is not None:
         choose = [*adapting, Assign(decision.mapping)]

@@ -33,6 +33,16 @@ CHECKPOINT_NAME = "finetune.ckpt"
 SCOPES = ("all", "head", "norm")
 
 
+@dataclass(frozen=True)
+class Adaptation:
+    """Whether and how compile fine-tunes the weights for mixed mappings (0 epochs: not at all)."""
+
+    epochs: int = 0
+    scope: str = "all"
+    learning_rate: float = 1e-3  # Adam, cosine-annealed to 0 over the run
+    batch_size: int = 64
+
+
 @dataclass
 class MappingScore:
     mapping: str
@@ -45,6 +55,7 @@ class MappingScore:
 class FinetuneReport:
     epochs: int
     scope: str
+    learning_rate: float
     train_data: str
     train_samples: int
     trainable_parameters: int
@@ -63,10 +74,9 @@ class Finetune:
     name = "finetune"
     rewrites_graph = False
 
-    def __init__(self, epochs: int, scope: str = "all", mapping: str | None = None, max_drop: float = 0.5,
+    def __init__(self, adaptation: Adaptation, mapping: str | None = None, max_drop: float = 0.5,
                  drift: str = "1d", seeds: int = 3, sensitivity: str = "sensitivity_before"):  # fmt: skip
-        self.epochs = epochs
-        self.scope = scope
+        self.adaptation = adaptation
         self.mapping = mapping
         self.max_drop = max_drop
         self.drift = drift
@@ -93,7 +103,8 @@ class Finetune:
         before = self._scores(model, context, scorer, fixed)
 
         t_inference_s = parse_drift(self.drift)
-        trainable = trainable_initializers(model, layers, self.scope)
+        adaptation = self.adaptation
+        trainable = trainable_initializers(model, layers, adaptation.scope)
         net = Supernet(model, layers, context.reports["calibrate"].input_range, context.target, trainable, t_inference_s)
         sensitivity = context.reports.get(self.sensitivity)
         drops = {n: {o: d.drop_points for o, d in per.items()} for n, per in sensitivity.layers.items()} if sensitivity else None
@@ -103,10 +114,12 @@ class Finetune:
         run_id = fingerprint(
             *(model.graph.initializers[n].const_value.tobytes() for n in trainable),
             *(np.ascontiguousarray(train.inputs[n]).tobytes() for n in input_names),
-            repr((self.epochs, self.scope, fixed, self.max_drop, self.drift, config.seed, context.target.name, drops)),
+            repr((adaptation, fixed, self.max_drop, self.drift, config.seed, context.target.name, drops)),
         )
         adapt_config = AdaptConfig(
-            epochs=self.epochs,
+            epochs=adaptation.epochs,
+            batch_size=adaptation.batch_size,
+            learning_rate=adaptation.learning_rate,
             seed=config.seed,
             device=device,
             checkpoint=config.checkpoint_dir / CHECKPOINT_NAME if config.checkpoint_dir else None,
@@ -116,8 +129,9 @@ class Finetune:
             model.graph.initializers[name].const_value = ir.tensor(array, name=name)
         after = self._scores(model, context, Scorer(model, dataset, context.reference_outputs), fixed)
         report = FinetuneReport(
-            epochs=self.epochs,
-            scope=self.scope,
+            epochs=adaptation.epochs,
+            scope=adaptation.scope,
+            learning_rate=adaptation.learning_rate,
             train_data=train.source,
             train_samples=train.size,
             trainable_parameters=sum(model.graph.initializers[n].const_value.size for n in trainable),
