@@ -83,11 +83,20 @@ class MixedLayer(torch.nn.Module):
         weight = node.inputs[self.operand].const_value
         self.layout = WeightLayout(layer.op_type, tuple(weight.shape), layer.groups, layer.weight_transposed)
         self.input_range = input_range
+        self.weight_noise = weight_noise
         self.analog_reason = _analog_unsupported(node, self.layout, self.operand)
         self.tiles = None
         if self.analog_reason is None:
             self.tiles = _analog_tiles(target, input_range, layer.block_rows, self.layout, weight_noise)
             self.row_blocks = row_ranges(self.layout.to_matrix(np.empty(self.layout.shape, np.float32)).shape[0], layer.block_rows)
+
+    def set_noise_scale(self, scale: float) -> None:
+        """Train the analog mode with `scale` times the target's HWA weight noise (progressive noise schedules)."""
+        if self.tiles is None:
+            return
+        for tile in self.tiles.module.analog_tiles():
+            tile.rpu_config.modifier.std_dev = self.weight_noise * scale
+            tile.tile.set_config(tile.rpu_config)  # the simulator tile holds its own copy of the modifier
 
     def forward(self, node: ir.Node, inputs: list[torch.Tensor | None]) -> list[torch.Tensor]:
         if self.mode == FULL_PRECISION or (self.mode == ANALOG and self.tiles is None):
@@ -206,7 +215,9 @@ def trainable_initializers(model: ir.Model, layers: list, scope: str) -> list[st
     """The initializers fine-tuning may change under `scope`.
 
     all: every finite float initializer with more than one element (scalars
-    are constants of the computation, such as a LayerNorm's epsilon);
+    are constants of the computation, such as a LayerNorm's epsilon) but
+    BatchNorm statistics (a variance that gradients push negative is no
+    variance);
     norm: normalisation scales and shifts plus the mappable layers' biases
     (where canonicalize folded the BatchNorms);
     head: the last mappable layer's weight and bias.
@@ -219,7 +230,8 @@ def trainable_initializers(model: ir.Model, layers: list, scope: str) -> list[st
         return value is not None and value.dtype.is_floating_point()
 
     if scope == "all":
-        names = [n for n, v in initializers.items() if is_float(n) and v.const_value.size > 1]
+        statistics = {v.name for node in model.graph if node.op_type == "BatchNormalization" for v in node.inputs[3:5] if v is not None}
+        names = [n for n, v in initializers.items() if is_float(n) and v.const_value.size > 1 and n not in statistics]
         return [n for n in names if np.isfinite(initializers[n].const_value.numpy()).all()]
     if scope == "head":
         last = nodes[layers[-1].name]
