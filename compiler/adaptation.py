@@ -38,7 +38,7 @@ CHECKPOINT_FORMAT = "hetmap.finetune/1"
 class AdaptConfig:
     epochs: int
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     seed: int = 0
     device: str = "cpu"
     checkpoint: Path | None = None  # resumed from when it belongs to the same run
