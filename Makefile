@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench lock
+.PHONY: demo test bench headline lock
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -19,6 +19,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.scale
+
+headline: $(VENV)/.installed
+	$(PY) -m bench.headline
 
 lock: $(VENV)/.installed
 	{ head -2 requirements.lock; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu//'; } > requirements.lock.new
