@@ -71,10 +71,10 @@ class Assign:
             return model, AssignReport(source=self.mapping_spec, mapping=mapping)
         measure = _Measurer(model, context, self.drift, self.seeds)
         problem = _problem(context)
-        attempts = _solve_and_verify(problem, measure, self.max_drop, self.objective)
+        attempts = _solve_and_verify(problem, measure, self.max_drop, self.objective, measure.offset)
         feasible = [a for a in attempts if a.measured_drop_points <= self.max_drop]
         best = _best(feasible, self.objective) if feasible else min(attempts, key=lambda a: a.measured_drop_points)
-        pareto = [a for budget in PARETO_BUDGETS for a in _solve_and_verify(problem, measure, budget, self.objective)[-1:]] if self.pareto else []
+        pareto = [a for budget in PARETO_BUDGETS for a in _solve_and_verify(problem, measure, budget, self.objective, measure.offset)[-1:]] if self.pareto else []
         report = AssignReport(
             source="solver",
             mapping=Mapping(dict(best.mapping)),
@@ -115,7 +115,7 @@ def _problem(context: PassContext) -> Problem:
     )
 
 
-def _solve_and_verify(problem: Problem, measure, budget: float, objective: str) -> list[Attempt]:
+def _solve_and_verify(problem: Problem, measure, budget: float, objective: str, offset: float = 0.0) -> list[Attempt]:
     """MILP, simulate, correct: every measured attempt, in order.
 
     After each measurement the drops of the chosen options are scaled by
@@ -125,21 +125,22 @@ def _solve_and_verify(problem: Problem, measure, budget: float, objective: str) 
     one frees slack for a better mapping. When the model admits no mapping
     at all, the safest one is measured first: measurement decides. Rounds
     end early once a mapping is within budget and the model was not
-    pessimistic about it.
+    pessimistic about it. `offset`: the drop the noiseless weights already
+    have (after fine-tuning), which the per-layer drops sit on top of.
     """
     problem = Problem(**{**vars(problem), "drop": problem.drop.copy()})
     attempts, tried = [], []
     for _ in range(CORRECTION_ROUNDS):
-        mapping = solve(problem, budget, objective, tried)
+        mapping = solve(problem, max(budget - offset, 0.0), objective, tried)
         if mapping is None and attempts:
             break
         mapping = mapping or _safest(problem)
-        predicted = predicted_drop(problem, mapping)
-        attempt = measure(mapping, predicted)
+        predicted = predicted_drop(problem, mapping)  # the layers' part, on top of the offset
+        attempt = measure(mapping, offset + predicted)
         attempts.append(attempt)
         tried.append(mapping)
-        measured = attempt.measured_drop_points
-        if measured <= budget and measured >= PESSIMISM * predicted:
+        measured = attempt.measured_drop_points - offset
+        if measured + offset <= budget and measured >= PESSIMISM * predicted:
             break
         chosen = [(i, problem.options.index(mapping[name])) for i, name in enumerate(problem.layers)]
         for i, j in chosen:
@@ -169,6 +170,7 @@ class _Measurer:
         self.t_inference_s = parse_drift(drift)
         self.seeds = seeds
         self.scorer = Scorer(model, scoring_dataset(model, context.config), context.reference_outputs)
+        self.offset = 100 * (self.scorer.full_precision - self.scorer.model_metric)
         self.layers = context.reports["partition"].layers
         self.total_weights = context.reports["partition"].mappable_weights
 

@@ -4,7 +4,9 @@ For every mappable layer and every option the target offers (analog at the
 budget's drift time, digital at each bit width), the model is simulated
 with only that layer perturbed, on the calibration data (accuracy with
 labels, else agreement with full precision), analog over Monte-Carlo
-seeds. Drops are in percentage points; the solver adds them up.
+seeds. Drops are in percentage points from these weights without noise,
+so that each layer's drop is its own; the solver adds them up on top of
+what fine-tuning cost the noiseless model (weights_full_precision).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class SensitivityReport:
     metric: str
     data: str
     samples: int
-    full_precision: float
+    full_precision: float  # the model the user brought
+    weights_full_precision: float  # these weights without noise: lower than full_precision after fine-tuning
     drift: str
     seeds: int
     layers: dict[str, dict[str, OptionDrop]]
@@ -58,7 +61,7 @@ class Sensitivity:
                 seeds = self.seeds if option == ANALOG else 1
                 with annotated_as(model, {layer.name: option}, context):
                     _, per_time = scorer.simulate(model, target, [t_inference_s], seeds, context.config.seed)
-                values = 100 * (scorer.full_precision - np.array(per_time[0]))
+                values = 100 * (scorer.model_metric - np.array(per_time[0]))
                 drops[option] = OptionDrop(float(values.mean()), float(values.std()))
             layers[layer.name] = drops
         report = SensitivityReport(
@@ -66,6 +69,7 @@ class Sensitivity:
             data=dataset.source,
             samples=dataset.size,
             full_precision=scorer.full_precision,
+            weights_full_precision=scorer.model_metric,
             drift=self.drift,
             seeds=self.seeds,
             layers=layers,
