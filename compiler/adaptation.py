@@ -176,7 +176,18 @@ def _training_targets(net, input_names, inputs, train: Dataset, batch_size: int,
     """The labels, or without them the full-precision model's own outputs (distillation)."""
     if train.labels is not None:
         labels = np.asarray(train.labels)
-        return torch.from_numpy(labels.astype(np.int64) if labels.dtype.kind in "iub" else labels.astype(np.float32))
+        if labels.dtype.kind not in "iub":
+            return torch.from_numpy(labels.astype(np.float32))
+        net.set_mapping({})
+        with torch.no_grad():
+            first = [(inputs[n][:1] if inputs[n].dim() else inputs[n]).to(device) for n in input_names]
+            classes = _first(net(*first)).reshape(1, -1).shape[1]
+        if labels.min() < 0 or labels.max() >= classes:
+            raise HetmapError(
+                f"training data '{train.source}': labels 'y' must be class indices 0..{classes - 1} "
+                f"for this model's {classes} outputs (found {labels.min()}..{labels.max()})"
+            )
+        return torch.from_numpy(labels.astype(np.int64))
     net.set_mapping({})
     net.eval()
     chunks = []

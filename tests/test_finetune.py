@@ -139,3 +139,9 @@ def test_finetune_of_a_model_with_control_flow_names_the_op(hetmap):
     np.savez("train.npz", x=np.ones((1, 4), np.float32))
     result = hetmap("compile", "model.onnx", "-t", "tiny", "--mapping", "all-analog", "--finetune", "1", "--train", "train.npz")
     assert_one_line_error(result, "If", "Loop")
+
+
+def test_labels_outside_the_model_classes_are_one_line(hetmap):
+    np.savez("train.npz", x=np.load(reference_path("mlp.train.npz"))["x"][:8], y=np.full(8, 99))
+    result = hetmap("compile", reference_path("mlp.onnx"), "-t", "hermes", "--mapping", "all-analog", "--finetune", "1", "--train", "train.npz")
+    assert_one_line_error(result, "class indices 0..9", "99")
