@@ -1,4 +1,5 @@
-"""The four reference networks, each small and each exercising a different part of the compiler (Conv, Gemm, unfolded BatchNorm, MatMul attention)."""
+"""The reference networks: four small digits models, each exercising a different part of the compiler (Conv, Gemm,
+unfolded BatchNorm, MatMul attention), and two CIFAR-style ResNets of the paper's families for the shapes32 task."""
 
 import math
 
@@ -71,6 +72,36 @@ class SmallResNet(nn.Module):
         return self.head(features.mean(dim=(2, 3)))
 
 
+class CifarResNet(nn.Module):
+    """CIFAR-style ResNet-(6n+2): 3x3 Conv-BN-ReLU stem (16), three stages of n basic blocks (16, 32, 64; the last
+    two start with stride 2 and a 1x1 Conv-BN projection), global average pool, Linear head."""
+
+    def __init__(self, blocks_per_stage: int, channels_in: int = 3, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels_in, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        blocks, width = [], 16
+        for stage_width, stride in ((16, 1), (32, 2), (64, 2)):
+            for index in range(blocks_per_stage):
+                blocks.append(BasicBlock(width, stage_width, stride if index == 0 else 1))
+                width = stage_width
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.blocks(self.stem(x))
+        return self.head(features.mean(dim=(2, 3)))
+
+
+def resnet8() -> CifarResNet:
+    """One basic block per stage: 7 convolutions and the head."""
+    return CifarResNet(blocks_per_stage=1)
+
+
+def resnet20() -> CifarResNet:
+    """Three basic blocks per stage: 19 convolutions and the head."""
+    return CifarResNet(blocks_per_stage=3)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention written with torch.matmul, so it exports as plain MatMul/Softmax (no fused attention op)."""
 
@@ -126,7 +157,10 @@ class SmallTransformer(nn.Module):
         return self.head(self.norm(x).mean(dim=1))
 
 
-ARCHITECTURES = {"cnn": SmallCNN, "mlp": MLP, "resnet": SmallResNet, "transformer": SmallTransformer}
+ARCHITECTURES = {
+    "cnn": SmallCNN, "mlp": MLP, "resnet": SmallResNet, "transformer": SmallTransformer,
+    "resnet8": resnet8, "resnet20": resnet20,
+}
 
 
 def weight_count(model: nn.Module) -> int:

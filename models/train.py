@@ -1,4 +1,4 @@
-"""Train the reference models on digits and export each to ONNX with its data and onnxruntime accuracy.
+"""Train the reference models (digits, shapes32) and export each to ONNX with its data and onnxruntime accuracy.
 
     python -m hetmap.models.train [--seed 0] [--only NAME] [--out DIR]
 
@@ -16,8 +16,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from hetmap.models import digits, shapes32
 from hetmap.models.architectures import ARCHITECTURES, weight_count
-from hetmap.models.digits import as_layout, load_split
 
 MODELS_DIR = Path(__file__).resolve().parent
 BATCH_SIZE = 64
@@ -27,12 +27,16 @@ BATCH_SIZE = 64
 class Recipe:
     """How one reference model is trained and exported; export routes differ on purpose, as users' models do."""
 
-    layout: str
+    layout: str  # digits: "flat", "image" or "tokens"; shapes32 images are always (N, 3, 32, 32)
     epochs: int
     learning_rate: float
     exporter: str  # "dynamo" (torch.export, opset 20) or "torchscript"
     opset: int | None = None  # TorchScript only
     keep_batchnorm: bool = False  # TorchScript only: skip constant folding so BatchNormalization stays unfolded
+    data: str = "digits"  # or "shapes32"
+    one_cycle: bool = False  # learning rate warms up to learning_rate, then anneals to ~0 (OneCycleLR)
+    dihedral: bool = False  # each batch turned by a random multiple of 90 degrees and maybe mirrored
+    channels_last: bool = False  # train in NHWC memory layout: ~25 % faster convolutions on CPU; export is unaffected
 
 
 RECIPES = {
@@ -40,21 +44,40 @@ RECIPES = {
     "mlp": Recipe("flat", epochs=40, learning_rate=2e-3, exporter="torchscript", opset=13),
     "resnet": Recipe("image", epochs=30, learning_rate=3e-3, exporter="torchscript", opset=11, keep_batchnorm=True),
     "transformer": Recipe("tokens", epochs=80, learning_rate=2e-3, exporter="dynamo"),
+    # shapes32's classes are closed under rotation and mirroring, so the dihedral turns are free extra data.
+    "resnet8": Recipe("image", epochs=24, learning_rate=3e-3, exporter="dynamo", data="shapes32",
+                      one_cycle=True, dihedral=True, channels_last=True),
+    "resnet20": Recipe("image", epochs=12, learning_rate=3e-3, exporter="dynamo", data="shapes32",
+                       one_cycle=True, dihedral=True, channels_last=True),
 }
 
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> None:
-    """Plain Adam on cross-entropy; batch order comes from rng so a seed fixes the run."""
+    """Adam on cross-entropy; batch order (and the dihedral turns) come from rng so a seed fixes the run."""
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    steps = recipe.epochs * -(-len(x) // BATCH_SIZE)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.learning_rate, total_steps=steps) if recipe.one_cycle else None
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
     x_all, y_all = torch.from_numpy(x), torch.from_numpy(y)
     model.train()
     for _ in range(recipe.epochs):
         order = torch.from_numpy(rng.permutation(len(x)))
         for batch in order.split(BATCH_SIZE):
+            inputs = x_all[batch]
+            if recipe.dihedral:
+                inputs = torch.rot90(inputs, int(rng.integers(4)), dims=(2, 3))
+                if rng.random() < 0.5:
+                    inputs = torch.flip(inputs, dims=(3,))
+            if recipe.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x_all[batch]), y_all[batch])
+            loss = nn.functional.cross_entropy(model(inputs), y_all[batch])
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
 
 
@@ -90,8 +113,12 @@ def build(name: str, seed: int, out_dir: Path) -> dict:
     """Train, export and evaluate one model; returns its summary (weights, bytes, accuracy, torch/ORT max difference)."""
     recipe = RECIPES[name]
     torch.manual_seed(seed)
-    split = load_split(seed)
-    x_train, x_test = as_layout(split.x_train, recipe.layout), as_layout(split.x_test, recipe.layout)
+    if recipe.data == "shapes32":
+        split = shapes32.load_split(seed)
+        x_train, x_test = split.x_train, split.x_test
+    else:
+        split = digits.load_split(seed)
+        x_train, x_test = digits.as_layout(split.x_train, recipe.layout), digits.as_layout(split.x_test, recipe.layout)
     model = ARCHITECTURES[name]()
     train(model, x_train, split.y_train, recipe, np.random.default_rng(seed))
 
