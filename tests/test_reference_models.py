@@ -9,7 +9,8 @@ import pytest
 
 from hetmap.models import DEFAULT_MODEL, reference_path
 
-MINIMUM_ACCURACY = {"cnn": 0.95, "mlp": 0.95, "resnet": 0.95, "transformer": 0.90}
+MINIMUM_ACCURACY = {"cnn": 0.95, "mlp": 0.95, "resnet": 0.95, "transformer": 0.90, "resnet8": 0.80, "resnet20": 0.80}
+SHAPES32_MODELS = ("resnet8", "resnet20")  # the harder task: full precision between 80 and 95 %
 
 
 def load(name: str) -> onnx.ModelProto:
@@ -46,6 +47,20 @@ def test_onnxruntime_accuracy_matches_record_and_minimum(name):
     accuracy = onnx_accuracy(name)
     assert accuracy == pytest.approx(recorded, abs=1e-9)
     assert accuracy >= MINIMUM_ACCURACY[name]
+
+
+@pytest.mark.parametrize("name", SHAPES32_MODELS)
+def test_shapes32_models_land_in_the_task_window(name):
+    recorded = json.loads(reference_path("accuracy.json").read_text())[name]
+    assert 0.80 <= recorded <= 0.95
+
+
+@pytest.mark.parametrize("name", SHAPES32_MODELS)
+def test_shapes32_models_take_rgb_32x32_and_have_their_depth(name):
+    model = load(name)
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 32, 32]
+    convolutions = sum(node.op_type == "Conv" for node in model.graph.node)
+    assert convolutions == {"resnet8": 7 + 2, "resnet20": 19 + 2}[name]  # plus the two 1x1 projection shortcuts
 
 
 def test_resnet_keeps_batchnorm_unfolded():

@@ -36,3 +36,9 @@ def test_count_must_keep_classes_balanced():
     with pytest.raises(ValueError, match="multiple of 10"):
         draw(0, count=25)
 
+
+def test_bundled_test_set_is_the_seed_0_draw_and_shared_by_both_resnets():
+    split = shapes32.load_split(0, train_count=0)
+    for name in ("resnet8", "resnet20"):
+        bundled = np.load(reference_path(f"{name}.test.npz"))
+        assert np.array_equal(bundled["x"], split.x_test) and np.array_equal(bundled["y"], split.y_test)
