@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from hetmap import torch_ops, torch_spatial  # noqa: F401 (torch_spatial registers its ops)
+from hetmap import torch_ops, torch_shapes, torch_spatial  # noqa: F401 (torch_shapes and torch_spatial register their ops)
 from hetmap.errors import HetmapError
 
 NodeFunction = Callable[[ir.Node, list[torch.Tensor | None]], list[torch.Tensor]]

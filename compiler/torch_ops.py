@@ -9,7 +9,6 @@ optional input) and returns one tensor or a sequence of them.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import onnx_ir as ir
@@ -56,7 +55,7 @@ def optional_inputs(inputs: list, count: int) -> list:
     return [*inputs, *[None] * (count - len(inputs))]
 
 
-def _axis(node: ir.Node, rank: int, default: int = 0) -> int:
+def normalized_axis(node: ir.Node, rank: int, default: int = 0) -> int:
     return node.attributes.get_int("axis", default) % max(rank, 1)
 
 
@@ -204,7 +203,7 @@ def _batch_norm(node, inputs):
 @op("LayerNormalization")
 def _layer_norm(node, inputs):
     x, scale, bias = optional_inputs(inputs, 3)
-    dims = tuple(range(_axis(node, x.dim(), -1), x.dim()))
+    dims = tuple(range(normalized_axis(node, x.dim(), -1), x.dim()))
     mean = x.mean(dims, keepdim=True)
     variance = (x - mean).square().mean(dims, keepdim=True)
     inverse_deviation = torch.rsqrt(variance + node.attributes.get_float("epsilon", 1e-5))
@@ -229,7 +228,7 @@ def _group_norm(node, inputs):
 def _softmax(node, inputs):
     x = inputs[0]
     function = torch.softmax if node.op_type == "Softmax" else torch.log_softmax
-    return function(x, _axis(node, x.dim(), -1))
+    return function(x, normalized_axis(node, x.dim(), -1))
 
 
 # Reductions --------------------------------------------------------------------------------------
@@ -266,7 +265,7 @@ def _reduce(node, inputs):
 @op("ArgMax", "ArgMin")
 def _arg_extreme(node, inputs):
     x = inputs[0]
-    axis = _axis(node, x.dim())
+    axis = normalized_axis(node, x.dim())
     keepdim = bool(node.attributes.get_int("keepdims", 1))
     function = torch.argmax if node.op_type == "ArgMax" else torch.argmin
     if node.attributes.get_int("select_last_index", 0):
@@ -278,7 +277,7 @@ def _arg_extreme(node, inputs):
 def _top_k(node, inputs):
     x, k = inputs
     largest, ordered = bool(node.attributes.get_int("largest", 1)), bool(node.attributes.get_int("sorted", 1))
-    return torch.topk(x, int_values(k)[0], _axis(node, x.dim(), -1), largest, ordered)
+    return torch.topk(x, int_values(k)[0], normalized_axis(node, x.dim(), -1), largest, ordered)
 
 
 @op("CumSum")
@@ -291,173 +290,3 @@ def _cumulative_sum(node, inputs):
     if node.attributes.get_int("exclusive", 0):
         y = torch.cat([torch.zeros_like(y.narrow(axis, 0, 1)), y.narrow(axis, 0, y.shape[axis] - 1)], axis)
     return y.flip(axis) if reverse else y
-
-
-# Shapes and indexing -----------------------------------------------------------------------------
-
-
-@op("Shape")
-def _shape(node, inputs):
-    x = inputs[0]
-    dims = x.shape[node.attributes.get_int("start", 0) : node.attributes.get_int("end", None)]
-    return torch.tensor(dims, dtype=torch.int64, device=x.device)
-
-
-@op("Size")
-def _size(node, inputs):
-    return torch.tensor(inputs[0].numel(), dtype=torch.int64, device=inputs[0].device)
-
-
-@op("Reshape")
-def _reshape(node, inputs):
-    x, shape = inputs
-    shape = int_values(shape)
-    if not node.attributes.get_int("allowzero", 0):
-        shape = [x.shape[i] if size == 0 else size for i, size in enumerate(shape)]
-    return x.reshape(shape)
-
-
-@op("Flatten")
-def _flatten(node, inputs):
-    x = inputs[0]
-    axis = node.attributes.get_int("axis", 1)
-    axis += x.dim() if axis < 0 else 0
-    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
-
-
-@op("Transpose")
-def _transpose(node, inputs):
-    x = inputs[0]
-    return x.permute(node.attributes.get_ints("perm", list(reversed(range(x.dim())))))
-
-
-@op("Squeeze")
-def _squeeze(node, inputs):
-    x, axes = optional_inputs(inputs, 2)
-    return x.squeeze() if axes is None else x.squeeze(tuple(a % x.dim() for a in int_values(axes)))
-
-
-@op("Unsqueeze")
-def _unsqueeze(node, inputs):
-    x, axes = inputs
-    axes = int_values(axes)
-    for axis in sorted(a % (x.dim() + len(axes)) for a in axes):
-        x = x.unsqueeze(axis)
-    return x
-
-
-@op("Concat")
-def _concat(node, inputs):
-    return torch.cat(inputs, node.attributes.get_int("axis"))
-
-
-@op("Split")
-def _split(node, inputs):
-    x, split = optional_inputs(inputs, 2)
-    axis = _axis(node, x.dim())
-    if split is not None:
-        return torch.split(x, int_values(split), axis)
-    count = node.attributes.get_int("num_outputs", len(node.outputs))
-    chunk = -(-x.shape[axis] // count)
-    return torch.split(x, [max(0, min(chunk, x.shape[axis] - i * chunk)) for i in range(count)], axis)
-
-
-@op("Slice")
-def _slice(node, inputs):
-    x, starts, ends, axes, steps = optional_inputs(inputs, 5)
-    starts, ends = int_values(starts), int_values(ends)
-    axes = int_values(axes) if axes is not None else range(len(starts))
-    steps = int_values(steps) if steps is not None else [1] * len(starts)
-    for start, end, axis, step in zip(starts, ends, axes, steps):
-        axis %= x.dim()
-        # Python's slice clamps starts and ends exactly as ONNX does, negative steps included
-        first, stop, step = slice(start, end, step).indices(x.shape[axis])
-        if step > 0:
-            x = x[(slice(None),) * axis + (slice(first, stop, step),)]
-        else:
-            x = x.index_select(axis, torch.arange(first, stop, step, device=x.device))
-    return x
-
-
-def _wrapped(indices: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.where(indices < 0, indices + size, indices)
-
-
-@op("Gather")
-def _gather(node, inputs):
-    x, indices = inputs
-    axis = _axis(node, x.dim())
-    picked = x.index_select(axis, _wrapped(indices, x.shape[axis]).reshape(-1))
-    return picked.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :]))
-
-
-@op("GatherElements")
-def _gather_elements(node, inputs):
-    x, indices = inputs
-    axis = _axis(node, x.dim())
-    return torch.gather(x, axis, _wrapped(indices, x.shape[axis]))
-
-
-@op("ArrayFeatureExtractor", domain="ai.onnx.ml")
-def _array_feature_extractor(node, inputs):
-    x, indices = inputs
-    picked = x.index_select(x.dim() - 1, indices.reshape(-1))
-    return picked.reshape(1, -1) if x.dim() == 1 else picked
-
-
-@op("Expand")
-def _expand(node, inputs):
-    x, shape = inputs
-    return x.expand(torch.broadcast_shapes(x.shape, tuple(int_values(shape))))
-
-
-@op("Tile")
-def _tile(node, inputs):
-    x, repeats = inputs
-    return x.repeat(int_values(repeats))
-
-
-@op("Trilu")
-def _trilu(node, inputs):
-    x, k = optional_inputs(inputs, 2)
-    diagonal = int_values(k)[0] if k is not None else 0
-    return (torch.triu if node.attributes.get_int("upper", 1) else torch.tril)(x, diagonal)
-
-
-# Constants ---------------------------------------------------------------------------------------
-
-
-_CONSTANT_ATTRIBUTES = {"value_float": torch.float32, "value_floats": torch.float32, "value_int": torch.int64,
-                        "value_ints": torch.int64}  # fmt: skip
-
-
-def _constant_limit(node: ir.Node) -> str | None:
-    kind = next(iter(node.attributes))
-    return None if kind in ("value", *_CONSTANT_ATTRIBUTES) else kind
-
-
-@op("Constant", limit=_constant_limit)
-def _constant(node, inputs):
-    name, attribute = next(iter(node.attributes.items()))
-    if name == "value":
-        return from_ir(attribute.as_tensor())
-    return torch.tensor(attribute.value, dtype=_CONSTANT_ATTRIBUTES[name])
-
-
-@op("ConstantOfShape")
-def _constant_of_shape(node, inputs):
-    value = node.attributes.get_tensor("value", None)
-    fill = from_ir(value).reshape(()) if value is not None else torch.tensor(0.0, dtype=torch.float32)
-    return fill.to(inputs[0].device).expand(int_values(inputs[0])).clone()
-
-
-@op("Range")
-def _range(node, inputs):
-    start, limit, delta = inputs
-    count = max(math.ceil((limit.item() - start.item()) / delta.item()), 0)
-    return start + torch.arange(count, dtype=start.dtype, device=start.device) * delta
-
-
-@op("Dropout")
-def _dropout(node, inputs):
-    return inputs[0], torch.ones_like(inputs[0], dtype=torch.bool)  # inference: identity and a full mask

@@ -247,26 +247,25 @@ def finetune_tables(reports: dict[str, dict]) -> tuple[list[list[str]], list[lis
     return scores, layers
 
 
+def _text_table(title: str, columns: tuple[str, ...], rows: list[list[str]], caption: str | None = None) -> Table:
+    """The first column a label, the others numbers."""
+    table = Table(title=title, caption=caption)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="right" if index else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def show_finetune(console: Console, report: dict, reports: dict[str, dict]) -> None:
     scores, layers = finetune_tables(reports)
     last = report["history"][-1] if report["history"] else None
-    table = Table(
-        title=f"Fine-tuning: {report['epochs']} epochs ({report['scope']} weights, {_count(report['trainable_parameters'])} "
-        f"parameters, paths {', '.join(report['paths'])}) on {report['device']}, {report['seconds']:.0f} s",
-        caption=f"metric in percent; final training loss {last['loss']:.3f}" if last else None,
-    )
-    for column in ("mapping", "before", "after", "change"):
-        table.add_column(column, justify="left" if column == "mapping" else "right")
-    for row in scores:
-        table.add_row(*row)
-    console.print(table)
+    title = (f"Fine-tuning: {report['epochs']} epochs ({report['scope']} weights, {_count(report['trainable_parameters'])} "
+             f"parameters, paths {', '.join(report['paths'])}) on {report['device']}, {report['seconds']:.0f} s")  # fmt: skip
+    caption = f"metric in percent; final training loss {last['loss']:.3f}" if last else None
+    console.print(_text_table(title, ("mapping", "before", "after", "change"), scores, caption))
     if layers:
-        table = Table(title="Analog drop per layer (points) before and after fine-tuning")
-        for column in ("layer", "before", "after"):
-            table.add_column(column, justify="left" if column == "layer" else "right")
-        for row in layers:
-            table.add_row(*row)
-        console.print(table)
+        console.print(_text_table("Analog drop per layer (points) before and after fine-tuning", ("layer", "before", "after"), layers))
 
 
 def _attempt_rows(table: Table, attempts: list[dict], chosen: dict | None) -> None:
