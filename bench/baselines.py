@@ -24,7 +24,7 @@ mapping, fine-tuning included; the final score is taken outside that time.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import aihwkit.nn  # noqa: F401  (loaded here, not inside the first method timed)
@@ -97,6 +97,11 @@ class Outcome:
     energy_vs_int8: float  # against the same layers on the widest digital unit
     seconds: float  # mapping wall time
     details: dict = field(default_factory=dict)
+    model: ir.Model | None = field(default=None, repr=False)  # the weights the mapping runs on (None: the calibrated ones)
+
+    def as_json(self) -> dict:
+        """The outcome's fields as data, without the model."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
 def prepare(model_path: Path, target: Target, data_path: Path, train_path: Path, seed: int = 0) -> Calibrated:
@@ -112,14 +117,14 @@ def prepare(model_path: Path, target: Target, data_path: Path, train_path: Path,
 
 
 def outcome(base: Calibrated, method: str, mapping: dict[str, str], accuracy: float, std: float, seconds: float,
-            details: dict | None = None) -> Outcome:  # fmt: skip
+            details: dict | None = None, model: ir.Model | None = None) -> Outcome:  # fmt: skip
     """A mapping's row: its measured accuracy with its analog weight share and energy against all-INT8."""
     target = base.context.target
     analog = sum(layer.weight_count for layer in base.layers if mapping[layer.name] == ANALOG)
     digital = {layer.name: widest_digital(target) for layer in base.layers}
     energy = mapping_cost(base.layers, Mapping(mapping), target).energy_pj / mapping_cost(base.layers, Mapping(digital), target).energy_pj
     share = analog / base.context.reports["partition"].mappable_weights
-    return Outcome(method, dict(mapping), accuracy, std, base.full_precision - accuracy, share, energy, seconds, details or {})
+    return Outcome(method, dict(mapping), accuracy, std, base.full_precision - accuracy, share, energy, seconds, details or {}, model)
 
 
 def widest_digital(target: Target) -> str:
@@ -139,7 +144,7 @@ def _fits(base: Calibrated, mapping: dict[str, str]) -> bool:
 def _scored(base: Calibrated, method: str, model: ir.Model, mapping: dict[str, str], setting: Setting, began: float,
             details: dict | None = None) -> Outcome:  # fmt: skip
     seconds = time.perf_counter() - began
-    return outcome(base, method, mapping, *measure(model, base, mapping, setting), seconds, details)
+    return outcome(base, method, mapping, *measure(model, base, mapping, setting), seconds, details, model)
 
 
 class _Adaptable:

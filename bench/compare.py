@@ -22,7 +22,6 @@ the digits MLP on a training subset, one epoch, 2 seeds).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import sys
@@ -33,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-import bench.baselines as baselines
 from bench.baselines import Calibrated, Setting, all_analog_finetuned, layer_by_layer, outcome, prepare
 from bench import headline
 from bench.mps import MpsSetting, budget_steps, run_mps
@@ -77,22 +75,6 @@ class Row:
     tiles_used: int
     seconds: float  # wall time to the mapping
     details: dict = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def measured_models():
-    """The (model, mapping) pairs the baselines measure; a method's last one is the mapping it returns, on its weights."""
-    calls, original = [], baselines.measure
-
-    def recording(model, base, mapping, setting):
-        calls.append((model, dict(mapping)))
-        return original(model, base, mapping, setting)
-
-    baselines.measure = recording
-    try:
-        yield calls
-    finally:
-        baselines.measure = original
 
 
 def score(base: Calibrated, model: ir.Model, mapping: dict[str, str], seeds: int) -> dict[str, dict]:
@@ -141,11 +123,8 @@ def _rows(base: Calibrated, name: str, target: Target, setting: Setting, seeds: 
     for option in ("int8", ANALOG):
         rows.append(row(base, f"all-{option}", base.model, {n: option for n in layers}, 0.0, seeds))
     for method in (all_analog_finetuned, layer_by_layer):
-        with measured_models() as calls:
-            result = method(base, setting)
-        model, mapping = calls[-1]
-        assert mapping == result.mapping, f"{result.method}: the last measurement is not the returned mapping"
-        rows.append(row(base, result.method, model, mapping, result.seconds, seeds, {"decision_accuracy_1d": result.accuracy}))
+        result = method(base, setting)
+        rows.append(row(base, result.method, result.model, result.mapping, result.seconds, seeds, {"decision_accuracy_1d": result.accuracy}))
         log(f"{name}: {result.method} in {result.seconds:.1f} s")
     steps = budget_steps(base.train.size, setting.epochs, setting.batch_size)
     mps = run_mps(base, MpsSetting(steps=steps, batch_size=setting.batch_size, learning_rate=setting.learning_rate), setting.drift)
@@ -158,20 +137,11 @@ def _rows(base: Calibrated, name: str, target: Target, setting: Setting, seeds: 
     log(f"{name}: mps in {mps.seconds:.1f} s ({steps} steps, phases {mps.phase_steps})")
     for epochs in (0, setting.epochs):
         folder = tmp / f"hetmap-e{epochs}"
-        result = hetmap_outcome(base, name, target, setting, epochs, folder, train_path)
-        model = ir.load(folder / "model.mapped.onnx")
+        result = headline.hetmap_outcome(base, name, target, setting, epochs, folder, train_path)
         details = {**result.details, "steps": steps if epochs else 0}
-        rows.append(row(base, result.method, model, result.mapping, result.seconds, seeds, details))
+        rows.append(row(base, result.method, result.model, result.mapping, result.seconds, seeds, details))
         log(f"{name}: {result.method} in {result.seconds:.1f} s")
     return rows
-
-
-def hetmap_outcome(base: Calibrated, name: str, target: Target, setting: Setting, epochs: int, folder: Path, train_path: Path):
-    """bench.headline's hetmap compile, on `train_path` (a subset with --quick)."""
-    from unittest import mock
-
-    with mock.patch("bench.headline.reference_path", lambda f: train_path if f == f"{name}.train.npz" else reference_path(f)):
-        return headline.hetmap_outcome(base, name, target, setting, epochs, folder)
 
 
 def _at(row: dict, drift: str = "1d") -> float:

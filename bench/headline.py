@@ -48,13 +48,14 @@ AIM_MAPPING_SPEEDUP = 10.0
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def hetmap_outcome(base: Calibrated, name: str, target: Target, setting: Setting, epochs: int, folder: Path) -> Outcome:
-    """hetmap compile on the reference model; the mapping it ships, as its assign pass measured it."""
+def hetmap_outcome(base: Calibrated, name: str, target: Target, setting: Setting, epochs: int, folder: Path,
+                   train_path: Path | None = None) -> Outcome:  # fmt: skip
+    """hetmap compile on the reference model (fine-tuning on `train_path`, else the bundled training set); the mapping it ships, as its assign pass measured it."""
     adaptation = Adaptation(epochs, learning_rate=setting.learning_rate, batch_size=setting.batch_size)
     result = compile_model(
         reference_path(f"{name}.onnx"), target, folder, reference_path(f"{name}.test.npz"),
         decision=Decision(None, setting.max_drop, "analog-share", setting.drift, setting.seeds),
-        train_path=reference_path(f"{name}.train.npz"), adaptation=adaptation,
+        train_path=train_path or reference_path(f"{name}.train.npz"), adaptation=adaptation,
     )  # fmt: skip
     reports = result.reports
     pass_seconds = {p["name"]: p["seconds"] for p in reports["pipeline"]["passes"] if p["name"] in MAPPING_PASSES}
@@ -63,7 +64,7 @@ def hetmap_outcome(base: Calibrated, name: str, target: Target, setting: Setting
     method = "hetmap+finetune" if epochs else "hetmap"
     details = {"within_budget": assign["within_budget"], "epochs": epochs, "pass_seconds": pass_seconds}
     return outcome(base, method, chosen["mapping"], base.full_precision - chosen["measured_drop_points"],
-                   chosen["measured_std_points"], sum(pass_seconds.values()), details)  # fmt: skip
+                   chosen["measured_std_points"], sum(pass_seconds.values()), details, ir.load(folder / "model.mapped.onnx"))  # fmt: skip
 
 
 def simulator_speedup(name: str, target: Target, folder: Path) -> float:
@@ -83,7 +84,7 @@ def run_model(name: str, target: Target, setting: Setting, console: Console) -> 
     return {
         "full_precision": base.full_precision,
         "layers": len(base.layers),
-        "outcomes": {item.method: dataclasses.asdict(item) for item in outcomes},
+        "outcomes": {item.method: item.as_json() for item in outcomes},
         "simulator_speedup_over_aihwkit": speedup,
     }
 
