@@ -49,11 +49,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def hetmap_outcome(base: Calibrated, name: str, target: Target, setting: Setting, epochs: int, folder: Path,
-                   train_path: Path | None = None) -> Outcome:  # fmt: skip
-    """hetmap compile on the reference model (fine-tuning on `train_path`, else the bundled training set); the mapping it ships, as its assign pass measured it."""
+                   train_path: Path | None = None, data_path: Path | None = None) -> Outcome:  # fmt: skip
+    """hetmap compile on the reference model; the mapping it ships, as its assign pass measured it.
+
+    It fine-tunes on `train_path` and decides on `data_path` (default: the bundled training and test sets).
+    """
     adaptation = Adaptation(epochs, learning_rate=setting.learning_rate, batch_size=setting.batch_size)
     result = compile_model(
-        reference_path(f"{name}.onnx"), target, folder, reference_path(f"{name}.test.npz"),
+        reference_path(f"{name}.onnx"), target, folder, data_path or reference_path(f"{name}.test.npz"),
         decision=Decision(None, setting.max_drop, "analog-share", setting.drift, setting.seeds),
         train_path=train_path or reference_path(f"{name}.train.npz"), adaptation=adaptation,
     )  # fmt: skip

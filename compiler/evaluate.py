@@ -141,15 +141,20 @@ class Scorer:
         seeds: int,
         seed: int = 0,
         on_step: Callable[[], None] = lambda: None,
-    ) -> tuple[float, list[list[float]]]:
-        """(converters-only metric, metric per drift time per seed) of an annotated model."""
+        with_nominal: bool = False,
+    ) -> tuple[float | None, list[list[float]]]:
+        """(converters-only metric when asked, else None; metric per drift time per seed) of an annotated model.
+
+        The converters-only run costs one more pass over the data, so only `hetmap run` asks for it.
+        """
         simulation: Simulation = build_simulation(annotated, target)
         session = _session(simulation.model, simulation.drawn_names())
-        nominal = self._score(session, simulation.nominal())
         if not simulation.blocks:
+            nominal = self._score(session, simulation.nominal())
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
+        nominal = self._score(session, simulation.nominal()) if with_nominal else None
         per_time = [[] for _ in times]
         for draw in range(seeds):
             program_rng, read_rngs = draw_generators(seed, draw, len(times))
@@ -174,7 +179,7 @@ def evaluate(
     target = annotated_target(model, source)
     times = [parse_drift(text) for text in drifts]
     scorer = Scorer(model, dataset)
-    nominal, per_time = scorer.simulate(model, target, times, seeds, seed, on_step)
+    nominal, per_time = scorer.simulate(model, target, times, seeds, seed, on_step, with_nominal=True)
     return RunReport(
         model=source,
         data=dataset.source,
