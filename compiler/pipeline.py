@@ -53,6 +53,8 @@ class PassContext:
     # The user's model's outputs on the scoring data, set once fine-tuning changes the
     # weights: every later drop is measured against the model the user brought.
     reference_outputs: np.ndarray | None = None
+    # The weights fine-tuning replaced, so assign can ship them when the adapted ones map worse.
+    weights_before_finetune: dict[str, ir.TensorProtocol] | None = None
     progress: Callable[[int, int, str], None] = lambda done, total, info: None  # long passes' steps
 
     def rng(self, salt: str) -> np.random.Generator:

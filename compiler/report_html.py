@@ -237,6 +237,8 @@ def _solver_section(reports: dict[str, dict]) -> str:
     chosen = chosen_attempt(assign)
     verdict = ("a measured mapping within the budget ships" if assign["within_budget"]
                else "no attempt met the budget: the one with the least measured drop ships")  # fmt: skip
+    if assign.get("weights") == "before fine-tuning":
+        verdict += ", on the weights from before fine-tuning (the fine-tuned ones mapped worse)"
     parts = [Html(
         f"<p>Objective <b>{_e(assign['objective'])}</b> under a budget of {assign['max_drop_points']:g} points of "
         f"drop at {_e(assign['drift'])}: the MILP on the additive sensitivity model proposes, simulation measures, "

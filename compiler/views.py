@@ -298,6 +298,8 @@ def show_assign(console: Console, report: dict) -> None:
         f"[bold]assign[/]: objective {report['objective']}, budget {report['max_drop_points']:g} points at "
         f"{report['drift']}; {len(report['attempts'])} measured attempts, {verdict}"
     )
+    if report.get("weights") == "before fine-tuning":
+        console.print("[yellow]the weights from before fine-tuning ship: the fine-tuned ones mapped worse[/]")
     table = _attempt_table("Solver attempts (drops in points; * = chosen)")
     _attempt_rows(table, report["attempts"], chosen)
     console.print(table)

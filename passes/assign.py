@@ -8,6 +8,11 @@ mapping is then simulated; when the measured drop breaks the budget, the
 drops of its choices are scaled by measured/predicted, the mapping is cut
 off, and the MILP solved again, a bounded number of rounds. The mapping
 that ships is a measured one.
+
+After fine-tuning, the same is done on the weights from before it (with
+the sensitivity measured then), and those weights ship instead when their
+mapping is strictly better: a short fine-tune can cost the noiseless model
+more of the budget than it wins back, and must not make the result worse.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class AssignReport:
     attempts: list[Attempt] = field(default_factory=list)
     within_budget: bool | None = None
     pareto: list[Attempt] = field(default_factory=list)
+    # With fine-tuning, the mapping is solved on both weights and ships with the better: "fine-tuned" or "before fine-tuning".
+    weights: str = "as given"
 
 
 class Assign:
@@ -69,23 +76,65 @@ class Assign:
         if self.mapping_spec is not None:
             mapping = validate(resolve_mapping(self.mapping_spec, names), names, context.target, self.mapping_spec)
             return model, AssignReport(source=self.mapping_spec, mapping=mapping)
-        measure = _Measurer(model, context, self.drift, self.seeds)
-        problem = _problem(context)
-        attempts = _solve_and_verify(problem, measure, self.max_drop, self.objective, measure.offset)
-        feasible = [a for a in attempts if a.measured_drop_points <= self.max_drop]
-        best = _best(feasible, self.objective) if feasible else min(attempts, key=lambda a: a.measured_drop_points)
+        decision = self._decide(model, context, "sensitivity")
+        before = context.weights_before_finetune
+        weights = "fine-tuned" if before else "as given"
+        if before and "sensitivity_before" in context.reports:
+            adapted = _swap_weights(model, before)
+            unadapted = self._decide(model, context, "sensitivity_before")
+            if unadapted.beats(decision, self.objective):
+                decision, weights = unadapted, "before fine-tuning"
+            else:
+                _swap_weights(model, adapted)
+        measure, problem = decision.measure, decision.problem
         pareto = [a for budget in PARETO_BUDGETS for a in _solve_and_verify(problem, measure, budget, self.objective, measure.offset)[-1:]] if self.pareto else []
         report = AssignReport(
             source="solver",
-            mapping=Mapping(dict(best.mapping)),
+            mapping=Mapping(dict(decision.best.mapping)),
             objective=self.objective,
             max_drop_points=self.max_drop,
             drift=self.drift,
-            attempts=attempts,
-            within_budget=bool(feasible),
+            attempts=decision.attempts,
+            within_budget=decision.feasible,
             pareto=pareto,
+            weights=weights,
         )
         return model, report
+
+    def _decide(self, model: ir.Model, context: PassContext, sensitivity: str) -> _Decision:
+        """Solve and verify on the model's current weights, with the drops of report `sensitivity`."""
+        measure = _Measurer(model, context, self.drift, self.seeds)
+        problem = _problem(context, sensitivity)
+        attempts = _solve_and_verify(problem, measure, self.max_drop, self.objective, measure.offset)
+        feasible = [a for a in attempts if a.measured_drop_points <= self.max_drop]
+        best = _best(feasible, self.objective) if feasible else min(attempts, key=lambda a: a.measured_drop_points)
+        return _Decision(measure, problem, attempts, best, bool(feasible))
+
+
+@dataclass
+class _Decision:
+    measure: _Measurer
+    problem: Problem
+    attempts: list[Attempt]
+    best: Attempt
+    feasible: bool
+
+    def beats(self, other: _Decision, objective: str) -> bool:
+        """Strictly better: within the budget where the other is not, a better objective, or (both over) a smaller drop."""
+        if self.feasible != other.feasible:
+            return self.feasible
+        if not self.feasible:
+            return self.best.measured_drop_points < other.best.measured_drop_points
+        return _best([other.best, self.best], objective) is self.best  # ties go to the other
+
+
+def _swap_weights(model: ir.Model, weights: dict[str, ir.TensorProtocol]) -> dict[str, ir.TensorProtocol]:
+    """Put `weights` into the model's initializers; returns the ones they replaced."""
+    replaced = {}
+    for name, tensor in weights.items():
+        replaced[name] = model.graph.initializers[name].const_value
+        model.graph.initializers[name].const_value = tensor
+    return replaced
 
 
 def _best(attempts: list[Attempt], objective: str) -> Attempt:
@@ -94,9 +143,9 @@ def _best(attempts: list[Attempt], objective: str) -> Attempt:
     return max(attempts, key=lambda a: (a.analog_weight_share, -a.energy_pj))
 
 
-def _problem(context: PassContext) -> Problem:
+def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> Problem:
     partition = context.reports["partition"]
-    sensitivity = context.reports["sensitivity"].layers
+    sensitivity = context.reports[sensitivity_report].layers
     options = target_options(context.target)
     layers = partition.layers
     drop = np.array([[max(sensitivity[l.name][o].drop_points, 0.0) for o in options] for l in layers])

@@ -125,6 +125,7 @@ class Finetune:
             checkpoint=config.checkpoint_dir / CHECKPOINT_NAME if config.checkpoint_dir else None,
         )
         result = adapt(net, input_names, train, sampler, adapt_config, run_id, context.progress)
+        context.weights_before_finetune = {name: model.graph.initializers[name].const_value for name in trainable}
         for name, array in net.graph.parameter_arrays().items():
             model.graph.initializers[name].const_value = ir.tensor(array, name=name)
         after = self._scores(model, context, Scorer(model, dataset, context.reference_outputs), fixed)

@@ -145,3 +145,20 @@ def test_labels_outside_the_model_classes_are_one_line(hetmap):
     np.savez("train.npz", x=np.load(reference_path("mlp.train.npz"))["x"][:8], y=np.full(8, 99))
     result = hetmap("compile", reference_path("mlp.onnx"), "-t", "hermes", "--mapping", "all-analog", "--finetune", "1", "--train", "train.npz")
     assert_one_line_error(result, "class indices 0..9", "99")
+
+
+def test_a_fine_tune_that_maps_worse_ships_the_weights_from_before_it(hetmap):
+    common = ("-t", "hermes", "--objective", "analog-share", "--data", reference_path("mlp.test.npz"), "--seeds", "2")
+    plain = hetmap("compile", reference_path("mlp.onnx"), "-o", "plain", *common)
+    wrecked = hetmap("compile", reference_path("mlp.onnx"), "-o", "wrecked", *common, "--train", reference_path("mlp.train.npz"),
+                     "--finetune", "1", "--finetune-lr", "0.5")  # fmt: skip
+    assert plain.exit_code == 0 and wrecked.exit_code == 0, plain.stderr + wrecked.stderr
+    finetune = json.loads(open("wrecked/reports/finetune.json").read())
+    assert {s["mapping"]: s["mean"] for s in finetune["after"]}["full-precision"] < 90  # the fine-tune broke the model
+    assign = json.loads(open("wrecked/reports/assign.json").read())
+    assert assign["weights"] == "before fine-tuning" and assign["within_budget"]
+    assert assign["mapping"] == json.loads(open("plain/reports/assign.json").read())["mapping"]
+    shipped, unadapted = (onnx.load(f"{out}/model.mapped.onnx").graph.initializer for out in ("wrecked", "plain"))
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in unadapted}
+    assert all(np.array_equal(onnx.numpy_helper.to_array(t), arrays[t.name]) for t in shipped)
+    assert "before fine-tuning" in open("wrecked/report.html").read()
