@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import tempfile
@@ -275,6 +276,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for compare.json and compare.md")
     args = parser.parse_args(argv)
     names = [QUICK_MODEL] if args.quick else [n for n in args.models.split(",") if n]
+    try:  # every model bundled with its training and test files
+        for name, suffix in itertools.product(names, (".onnx", ".train.npz", ".test.npz")):
+            reference_path(f"{name}{suffix}")
+    except FileNotFoundError as error:
+        parser.error(str(error))
     setting = Setting(epochs=1 if args.quick else args.epochs, seeds=2 if args.quick else Setting.seeds,
                       layer_steps=5 if args.quick else Setting.layer_steps)  # fmt: skip
     seeds = 2 if args.quick else args.seeds
