@@ -294,12 +294,9 @@ def show_assign(console: Console, report: dict) -> None:
         return
     chosen = chosen_attempt(report)
     verdict = "within budget" if report["within_budget"] else "[red]no attempt within budget: the least drop ships[/]"
-    console.print(
-        f"[bold]assign[/]: objective {report['objective']}, budget {report['max_drop_points']:g} points at "
-        f"{report['drift']}; {len(report['attempts'])} measured attempts, {verdict}"
-    )
-    if report.get("weights") == "before fine-tuning":
-        console.print("[yellow]the weights from before fine-tuning ship: the fine-tuned ones mapped worse[/]")
+    unadapted = "; [yellow]the weights from before fine-tuning ship (the fine-tuned ones mapped worse)[/]"
+    console.print(f"[bold]assign[/]: objective {report['objective']}, budget {report['max_drop_points']:g} points at {report['drift']}; "
+                  f"{len(report['attempts'])} measured attempts, {verdict}{unadapted if report.get('weights') == 'before fine-tuning' else ''}")  # fmt: skip
     table = _attempt_table("Solver attempts (drops in points; * = chosen)")
     _attempt_rows(table, report["attempts"], chosen)
     console.print(table)
