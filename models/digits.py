@@ -1,26 +1,16 @@
 """The digits data set (ships with scikit-learn), scaled and split once, so every reference model is trained and tested on the same samples."""
 
-from dataclasses import dataclass
-
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from hetmap.models.split import Split
+
 TEST_FRACTION = 0.3
 
 
-@dataclass(frozen=True)
-class Split:
-    """Flat 8x8 images in [0, 1] (float32, shape (N, 64)) and their labels (int64)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
 def load_split(seed: int) -> Split:
-    """Stratified train/test split of the 1797 digits; pixel values 0..16 are divided by 16."""
+    """Stratified train/test split of the 1797 digits as flat 8x8 images (N, 64); pixel values 0..16 are divided by 16."""
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)

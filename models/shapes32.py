@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hetmap.models.split import Split
+
 CLASSES = ("disk", "ring", "square", "frame", "triangle", "plus", "star", "crescent", "arrow", "bars")
 SIZE = 32
 LEVELS = 16  # pixel values are k / LEVELS
@@ -29,16 +31,6 @@ class Difficulty:
     clutter: tuple[int, int] = (1, 4)  # distractors per image, low inclusive, high exclusive
     occluding_fraction: float = 0.5  # share of distractors drawn over the shape
     speckle: float = 0.08  # share of pixels replaced by a random colour (pixel noise that keeps the .npz small)
-
-
-@dataclass(frozen=True)
-class Split:
-    """Images (float32, (N, 3, 32, 32), values k/16 in [0, 1]) and labels (int64, 0..9); classes are balanced."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
 
 
 def _box(u: np.ndarray, v: np.ndarray, half_u: float, half_v: float) -> np.ndarray:
@@ -185,7 +177,8 @@ def _render(labels: np.ndarray, rng: np.random.Generator, difficulty: Difficulty
 def load_split(
     seed: int, train_count: int = TRAIN_COUNT, test_count: int = TEST_COUNT, difficulty: Difficulty = Difficulty()
 ) -> Split:
-    """Train and test images from two independent streams of one seed, so the test set does not depend on train_count."""
+    """Train and test images (N, 3, 32, 32), values k/16, balanced classes, from two independent streams of one seed,
+    so the test set does not depend on train_count."""
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     x_train, y_train = generate(train_count, train_rng, difficulty)
     x_test, y_test = generate(test_count, test_rng, difficulty)
