@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from hetmap.data import load_dataset
+from hetmap.data import Dataset, load_dataset
 from hetmap.errors import HetmapError
 from hetmap.evaluate import parse_drift
 from hetmap.modelio import read_model, save_model_atomic, write_json_atomic
@@ -82,6 +82,17 @@ def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
             raise HetmapError(f"output folder '{output_dir}' would overwrite the input '{source}'; choose another -o")
 
 
+def _input_shapes(model: ir.Model, dataset: Dataset | None, train: Dataset | None, overrides: dict) -> dict[str, tuple[int, ...]]:
+    """The shapes the data gives (else the training data); training samples must have the same shape."""
+    shapes = resolve_input_shapes(model, dataset or train, overrides)
+    if dataset is not None and train is not None:
+        for name, shape in resolve_input_shapes(model, train, overrides).items():
+            if shape != shapes[name]:
+                raise HetmapError(f"training file '{train.source}': input '{name}' has samples of shape {list(shape[1:])} "
+                                  f"but the data file '{dataset.source}' has {list(shapes[name][1:])}")  # fmt: skip
+    return shapes
+
+
 def compile_model(
     model_path: Path,
     target: Target,
@@ -111,7 +122,7 @@ def compile_model(
     train = load_dataset(train_path, dtypes) if train_path is not None and adaptation.epochs > 0 else None
     config = CompileConfig(
         seed=seed,
-        input_shapes=resolve_input_shapes(model, dataset or train, input_shapes or {}),
+        input_shapes=_input_shapes(model, dataset, train, input_shapes or {}),
         dataset=dataset,
         train=train,
         checkpoint_dir=output_dir,

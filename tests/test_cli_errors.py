@@ -8,6 +8,7 @@ import pytest
 
 import messy_models as messy
 from helpers import assert_one_line_error, run_console_script
+from hetmap.models import reference_path
 
 
 @pytest.fixture
@@ -157,3 +158,10 @@ def test_console_script_prints_one_line_and_exits_2(tmp_path, args, message):
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_training_data_of_the_wrong_shape(hetmap):
+    np.savez("train.npz", x=np.zeros((4, 7), np.float32), y=np.zeros(4, np.int64))
+    result = hetmap("compile", reference_path("mlp.onnx"), "-t", "hermes", "-o", "out", "--data", reference_path("mlp.test.npz"),
+                    "--train", "train.npz", "--finetune", "1")  # fmt: skip
+    assert_one_line_error(result, "data file 'train.npz'", "N x 7")
