@@ -255,7 +255,7 @@ def write_markdown(path: Path, payload: dict) -> None:
         f"{', '.join(DRIFTS)} over the same {payload['seeds']} noise seeds: mean ± std. Every method decides on a validation split "
         f"({VALIDATION_SHARE:.0%} of the training file, held out from training); the test set only scores. MPS's `fp` layers run at INT8 when "
         "scored (the target has no full-precision unit). `hetmap@mps-drop` is hetmap without fine-tuning given MPS's measured "
-        "drop at the drift time as its budget: the two at the same accuracy, to compare analog shares. Mapping time: wall time from the calibrated model to the mapping, "
+        "drop at the drift time on the validation split as its budget: the two at the same accuracy, to compare analog shares. Mapping time: wall time from the calibrated model to the mapping, "
         "fine-tuning included, on this machine.", "",
         _markdown(*methods_table(models)), "", "## Against the paper's figures", "",
         f"Source: {PAPER_SOURCE}. The paper's models are trained on CIFAR-10; ours on the procedural shapes32 task, "
