@@ -32,21 +32,21 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from hetmap.adaptation import AdaptConfig, MappingSampler, adapt
-from hetmap.cost import mapping_cost
-from hetmap.data import Dataset, load_dataset
-from hetmap.evaluate import Scorer, parse_drift
-from hetmap.layouts import WeightLayout
-from hetmap.mapping import ANALOG, Mapping, option_bits, target_options
-from hetmap.modelio import read_model
-from hetmap.noise import noisy_weights
+from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt
+from hetmap.mapping.cost import mapping_cost
+from hetmap.graph.data import Dataset, load_dataset
+from hetmap.sim.evaluate import Scorer, parse_drift
+from hetmap.graph.layouts import WeightLayout
+from hetmap.mapping.mapping import ANALOG, Mapping, option_bits, target_options
+from hetmap.graph.modelio import read_model
+from hetmap.sim.noise import noisy_weights
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.finetune import Adaptation, measure_mapping
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline, scoring_dataset
-from hetmap.shapes import graph_inputs, resolve_input_shapes
-from hetmap.supernet import Supernet, trainable_initializers
+from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
+from hetmap.train.supernet import Supernet, trainable_initializers
 from hetmap.targets import Target
 
 

@@ -38,12 +38,12 @@ import onnx_ir as ir
 from bench.baselines import Calibrated, Setting, all_analog_finetuned, layer_by_layer, measure, outcome, prepare
 from bench import headline
 from bench.mps import MpsSetting, budget_steps, run_mps
-from hetmap.data import load_dataset
-from hetmap.evaluate import Scorer, parse_drift
-from hetmap.mapping import ANALOG
+from hetmap.graph.data import load_dataset
+from hetmap.sim.evaluate import Scorer, parse_drift
+from hetmap.mapping.mapping import ANALOG
 from hetmap.models import reference_path
 from hetmap.passes.emit import annotated_as
-from hetmap.shapes import graph_inputs
+from hetmap.graph.shapes import graph_inputs
 from hetmap.targets import Target, load_target
 
 MODELS = ("resnet8", "resnet20")

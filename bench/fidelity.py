@@ -39,13 +39,13 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from hetmap import aihwkit_reference as reference
-from hetmap.data import load_dataset
+from hetmap.train import aihwkit_reference as reference
+from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
-from hetmap.evaluate import evaluate, parse_drift
+from hetmap.sim.evaluate import evaluate, parse_drift
 from hetmap.models import reference_path
-from hetmap.shapes import graph_inputs
-from hetmap.simulate import build_simulation, draw_generators
+from hetmap.graph.shapes import graph_inputs
+from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import Target, load_target
 
 MODELS = ("cnn", "mlp", "resnet", "transformer")

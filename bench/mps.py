@@ -46,12 +46,12 @@ import onnx_ir as ir
 import torch
 
 from bench.baselines import Calibrated, _Adaptable
-from hetmap.adaptation import AdaptConfig, adapt
-from hetmap.data import Dataset
-from hetmap.mapping import ANALOG
+from hetmap.train.adaptation import AdaptConfig, adapt
+from hetmap.graph.data import Dataset
+from hetmap.mapping.mapping import ANALOG
 from hetmap.passes.finetune import Adaptation
-from hetmap.shapes import graph_inputs
-from hetmap.supernet import FULL_PRECISION
+from hetmap.graph.shapes import graph_inputs
+from hetmap.train.supernet import FULL_PRECISION
 
 INT8 = "int8"
 OPTIONS = (FULL_PRECISION, INT8, ANALOG)

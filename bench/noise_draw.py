@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from hetmap.noise import noisy_weights, program_weights, read_weights
+from hetmap.sim.noise import noisy_weights, program_weights, read_weights
 from hetmap.targets import PCMNoise
 
 GOAL_SECONDS = 0.3

@@ -20,7 +20,7 @@ import numpy as np
 
 from hetmap.driver import Decision, compile_model
 from hetmap.models import reference_path
-from hetmap.solver import Problem, solve
+from hetmap.mapping.solver import Problem, solve
 from hetmap.targets import load_target
 
 MODELS = ("cnn", "mlp", "resnet", "transformer")
@@ -43,10 +43,10 @@ def _row(folder: Path) -> dict:
 
 def _baseline(model: str, folder: Path, preset: str) -> dict:
     """A preset mapping scored like hetmap's: one compile with the solver's measurement of it."""
-    from hetmap.evaluate import Scorer, parse_drift
-    from hetmap.data import load_dataset
-    from hetmap.modelio import read_model
-    from hetmap.shapes import graph_inputs
+    from hetmap.sim.evaluate import Scorer, parse_drift
+    from hetmap.graph.data import load_dataset
+    from hetmap.graph.modelio import read_model
+    from hetmap.graph.shapes import graph_inputs
 
     compile_model(reference_path(f"{model}.onnx"), load_target("hermes"), folder, reference_path(f"{model}.test.npz"),
                   decision=Decision(preset))  # fmt: skip

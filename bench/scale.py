@@ -60,11 +60,11 @@ class _StageMeter:
 
 def _measure_hetmap(model_path: Path, out_dir: Path) -> dict:
     """hetmap's import, canonicalize (with its ORT parity check) and partition, then the write."""
-    from hetmap.modelio import read_model, save_model_atomic
+    from hetmap.graph.modelio import read_model, save_model_atomic
     from hetmap.passes.canonicalize import Canonicalize
     from hetmap.passes.partition import Partition
     from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
-    from hetmap.shapes import resolve_input_shapes
+    from hetmap.graph.shapes import resolve_input_shapes
     from hetmap.targets import load_target
 
     meter = _StageMeter()

@@ -34,7 +34,7 @@ from rich.table import Table
 from bench.sweep_cases import SHIPPED, Case, all_cases, feeds
 from hetmap.driver import MAPPED_MODEL, Decision, compile_model
 from hetmap.errors import HetmapError
-from hetmap.parity import MAGNITUDE_FLOOR, RELATIVE_TOLERANCE
+from hetmap.graph.parity import MAGNITUDE_FLOOR, RELATIVE_TOLERANCE
 from hetmap.targets import load_target
 
 RESULTS = Path(__file__).parent / "results" / "sweep.json"

@@ -13,17 +13,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from hetmap import __version__
-from hetmap.data import load_dataset
+from hetmap.graph.data import load_dataset
 from hetmap.driver import REPORT_HTML, Adaptation, Decision, compile_model, read_reports
-from hetmap.evaluate import annotated_target, evaluate, parse_drift
-from hetmap.modelio import read_model, write_json_atomic
+from hetmap.sim.evaluate import annotated_target, evaluate, parse_drift
+from hetmap.graph.modelio import read_model, write_json_atomic
 from hetmap.passes.finetune import SCOPES
 from hetmap.pipeline import report_to_dict
 from hetmap.errors import HetmapError
-from hetmap.solver import OBJECTIVES
-from hetmap.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
+from hetmap.mapping.solver import OBJECTIVES
+from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
-from hetmap.views import show_reports, show_run, show_summary, show_target, show_target_list
+from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 
 out = Console()
 err = Console(stderr=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from hetmap.data import Dataset, load_dataset
+from hetmap.graph.data import Dataset, load_dataset
 from hetmap.errors import HetmapError
-from hetmap.evaluate import parse_drift
-from hetmap.modelio import read_model, save_model_atomic, write_json_atomic
+from hetmap.sim.evaluate import parse_drift
+from hetmap.graph.modelio import read_model, save_model_atomic, write_json_atomic
 from hetmap.passes.assign import Assign
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
@@ -22,10 +22,10 @@ from hetmap.passes.partition import Partition
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
-from hetmap.plots import PICTURES, write_pictures
-from hetmap.report_html import write_report_html
-from hetmap.shapes import graph_inputs, resolve_input_shapes
-from hetmap.simulate import build_simulation, draw_generators
+from hetmap.report.plots import PICTURES, write_pictures
+from hetmap.report.html import write_report_html
+from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
+from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import Target
 
 MAPPED_MODEL = "model.mapped.onnx"

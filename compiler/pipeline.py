@@ -22,10 +22,10 @@ import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-from hetmap import parity
-from hetmap.data import Dataset
+from hetmap.graph import parity
+from hetmap.graph.data import Dataset
 from hetmap.errors import HetmapError
-from hetmap.shapes import fixed_batch, random_feeds
+from hetmap.graph.shapes import fixed_batch, random_feeds
 from hetmap.targets import Target
 
 PARITY_SAMPLES = 4

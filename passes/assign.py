@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from hetmap.cost import layer_cost
-from hetmap.evaluate import Scorer, parse_drift
-from hetmap.mapping import ANALOG, Mapping, resolve_mapping, target_options, validate
+from hetmap.mapping.cost import layer_cost
+from hetmap.sim.evaluate import Scorer, parse_drift
+from hetmap.mapping.mapping import ANALOG, Mapping, resolve_mapping, target_options, validate
 from hetmap.passes.emit import annotated_as
 from hetmap.pipeline import PassContext, scoring_dataset
-from hetmap.solver import Problem, predicted_drop, solve
+from hetmap.mapping.solver import Problem, predicted_drop, solve
 
 CORRECTION_ROUNDS = 4
 PESSIMISM = 0.9  # measured below this share of predicted: the model had slack to spend

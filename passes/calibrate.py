@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from hetmap import parity
+from hetmap.graph import parity
 from hetmap.pipeline import PassContext, parity_feeds
-from hetmap.shapes import fixed_batch
+from hetmap.graph.shapes import fixed_batch
 
 CALIBRATION_SAMPLES = 256
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from hetmap import __version__
-from hetmap.mapping import ANALOG, Mapping, option_bits
+from hetmap.mapping.mapping import ANALOG, Mapping, option_bits
 from hetmap.passes.schedule import place_blocks
 from hetmap.pipeline import PassContext
 from hetmap.targets import Target

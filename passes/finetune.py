@@ -20,14 +20,14 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
-from hetmap.evaluate import Scorer, parse_drift
-from hetmap.mapping import ANALOG, Mapping, option_bits, resolve_mapping, target_options, validate
+from hetmap.sim.evaluate import Scorer, parse_drift
+from hetmap.mapping.mapping import ANALOG, Mapping, option_bits, resolve_mapping, target_options, validate
 from hetmap.passes.emit import annotated_as
 from hetmap.pipeline import PassContext, scoring_dataset
-from hetmap.shapes import graph_inputs
+from hetmap.graph.shapes import graph_inputs
 
 if TYPE_CHECKING:
-    from hetmap.adaptation import EpochRecord
+    from hetmap.train.adaptation import EpochRecord
 
 CHECKPOINT_NAME = "finetune.ckpt"
 SCOPES = ("all", "head", "norm")
@@ -86,8 +86,8 @@ class Finetune:
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, FinetuneReport]:
         import torch
 
-        from hetmap.adaptation import AdaptConfig, MappingSampler, adapt, fingerprint
-        from hetmap.supernet import Supernet, trainable_initializers
+        from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt, fingerprint
+        from hetmap.train.supernet import Supernet, trainable_initializers
 
         config = context.config
         train = config.train

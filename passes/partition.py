@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from hetmap.errors import HetmapError
 from hetmap.pipeline import PassContext
-from hetmap.shapes import infer_value_shapes
+from hetmap.graph.shapes import infer_value_shapes
 
 MAPPABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that carry MACs but have no analog lowering here; listed so users see them.

@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 import networkx as nx
 import onnx_ir as ir
 
-from hetmap.cost import layer_cost
+from hetmap.mapping.cost import layer_cost
 from hetmap.errors import HetmapError
-from hetmap.mapping import ANALOG, Mapping
+from hetmap.mapping.mapping import ANALOG, Mapping
 from hetmap.pipeline import PassContext
 from hetmap.targets import Target
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from hetmap.evaluate import Scorer, parse_drift
-from hetmap.mapping import ANALOG, target_options
+from hetmap.sim.evaluate import Scorer, parse_drift
+from hetmap.mapping.mapping import ANALOG, target_options
 from hetmap.passes.emit import annotated_as
 from hetmap.pipeline import PassContext, scoring_dataset
 

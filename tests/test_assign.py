@@ -6,14 +6,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hetmap.cost import input_vectors, layer_cost
-from hetmap.data import load_dataset
+from hetmap.mapping.cost import input_vectors, layer_cost
+from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
-from hetmap.evaluate import evaluate
-from hetmap.mapping import target_options
+from hetmap.sim.evaluate import evaluate
+from hetmap.mapping.mapping import target_options
 from hetmap.models import reference_path
-from hetmap.modelio import read_model
-from hetmap.solver import Problem, predicted_drop, solve
+from hetmap.graph.modelio import read_model
+from hetmap.mapping.solver import Problem, predicted_drop, solve
 from hetmap.targets import load_target
 
 HERMES = load_target("hermes")

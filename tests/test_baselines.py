@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from bench.baselines import Setting, all_analog_finetuned, hessian, layer_by_layer, prepare, preset
-from hetmap.mapping import ANALOG
+from hetmap.mapping.mapping import ANALOG
 from hetmap.models import reference_path
 from hetmap.targets import load_target
 

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import EXAMPLE_MODELS, MIXED, assert_same_outputs, compiled_example, example_model, ort_outputs
 from hetmap import __version__
-from hetmap.evaluate import annotated_target
+from hetmap.sim.evaluate import annotated_target
 from hetmap.targets import load_target
 
 HERMES = load_target("hermes")

@@ -15,12 +15,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from hetmap import aihwkit_reference as reference
-from hetmap.data import load_dataset
+from hetmap.train import aihwkit_reference as reference
+from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
-from hetmap.evaluate import evaluate, parse_drift
+from hetmap.sim.evaluate import evaluate, parse_drift
 from hetmap.models import reference_path
-from hetmap.simulate import build_simulation
+from hetmap.sim.simulation import build_simulation
 from hetmap.targets import load_target
 
 MODEL = "cnn"  # 15 k weights; 3x3 convolutions, one layer split over two tiles

@@ -11,13 +11,13 @@ import torch
 
 import messy_models as messy
 from helpers import assert_one_line_error, compiled_example, example_model
-from hetmap import parity
-from hetmap.adaptation import AdaptConfig, MappingSampler, adapt
-from hetmap.data import Dataset
-from hetmap.mapping import ANALOG
+from hetmap.graph import parity
+from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt
+from hetmap.graph.data import Dataset
+from hetmap.mapping.mapping import ANALOG
 from hetmap.models import reference_path
-from hetmap.simulate import build_simulation
-from hetmap.supernet import Supernet, trainable_initializers
+from hetmap.sim.simulation import build_simulation
+from hetmap.train.supernet import Supernet, trainable_initializers
 from hetmap.targets import load_target
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import messy_models as messy
 from helpers import assert_one_line_error
-from hetmap.mapping import FORMAT, Mapping, load_mapping
+from hetmap.mapping.mapping import FORMAT, Mapping, load_mapping
 from hetmap.models import reference_path
 
 LAYERS = ("trans_b", "plain")

@@ -11,7 +11,7 @@ import torch
 from bench import compare
 from bench.baselines import prepare
 from bench.mps import OPTIONS, MpsSetting, budget_steps, pareto_ranks, phase_steps, rank_loss, run_mps
-from hetmap.mapping import ANALOG
+from hetmap.mapping.mapping import ANALOG
 from hetmap.models import reference_path
 from hetmap.targets import load_target
 

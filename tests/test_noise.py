@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hetmap.noise import noisy_weights, program_weights, read_weights
+from hetmap.sim.noise import noisy_weights, program_weights, read_weights
 from hetmap.targets import PCMNoise
 
 DRIFT_TIMES_S = {"1s": 1.0, "1h": 3600.0, "1d": 86400.0, "1y": 365 * 86400.0}

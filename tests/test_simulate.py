@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from helpers import EXAMPLE_MODELS, as_target, compiled_example, example_model, ort_outputs
-from hetmap.simulate import build_simulation
+from hetmap.sim.simulation import build_simulation
 from hetmap.targets import load_target
 
 HERMES = load_target("hermes")

@@ -12,7 +12,7 @@ import onnx_ir as ir
 import pytest
 from onnx import helper
 
-from hetmap import parity
+from hetmap.graph import parity
 from hetmap.driver import Decision, compile_model
 from hetmap.errors import HetmapError
 from hetmap.targets import load_target

@@ -10,8 +10,8 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from hetmap import parity
-from hetmap.torch_graph import OnnxModule, UnsupportedOpError, run_node
+from hetmap.graph import parity
+from hetmap.train.interpreter import OnnxModule, UnsupportedOpError, run_node
 
 import messy_models as messy
 from helpers import REFERENCE_MODELS, canonicalize, example_model, random_inputs

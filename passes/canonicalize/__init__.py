@@ -23,7 +23,7 @@ from onnxscript.rewriter.rules import common as rules
 from onnxscript.version_converter import ConvertVersionPass
 
 from hetmap.errors import HetmapError
-from hetmap.onnx_ml import lower_linear_models
+from hetmap.passes.canonicalize.onnx_ml import lower_linear_models
 from hetmap.pipeline import PassContext
 
 CANONICAL_OPSET = 21

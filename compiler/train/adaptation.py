@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hetmap.data import Dataset
+from hetmap.graph.data import Dataset
 from hetmap.errors import HetmapError
-from hetmap.mapping import ANALOG, option_bits
+from hetmap.mapping.mapping import ANALOG, option_bits
 
 CHECKPOINT_FORMAT = "hetmap.finetune/1"
 

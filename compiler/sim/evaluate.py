@@ -18,10 +18,10 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from hetmap.data import Dataset
+from hetmap.graph.data import Dataset
 from hetmap.errors import HetmapError
-from hetmap.shapes import fixed_batch
-from hetmap.simulate import Simulation, build_simulation, draw_generators
+from hetmap.graph.shapes import fixed_batch
+from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
 from hetmap.targets.schema import target_from_table
 

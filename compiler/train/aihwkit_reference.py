@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from hetmap.layouts import WeightLayout
-from hetmap.mapping import ANALOG
+from hetmap.graph.layouts import WeightLayout
+from hetmap.mapping.mapping import ANALOG
 from hetmap.targets import Target
 
 PARITY_TOLERANCE = 1e-4  # relative to the largest logit, torch vs onnxruntime on the same weights
@@ -173,7 +173,7 @@ def check_parity(module, annotated: ir.Model, x: np.ndarray) -> float:
     """Largest |torch - onnxruntime| logit difference relative to the largest logit; raises above tolerance."""
     import torch
 
-    from hetmap import parity
+    from hetmap.graph import parity
 
     (expected,) = parity.run_model(annotated, {annotated.graph.inputs[0].name: x})
     with torch.no_grad():

@@ -13,7 +13,7 @@ import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from hetmap.torch_ops import int_values, op, optional_inputs
+from hetmap.train.ops import int_values, op, optional_inputs
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from hetmap import torch_ops, torch_shapes, torch_spatial  # noqa: F401 (torch_shapes and torch_spatial register their ops)
+from hetmap.train import ops as torch_ops, shape_ops, spatial_ops  # noqa: F401 (shape_ops and spatial_ops register their ops)
 from hetmap.errors import HetmapError
 
 NodeFunction = Callable[[ir.Node, list[torch.Tensor | None]], list[torch.Tensor]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from hetmap.mapping import ANALOG
+from hetmap.mapping.mapping import ANALOG
 
 OBJECTIVES = ("energy", "analog-share")
 

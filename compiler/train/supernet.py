@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from hetmap.aihwkit_reference import rpu_config
-from hetmap.layouts import WeightLayout, row_ranges
-from hetmap.mapping import ANALOG, option_bits
-from hetmap.noise import noisy_weights
-from hetmap.simulate import ACTIVATION_BITS
+from hetmap.train.aihwkit_reference import rpu_config
+from hetmap.graph.layouts import WeightLayout, row_ranges
+from hetmap.mapping.mapping import ANALOG, option_bits
+from hetmap.sim.noise import noisy_weights
+from hetmap.sim.simulation import ACTIVATION_BITS
 from hetmap.targets import Target
-from hetmap.torch_graph import OnnxModule, run_node
+from hetmap.train.interpreter import OnnxModule, run_node
 
 FULL_PRECISION = "fp"
 NORMALIZATIONS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")

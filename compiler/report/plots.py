@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from hetmap.modelio import write_bytes_atomic
-from hetmap.timeline import render_timeline
-from hetmap.views import chosen_attempt, unique_attempts
+from hetmap.graph.modelio import write_bytes_atomic
+from hetmap.report.timeline import render_timeline
+from hetmap.report.views import chosen_attempt, unique_attempts
 
 OPTION_COLOURS = {"analog": "#4c78a8", "int8": "#54a24b", "int4": "#f2a33a", "int2": "#e45756"}
 CHOSEN_COLOUR = "#d1495b"

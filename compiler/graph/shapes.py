@@ -14,7 +14,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import _c_api_utils  # strips large initializers around onnx's C API
 
-from hetmap.data import Dataset
+from hetmap.graph.data import Dataset
 from hetmap.errors import HetmapError
 
 

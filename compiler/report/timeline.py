@@ -15,8 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from hetmap.modelio import write_bytes_atomic
-from hetmap.views import energy_text
+from hetmap.graph.modelio import write_bytes_atomic
+from hetmap.report.views import energy_text
 
 ANALOG_COLOUR, DIGITAL_COLOUR, CRITICAL_COLOUR = "#8fb8de", "#c9c9c9", "#d1495b"
 FONT_SIZE = 7.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hetmap.mapping import ANALOG, option_bits
+from hetmap.mapping.mapping import ANALOG, option_bits
 from hetmap.targets import Target
 
 

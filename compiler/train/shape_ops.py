@@ -11,7 +11,7 @@ import math
 import onnx_ir as ir
 import torch
 
-from hetmap.torch_ops import from_ir, int_values, normalized_axis, op, optional_inputs
+from hetmap.train.ops import from_ir, int_values, normalized_axis, op, optional_inputs
 
 
 # Shapes and indexing -----------------------------------------------------------------------------

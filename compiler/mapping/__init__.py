@@ -1,0 +1,1 @@
+"""What runs where: the Mapping type, the cost model, the MILP solver."""

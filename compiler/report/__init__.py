@@ -1,0 +1,1 @@
+"""Views of the JSON reports: console tables, plots, the timeline, the HTML page."""

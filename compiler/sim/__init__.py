@@ -1,0 +1,1 @@
+"""The simulated hardware: PCM noise, the simulation graph, scoring and `hetmap run`."""
