@@ -33,16 +33,18 @@ import onnx_ir as ir
 import torch
 
 from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt
-from hetmap.mapping.cost import mapping_cost
+from hetmap.mapping.cost import layer_cost
 from hetmap.graph.data import Dataset, load_dataset
-from hetmap.sim.evaluate import Scorer, parse_drift
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.measure import Measurer
+from hetmap.sim.scorer import Scorer
 from hetmap.graph.layouts import WeightLayout
-from hetmap.mapping.mapping import ANALOG, Mapping, option_bits, target_options
+from hetmap.mapping.mapping import ANALOG, option_bits, target_options
 from hetmap.graph.modelio import read_model
 from hetmap.sim.noise import noisy_weights
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
-from hetmap.passes.finetune import Adaptation, measure_mapping
+from hetmap.passes.finetune import Adaptation
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline, scoring_dataset
 from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
@@ -81,6 +83,11 @@ class Calibrated:
     def full_precision(self) -> float:
         return 100 * self.scorer.full_precision
 
+    def measurer(self, model: ir.Model, scorer: Scorer | None = None) -> Measurer:
+        """Measures mappings of `model` (these layers, perhaps other weights) with `scorer` (default: this model's)."""
+        ranges = self.context.reports["calibrate"].input_range
+        return Measurer(model, self.context.target, self.layers, ranges, scorer or self.scorer, self.context.config.seed)
+
     @property
     def train(self) -> Dataset:
         return self.context.config.train
@@ -112,8 +119,8 @@ def prepare(model_path: Path, target: Target, data_path: Path, train_path: Path,
     config = CompileConfig(seed=seed, input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset,
                            train=load_dataset(train_path, dtypes))  # fmt: skip
     context = PassContext(target=target, config=config)
-    model, _ = run_pipeline(model, [Canonicalize(), Partition(), Calibrate()], context)
-    return Calibrated(model, context, Scorer(model, scoring_dataset(model, config)))
+    model, reports = run_pipeline(model, [Canonicalize(), Partition(), Calibrate()], context)
+    return Calibrated(model, context.with_reports(reports), Scorer(model, scoring_dataset(model, config)))
 
 
 def outcome(base: Calibrated, method: str, mapping: dict[str, str], accuracy: float, std: float, seconds: float,
@@ -122,9 +129,14 @@ def outcome(base: Calibrated, method: str, mapping: dict[str, str], accuracy: fl
     target = base.context.target
     analog = sum(layer.weight_count for layer in base.layers if mapping[layer.name] == ANALOG)
     digital = {layer.name: widest_digital(target) for layer in base.layers}
-    energy = mapping_cost(base.layers, Mapping(mapping), target).energy_pj / mapping_cost(base.layers, Mapping(digital), target).energy_pj
+    energy = _energy_pj(base.layers, mapping, target) / _energy_pj(base.layers, digital, target)
     share = analog / base.context.reports["partition"].mappable_weights
     return Outcome(method, dict(mapping), accuracy, std, base.full_precision - accuracy, share, energy, seconds, details or {}, model)
+
+
+def _energy_pj(layers, mapping: dict[str, str], target: Target) -> float:
+    """A mapping's energy per inference: its layers' costs summed."""
+    return sum(layer_cost(layer, mapping[layer.name], target).energy_pj for layer in layers)
 
 
 def widest_digital(target: Target) -> str:
@@ -133,7 +145,7 @@ def widest_digital(target: Target) -> str:
 
 def measure(model: ir.Model, base: Calibrated, mapping: dict[str, str], setting: Setting) -> tuple[float, float]:
     """Mean and std over seeds of the metric of `mapping` (percent) on `model`'s weights at the drift time."""
-    scores = 100 * np.array(measure_mapping(model, base.context, base.scorer, Mapping(mapping), setting.drift, setting.seeds))
+    scores = 100 * np.array(base.measurer(model).measure(mapping, [parse_drift(setting.drift)], setting.seeds)[0])
     return float(scores.mean()), float(scores.std())
 
 

@@ -39,10 +39,10 @@ from bench.baselines import Calibrated, Setting, all_analog_finetuned, layer_by_
 from bench import headline
 from bench.mps import MpsSetting, budget_steps, run_mps
 from hetmap.graph.data import load_dataset
-from hetmap.sim.evaluate import Scorer, parse_drift
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.scorer import Scorer
 from hetmap.mapping.mapping import ANALOG
 from hetmap.models import reference_path
-from hetmap.passes.emit import annotated_as
 from hetmap.graph.shapes import graph_inputs
 from hetmap.targets import Target, load_target
 
@@ -88,8 +88,7 @@ class Row:
 def score(base: Calibrated, test: Scorer, model: ir.Model, mapping: dict[str, str], seeds: int) -> dict[str, dict]:
     """hetmap's simulator on the test set at every drift time over `seeds` chips: the same draws for every method."""
     times = [parse_drift(d) for d in DRIFTS]
-    with annotated_as(model, mapping, base.context):
-        _, per_time = test.simulate(model, base.context.target, times, seeds, base.context.config.seed)
+    per_time = base.measurer(model, test).measure(mapping, times, seeds)
     return {d: {"mean": 100 * float(np.mean(v)), "std": 100 * float(np.std(v)), "per_seed": [100 * x for x in v]}
             for d, v in zip(DRIFTS, per_time)}  # fmt: skip
 

@@ -2,7 +2,7 @@
 
 Fidelity goal (from the issue): hetmap's simulated accuracy and aihwkit's
 (TorchInferenceRPUConfig with the same PCM noise model, converter bits and
-tile size; hetmap.aihwkit_reference) agree within 1 percentage point at each
+tile size; bench.aihwkit_reference) agree within 1 percentage point at each
 drift time. Both program every tile once per Monte-Carlo draw and read the
 same chip at every drift time. Besides accuracy, the mean relative output
 error against the full-precision model (|y - y_fp| / |y_fp| per sample) is
@@ -39,10 +39,11 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from hetmap.train import aihwkit_reference as reference
+from bench import aihwkit_reference as reference
 from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
-from hetmap.sim.evaluate import evaluate, parse_drift
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.run import evaluate
 from hetmap.models import reference_path
 from hetmap.graph.shapes import graph_inputs
 from hetmap.sim.simulation import build_simulation, draw_generators

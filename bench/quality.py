@@ -43,7 +43,8 @@ def _row(folder: Path) -> dict:
 
 def _baseline(model: str, folder: Path, preset: str) -> dict:
     """A preset mapping scored like hetmap's: one compile with the solver's measurement of it."""
-    from hetmap.sim.evaluate import Scorer, parse_drift
+    from hetmap.sim.drift import parse_drift
+    from hetmap.sim.scorer import Scorer
     from hetmap.graph.data import load_dataset
     from hetmap.graph.modelio import read_model
     from hetmap.graph.shapes import graph_inputs

@@ -71,14 +71,14 @@ def _measure_hetmap(model_path: Path, out_dir: Path) -> dict:
     meter.mark("load")
     model = read_model(model_path)
     context = PassContext(load_target("hermes"), CompileConfig(input_shapes=resolve_input_shapes(model, None, {})))
-    model, pipeline = run_pipeline(model, [Canonicalize(), Partition()], context, on_pass=meter.mark)
+    model, results = run_pipeline(model, [Canonicalize(), Partition()], context, on_pass=meter.mark)
     meter.mark("write")
     save_model_atomic(model, out_dir / "model.canonical.onnx")
     meter.mark(None)
-    reports = {name: report_to_dict(report) for name, report in context.reports.items()}
+    reports = {name: report_to_dict(result) for name, result in results.items()}
     return {
         **meter.figures(),
-        "pipeline": report_to_dict(pipeline)["passes"],
+        "pipeline": reports["pipeline"]["passes"],
         "canonicalize": {k: reports["canonicalize"][k] for k in ("opset_out", "batchnorms_folded", "batchnorms_left")},
         "mappable_layers": len(reports["partition"]["layers"]),
     }

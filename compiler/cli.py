@@ -9,21 +9,22 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markup import escape
-
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from hetmap import __version__
-from hetmap.graph.data import load_dataset
 from hetmap.driver import REPORT_HTML, Adaptation, Decision, compile_model, read_reports
-from hetmap.sim.evaluate import annotated_target, evaluate, parse_drift
+from hetmap.errors import HetmapError
+from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model, write_json_atomic
+from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
+from hetmap.mapping.annotations import read_target
+from hetmap.mapping.solver import OBJECTIVES
 from hetmap.passes.finetune import SCOPES
 from hetmap.pipeline import report_to_dict
-from hetmap.errors import HetmapError
-from hetmap.mapping.solver import OBJECTIVES
-from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
-from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.run import evaluate
+from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
 
 out = Console()
 err = Console(stderr=True)
@@ -112,7 +113,7 @@ def inspect(build_dir) -> None:
 def run(model, data, drift, seeds, seed, json_path) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
     annotated = read_model(model)
-    annotated_target(annotated, str(model))
+    read_target(annotated, str(model))
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
     dataset = load_dataset(data, dtypes)
     resolve_input_shapes(annotated, dataset, {})  # the data must fit the model's inputs

@@ -9,22 +9,25 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from hetmap.graph.data import Dataset, load_dataset
 from hetmap.errors import HetmapError
-from hetmap.sim.evaluate import parse_drift
+from hetmap.graph.data import Dataset, load_dataset
 from hetmap.graph.modelio import read_model, save_model_atomic, write_json_atomic
-from hetmap.passes.assign import Assign
+from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
+from hetmap.mapping.annotations import mark_simulation
+from hetmap.mapping.mapping import resolve_mapping
+from hetmap.passes.assign import Assign, AssignOptions
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
-from hetmap.passes.emit import Emit, clear_annotations
-from hetmap.passes.finetune import Adaptation, Finetune
+from hetmap.passes.emit import Emit
+from hetmap.passes.finetune import Adaptation, Finetune, FinetuneOptions
 from hetmap.passes.partition import Partition
 from hetmap.passes.schedule import Schedule
-from hetmap.passes.sensitivity import Sensitivity
+from hetmap.passes.sensitivity import Sensitivity, SensitivityBeforeFinetune
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
-from hetmap.report.plots import PICTURES, write_pictures
 from hetmap.report.html import write_report_html
-from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
+from hetmap.report.plots import PICTURES, write_pictures
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.measure import Measurement
 from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import Target
 
@@ -55,20 +58,22 @@ class Decision:
 
 
 def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
-    """The pipeline: with fine-tuning, sensitivity -> finetune -> sensitivity on the adapted weights -> assign."""
-    finetune = Finetune(adaptation, decision.mapping, decision.max_drop, decision.drift, decision.seeds)
-    adapting = [finetune] if adaptation.epochs > 0 else []
-    if decision.mapping is not None:
-        choose = [*adapting, Assign(decision.mapping)]
+    """The pipeline: with fine-tuning, sensitivity -> finetune -> sensitivity on the adapted weights -> assign.
+
+    Every pass's options are built here, once, from the user's decision.
+    """
+    measurement = Measurement(decision.drift, decision.seeds)
+    given = resolve_mapping(decision.mapping) if decision.mapping is not None else None
+    source = decision.mapping or ""
+    adapting = adaptation.epochs > 0
+    finetune = [Finetune(FinetuneOptions(adaptation, measurement, decision.max_drop, given, source))] if adapting else []
+    assign = Assign(AssignOptions(given, source, decision.max_drop, decision.objective, measurement, decision.pareto))
+    if given is not None:
+        choose = [*finetune, assign]
     else:
-        first = Sensitivity(decision.drift, decision.seeds, name=finetune.sensitivity if adapting else "sensitivity")
-        again = [Sensitivity(decision.drift, decision.seeds)] if adapting else []
-        choose = [
-            first,
-            *adapting,
-            *again,
-            Assign(None, decision.max_drop, decision.objective, decision.drift, decision.seeds, decision.pareto),
-        ]
+        first = SensitivityBeforeFinetune(measurement) if adapting else Sensitivity(measurement)
+        again = [Sensitivity(measurement)] if adapting else []
+        choose = [first, *finetune, *again, assign]
     return [Canonicalize(), Partition(), Calibrate(), *choose, Schedule(), Emit()]
 
 
@@ -128,12 +133,11 @@ def compile_model(
         checkpoint_dir=output_dir,
     )
     context = PassContext(target=target, config=config, progress=on_step)
-    model, pipeline_report = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)
+    model, results = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)
 
-    reports = {name: report_to_dict(report) for name, report in context.reports.items()}
-    reports["pipeline"] = report_to_dict(pipeline_report)
+    reports = {name: report_to_dict(result) for name, result in results.items()}
     save_model_atomic(model, output_dir / MAPPED_MODEL)
-    write_json_atomic(output_dir / MAPPING_FILE, context.reports["assign"].mapping.to_json())
+    write_json_atomic(output_dir / MAPPING_FILE, results["assign"].mapping.to_json())
     for name, report in reports.items():
         write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
     for name in REPORT_NAMES:  # an earlier compile's report this one did not write (sensitivity, after --mapping)
@@ -159,12 +163,8 @@ def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed
     simulation = build_simulation(annotated, target)
     program_rng, (read_rng,) = draw_generators(seed, 0, 1)
     simulation.bake(simulation.read(simulation.program(program_rng), parse_drift(drift), read_rng))
-    model = simulation.model
-    for node in ir.traversal.RecursiveGraphIterator(model.graph):
-        clear_annotations(node)
-    model.metadata_props.pop("hetmap.target_spec", None)
-    model.metadata_props["hetmap.simulation"] = json.dumps({"drift": drift, "seed": seed, "draw": 0}, sort_keys=True)
-    save_model_atomic(model, path)
+    mark_simulation(simulation.model, drift, seed, draw=0)
+    save_model_atomic(simulation.model, path)
 
 
 def read_reports(output_dir: Path) -> dict[str, dict]:

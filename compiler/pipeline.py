@@ -1,10 +1,14 @@
-"""The pass manager: runs passes in order, checks rewrites, collects typed reports.
+"""The pass manager: runs passes in order, checks rewrites, collects typed results.
 
-A pass is an object with a `name`, a `rewrites_graph` flag and
-`run(model, context) -> (model, report)`. Passes never print; the caller
-gets progress through `on_pass`. After every pass that rewrites the graph,
-the model is checked by onnx.checker and by onnxruntime parity against the
-outputs it computed before that pass.
+A pass is a small class: class constants `name`, `inputs` (the earlier
+passes whose results it reads), `rewrites_graph` and `changes_weights`;
+its options, a frozen dataclass, given once at construction; and
+`run(model, context) -> (model, result)`. The context is read-only and
+holds only the results the pass declared. After a pass that rewrites the
+graph, the model is checked by onnx.checker and by onnxruntime parity
+against the outputs it computed before; a pass that changes weights
+changes the outputs on purpose and hands the weights before and after on
+in its result. Passes never print; the caller gets progress through `on_pass`.
 """
 
 from __future__ import annotations
@@ -12,19 +16,20 @@ from __future__ import annotations
 import dataclasses
 import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common
 
+from hetmap.errors import HetmapError
 from hetmap.graph import parity
 from hetmap.graph.data import Dataset
-from hetmap.errors import HetmapError
 from hetmap.graph.shapes import fixed_batch, random_feeds
 from hetmap.targets import Target
 
@@ -32,7 +37,7 @@ PARITY_SAMPLES = 4
 COLLECT_ABOVE_BYTES = 16 << 20  # small models' replaced weights may wait for the next collection
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompileConfig:
     """What the user asked for, shared by every pass."""
 
@@ -43,30 +48,48 @@ class CompileConfig:
     checkpoint_dir: Path | None = None  # where fine-tuning keeps its resumable state
 
 
-@dataclass
+@dataclass(frozen=True)
 class PassContext:
-    """Read-only inputs of a pass plus the reports of the passes before it."""
+    """A pass's read-only inputs: the target, the config, the results of the passes it declares."""
 
     target: Target
     config: CompileConfig
-    reports: dict[str, Any] = field(default_factory=dict)
-    # The user's model's outputs on the scoring data, set once fine-tuning changes the
-    # weights: every later drop is measured against the model the user brought.
-    reference_outputs: np.ndarray | None = None
-    # The weights fine-tuning replaced, so assign can ship them when the adapted ones map worse.
-    weights_before_finetune: dict[str, ir.TensorProtocol] | None = None
+    reports: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     progress: Callable[[int, int, str], None] = lambda done, total, info: None  # long passes' steps
 
     def rng(self, salt: str) -> np.random.Generator:
         """A generator seeded from the user's seed and a per-use salt (stable across runs)."""
         return np.random.default_rng([self.config.seed, *salt.encode()])
 
+    def with_reports(self, reports: Mapping[str, Any]) -> PassContext:
+        return dataclasses.replace(self, reports=MappingProxyType(dict(reports)))
+
 
 class Pass(Protocol):
-    name: str
-    rewrites_graph: bool
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]  # results of earlier passes it reads (those that ran)
+    rewrites_graph: ClassVar[bool]  # structure changes, the function must not: checker and parity after it
+    changes_weights: ClassVar[bool]  # initializer values change on purpose: no parity check
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, Any]: ...
+
+
+@dataclass(frozen=True)
+class WeightChange:
+    """What a pass that changes weights hands on: the initializers before and after, by name.
+
+    `reference_outputs`: the model's outputs on the scoring data before the
+    change, so later drops stay relative to the model the user brought.
+    """
+
+    before: dict[str, ir.TensorProtocol]
+    after: dict[str, ir.TensorProtocol]
+    reference_outputs: np.ndarray
+
+
+def handoff():
+    """A result field later passes read but the JSON report leaves out (weights, arrays)."""
+    return field(default=None, repr=False, compare=False, metadata={"json": False})
 
 
 @dataclass
@@ -87,7 +110,10 @@ class PipelineReport:
 
 
 def report_to_dict(report) -> dict:
-    return dataclasses.asdict(report)
+    """A pass's result as JSON-ready data, without its handoff fields."""
+    left_out = [f.name for f in dataclasses.fields(report) if not f.metadata.get("json", True)]
+    data = dataclasses.asdict(dataclasses.replace(report, **dict.fromkeys(left_out)) if left_out else report)
+    return {key: value for key, value in data.items() if key not in left_out}
 
 
 def parity_feeds(model: ir.Model, config: CompileConfig) -> dict[str, np.ndarray]:
@@ -129,15 +155,17 @@ def run_pipeline(
     passes: Sequence[Pass],
     context: PassContext,
     on_pass: Callable[[str], None] = lambda name: None,
-) -> tuple[ir.Model, PipelineReport]:
-    """Run `passes` in order; each report lands in `context.reports` under the pass name."""
+) -> tuple[ir.Model, dict[str, Any]]:
+    """Run `passes` in order: the model and every result by pass name, `pipeline` (a PipelineReport) last."""
     records = []
+    results = dict(context.reports)
     feeds = parity_feeds(model, context.config)
     for graph_pass in passes:
         on_pass(graph_pass.name)
         expected = parity.run_model(model, feeds) if graph_pass.rewrites_graph else None
         start = time.perf_counter()
-        model, report = graph_pass.run(model, context)
+        inputs = {name: results[name] for name in graph_pass.inputs if name in results}
+        model, result = graph_pass.run(model, context.with_reports(inputs))
         if graph_pass.rewrites_graph:
             _release_replaced_values(model)
         seconds = time.perf_counter() - start
@@ -145,15 +173,15 @@ def run_pipeline(
         if expected is not None:
             _check_graph(graph_pass.name, model)
             error = parity.check_parity(graph_pass.name, expected, parity.run_model(model, feeds))
-        context.reports[graph_pass.name] = report
+        results[graph_pass.name] = result
         records.append(PassRecord(graph_pass.name, round(seconds, 4), error))
-    pipeline_report = PipelineReport(
+    results["pipeline"] = PipelineReport(
         target=context.target.name,
         seed=context.config.seed,
         input_shapes={k: list(v) for k, v in context.config.input_shapes.items()},
         passes=records,
     )
-    return model, pipeline_report
+    return model, results
 
 
 def _release_replaced_values(model: ir.Model) -> None:

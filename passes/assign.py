@@ -1,18 +1,19 @@
 """Assign: one option per mappable layer.
 
 With `--mapping` the user's mapping (a file or a preset) is taken as given.
-Otherwise the assignment MILP (compiler/solver.py) minimises energy, or
+Otherwise the assignment MILP (hetmap.mapping.solver) minimises energy, or
 maximises the analog weight share, under the accuracy budget and the tile
 capacity, on the additive model of the sensitivity report. The chosen
 mapping is then simulated; when the measured drop breaks the budget, the
 drops of its choices are scaled by measured/predicted, the mapping is cut
-off, and the MILP solved again, a bounded number of rounds. The mapping
-that ships is a measured one.
+off, and the MILP solved again, a bounded number of rounds
+(hetmap.mapping.search). The mapping that ships is a measured one.
 
 After fine-tuning, the same is done on the weights from before it (with
-the sensitivity measured then), and those weights ship instead when their
-mapping is strictly better: a short fine-tune can cost the noiseless model
-more of the budget than it wins back, and must not make the result worse.
+the sensitivity measured then; finetune's result hands both weights on),
+and those weights ship instead when their mapping is strictly better: a
+short fine-tune can cost the noiseless model more of the budget than it
+wins back, and must not make the result worse.
 """
 
 from __future__ import annotations
@@ -23,25 +24,26 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.mapping.cost import layer_cost
-from hetmap.sim.evaluate import Scorer, parse_drift
-from hetmap.mapping.mapping import ANALOG, Mapping, resolve_mapping, target_options, validate
-from hetmap.passes.emit import annotated_as
+from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
+from hetmap.mapping.search import Attempt, Decision, decide, solve_and_verify
+from hetmap.mapping.solver import Problem
 from hetmap.pipeline import PassContext, scoring_dataset
-from hetmap.mapping.solver import Problem, predicted_drop, solve
+from hetmap.sim.measure import Measurement, Measurer
+from hetmap.sim.scorer import Scorer
 
-CORRECTION_ROUNDS = 4
-PESSIMISM = 0.9  # measured below this share of predicted: the model had slack to spend
 PARETO_BUDGETS = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-@dataclass
-class Attempt:
-    mapping: dict[str, str]
-    predicted_drop_points: float
-    measured_drop_points: float
-    measured_std_points: float
-    energy_pj: float
-    analog_weight_share: float
+@dataclass(frozen=True)
+class AssignOptions:
+    """Assign's options: a given mapping, or the solver's budget, objective and measurement."""
+
+    mapping: Mapping | None = None
+    mapping_source: str = ""  # the user's --mapping, named in the report and in errors
+    max_drop: float = 0.5
+    objective: str = "energy"
+    measurement: Measurement = Measurement()
+    pareto: bool = False
 
 
 @dataclass
@@ -60,40 +62,41 @@ class AssignReport:
 
 class Assign:
     name = "assign"
+    inputs = ("partition", "calibrate", "sensitivity", "sensitivity_before", "finetune")
     rewrites_graph = False
+    changes_weights = True  # after fine-tuning, the weights from before it may ship
 
-    def __init__(self, mapping_spec: str | None = None, max_drop: float = 0.5, objective: str = "energy",
-                 drift: str = "1d", seeds: int = 3, pareto: bool = False):  # fmt: skip
-        self.mapping_spec = mapping_spec
-        self.max_drop = max_drop
-        self.objective = objective
-        self.drift = drift
-        self.seeds = seeds
-        self.pareto = pareto
+    def __init__(self, options: AssignOptions = AssignOptions()):
+        self.options = options
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, AssignReport]:
+        options = self.options
         names = [layer.name for layer in context.reports["partition"].layers]
-        if self.mapping_spec is not None:
-            mapping = validate(resolve_mapping(self.mapping_spec, names), names, context.target, self.mapping_spec)
-            return model, AssignReport(source=self.mapping_spec, mapping=mapping)
-        decision = self._decide(model, context, "sensitivity")
-        before = context.weights_before_finetune
-        weights = "fine-tuned" if before else "as given"
-        if before and "sensitivity_before" in context.reports:
-            adapted = _swap_weights(model, before)
-            unadapted = self._decide(model, context, "sensitivity_before")
-            if unadapted.beats(decision, self.objective):
-                decision, weights = unadapted, "before fine-tuning"
+        if options.mapping is not None:
+            mapping = validate(options.mapping, names, context.target, options.mapping_source)
+            return model, AssignReport(source=options.mapping_source, mapping=mapping)
+        finetune = context.reports.get("finetune")
+        change = finetune.weights if finetune else None
+        chosen = self._decide(model, context, "sensitivity", change)
+        weights = "fine-tuned" if change and change.before else "as given"
+        if change and change.before and "sensitivity_before" in context.reports:
+            _swap_weights(model, change.before)
+            unadapted = self._decide(model, context, "sensitivity_before", change)
+            if unadapted[0].beats(chosen[0], options.objective):
+                chosen, weights = unadapted, "before fine-tuning"
             else:
-                _swap_weights(model, adapted)
-        measure, problem = decision.measure, decision.problem
-        pareto = [a for budget in PARETO_BUDGETS for a in _solve_and_verify(problem, measure, budget, self.objective, measure.offset)[-1:]] if self.pareto else []
+                _swap_weights(model, change.after)
+        decision, problem, measure = chosen
+        pareto = []
+        if options.pareto:
+            for budget in PARETO_BUDGETS:
+                pareto += solve_and_verify(problem, measure, budget, options.objective, measure.offset)[-1:]
         report = AssignReport(
             source="solver",
             mapping=Mapping(dict(decision.best.mapping)),
-            objective=self.objective,
-            max_drop_points=self.max_drop,
-            drift=self.drift,
+            objective=options.objective,
+            max_drop_points=options.max_drop,
+            drift=options.measurement.drift,
             attempts=decision.attempts,
             within_budget=decision.feasible,
             pareto=pareto,
@@ -101,46 +104,19 @@ class Assign:
         )
         return model, report
 
-    def _decide(self, model: ir.Model, context: PassContext, sensitivity: str) -> _Decision:
+    def _decide(self, model: ir.Model, context: PassContext, sensitivity: str, change) -> tuple[Decision, Problem, _Measure]:
         """Solve and verify on the model's current weights, with the drops of report `sensitivity`."""
-        measure = _Measurer(model, context, self.drift, self.seeds)
+        reference = change.reference_outputs if change else None
+        measure = _Measure(model, context, self.options.measurement, reference)
         problem = _problem(context, sensitivity)
-        attempts = _solve_and_verify(problem, measure, self.max_drop, self.objective, measure.offset)
-        feasible = [a for a in attempts if a.measured_drop_points <= self.max_drop]
-        best = _best(feasible, self.objective) if feasible else min(attempts, key=lambda a: a.measured_drop_points)
-        return _Decision(measure, problem, attempts, best, bool(feasible))
+        decision = decide(problem, measure, self.options.max_drop, self.options.objective, measure.offset)
+        return decision, problem, measure
 
 
-@dataclass
-class _Decision:
-    measure: _Measurer
-    problem: Problem
-    attempts: list[Attempt]
-    best: Attempt
-    feasible: bool
-
-    def beats(self, other: _Decision, objective: str) -> bool:
-        """Strictly better: within the budget where the other is not, a better objective, or (both over) a smaller drop."""
-        if self.feasible != other.feasible:
-            return self.feasible
-        if not self.feasible:
-            return self.best.measured_drop_points < other.best.measured_drop_points
-        return _best([other.best, self.best], objective) is self.best  # ties go to the other
-
-
-def _swap_weights(model: ir.Model, weights: dict[str, ir.TensorProtocol]) -> dict[str, ir.TensorProtocol]:
-    """Put `weights` into the model's initializers; returns the ones they replaced."""
-    replaced = {}
+def _swap_weights(model: ir.Model, weights: dict[str, ir.TensorProtocol]) -> None:
+    """Put `weights` into the model's initializers."""
     for name, tensor in weights.items():
-        replaced[name] = model.graph.initializers[name].const_value
         model.graph.initializers[name].const_value = tensor
-    return replaced
-
-
-def _best(attempts: list[Attempt], objective: str) -> Attempt:
-    if objective == "energy":
-        return min(attempts, key=lambda a: a.energy_pj)
-    return max(attempts, key=lambda a: (a.analog_weight_share, -a.energy_pj))
 
 
 def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> Problem:
@@ -164,69 +140,21 @@ def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> P
     )
 
 
-def _solve_and_verify(problem: Problem, measure, budget: float, objective: str, offset: float = 0.0) -> list[Attempt]:
-    """MILP, simulate, correct: every measured attempt, in order.
+class _Measure:
+    """Simulates whole mappings on the scoring data at the budget's drift time: one Attempt each."""
 
-    After each measurement the drops of the chosen options are scaled by
-    measured/predicted (within [1/4, 4]) and the mapping is cut off, so the
-    additive model learns from whole-mapping simulations in both
-    directions: an optimistic model stops breaking the budget, a pessimistic
-    one frees slack for a better mapping. When the model admits no mapping
-    at all, the safest one is measured first: measurement decides. Rounds
-    end early once a mapping is within budget and the model was not
-    pessimistic about it. `offset`: the drop the noiseless weights already
-    have (after fine-tuning), which the per-layer drops sit on top of.
-    """
-    problem = Problem(**{**vars(problem), "drop": problem.drop.copy()})
-    attempts, tried = [], []
-    for _ in range(CORRECTION_ROUNDS):
-        mapping = solve(problem, max(budget - offset, 0.0), objective, tried)
-        if mapping is None and attempts:
-            break
-        mapping = mapping or _safest(problem)
-        predicted = predicted_drop(problem, mapping)  # the layers' part, on top of the offset
-        attempt = measure(mapping, offset + predicted)
-        attempts.append(attempt)
-        tried.append(mapping)
-        measured = attempt.measured_drop_points - offset
-        if measured + offset <= budget and measured >= PESSIMISM * predicted:
-            break
-        chosen = [(i, problem.options.index(mapping[name])) for i, name in enumerate(problem.layers)]
-        for i, j in chosen:
-            if predicted > 0:
-                problem.drop[i, j] *= min(max(measured / predicted, 0.25), 4.0)
-            else:
-                problem.drop[i, j] += max(measured, 0.0) / len(chosen)
-    return attempts
-
-
-def _safest(problem: Problem) -> dict[str, str]:
-    """Per layer the allowed option with the smallest drop (the least energy among ties)."""
-    mapping = {}
-    for i, name in enumerate(problem.layers):
-        allowed = [j for j in range(len(problem.options)) if problem.allowed[i, j]]
-        best = min(allowed, key=lambda j: (problem.drop[i, j], problem.energy_pj[i, j]))
-        mapping[name] = problem.options[best]
-    return mapping
-
-
-class _Measurer:
-    """Simulates whole mappings on the scoring data at the budget's drift time."""
-
-    def __init__(self, model: ir.Model, context: PassContext, drift: str, seeds: int):
-        self.model = model
-        self.context = context
-        self.t_inference_s = parse_drift(drift)
-        self.seeds = seeds
-        self.scorer = Scorer(model, scoring_dataset(model, context.config), context.reference_outputs)
-        self.offset = 100 * (self.scorer.full_precision - self.scorer.model_metric)
+    def __init__(self, model: ir.Model, context: PassContext, measurement: Measurement, reference: np.ndarray | None):
+        self.target = context.target
+        self.measurement = measurement
         self.layers = context.reports["partition"].layers
         self.total_weights = context.reports["partition"].mappable_weights
+        self.scorer = Scorer(model, scoring_dataset(model, context.config), reference)
+        ranges = context.reports["calibrate"].input_range
+        self.measurer = Measurer(model, self.target, self.layers, ranges, self.scorer, context.config.seed)
+        self.offset = 100 * (self.scorer.full_precision - self.scorer.model_metric)
 
     def __call__(self, mapping: dict[str, str], predicted: float) -> Attempt:
-        target = self.context.target
-        with annotated_as(self.model, mapping, self.context):
-            _, per_time = self.scorer.simulate(self.model, target, [self.t_inference_s], self.seeds, self.context.config.seed)
+        per_time = self.measurer.measure(mapping, [self.measurement.t_inference_s], self.measurement.seeds)
         drops = 100 * (self.scorer.full_precision - np.array(per_time[0]))
         analog = [l for l in self.layers if mapping[l.name] == ANALOG]
         return Attempt(
@@ -234,6 +162,6 @@ class _Measurer:
             predicted_drop_points=predicted,
             measured_drop_points=float(drops.mean()),
             measured_std_points=float(drops.std()),
-            energy_pj=sum(layer_cost(l, mapping[l.name], target).energy_pj for l in self.layers),
+            energy_pj=sum(layer_cost(l, mapping[l.name], self.target).energy_pj for l in self.layers),
             analog_weight_share=sum(l.weight_count for l in analog) / self.total_weights,
         )

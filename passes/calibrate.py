@@ -39,7 +39,9 @@ def _peak(array: np.ndarray) -> float:
 
 class Calibrate:
     name = "calibrate"
+    inputs = ("partition",)
     rewrites_graph = False
+    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, CalibrateReport]:
         nodes = {node.name: node for node in model.graph}

@@ -8,6 +8,8 @@ there is no parity check. Accuracy before and after (full precision,
 all-analog at the budget's drift time, all-digital at the widest width) is
 simulated on the scoring data. Budgets stay relative to the model the user
 brought: its outputs become the reference every later score compares with.
+The pass changes weights: its report hands the weights before and after,
+and those outputs, on to sensitivity and assign (`weights`, not in the JSON).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
-from hetmap.sim.evaluate import Scorer, parse_drift
-from hetmap.mapping.mapping import ANALOG, Mapping, option_bits, resolve_mapping, target_options, validate
-from hetmap.passes.emit import annotated_as
-from hetmap.pipeline import PassContext, scoring_dataset
 from hetmap.graph.shapes import graph_inputs
+from hetmap.mapping.mapping import ANALOG, Mapping, option_bits, target_options, validate
+from hetmap.pipeline import PassContext, WeightChange, handoff, scoring_dataset
+from hetmap.sim.measure import Measurement, Measurer
+from hetmap.sim.scorer import Scorer
 
 if TYPE_CHECKING:
     from hetmap.train.adaptation import EpochRecord
@@ -41,6 +43,17 @@ class Adaptation:
     scope: str = "all"
     learning_rate: float = 1e-4  # Adam, cosine-annealed to 0; 1e-3 unsettled the trained digits ResNet
     batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Finetune's options: how to adapt, the budget its sampler aims at, and a given mapping to train alone."""
+
+    adaptation: Adaptation
+    measurement: Measurement = Measurement()
+    max_drop: float = 0.5
+    mapping: Mapping | None = None
+    mapping_source: str = ""  # where the given mapping came from, for error messages
 
 
 @dataclass
@@ -68,20 +81,17 @@ class FinetuneReport:
     history: list[EpochRecord]  # torch and aihwkit import only when fine-tuning runs
     before: list[MappingScore] = field(default_factory=list)
     after: list[MappingScore] = field(default_factory=list)
+    weights: WeightChange | None = handoff()
 
 
 class Finetune:
     name = "finetune"
+    inputs = ("partition", "calibrate", "sensitivity_before")
     rewrites_graph = False
+    changes_weights = True
 
-    def __init__(self, adaptation: Adaptation, mapping: str | None = None, max_drop: float = 0.5,
-                 drift: str = "1d", seeds: int = 3, sensitivity: str = "sensitivity_before"):  # fmt: skip
-        self.adaptation = adaptation
-        self.mapping = mapping
-        self.max_drop = max_drop
-        self.drift = drift
-        self.seeds = seeds
-        self.sensitivity = sensitivity
+    def __init__(self, options: FinetuneOptions):
+        self.options = options
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, FinetuneReport]:
         import torch
@@ -89,32 +99,31 @@ class Finetune:
         from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt, fingerprint
         from hetmap.train.supernet import Supernet, trainable_initializers
 
-        config = context.config
+        config, options = context.config, self.options
         train = config.train
         if train is None:
             raise HetmapError("--finetune needs training data: add --train train.npz (x, optional y)")
         began = time.perf_counter()
         layers = context.reports["partition"].layers
         names = [layer.name for layer in layers]
-        fixed = validate(resolve_mapping(self.mapping, names), names, context.target, self.mapping).layers if self.mapping else None
+        fixed = validate(options.mapping, names, context.target, options.mapping_source).layers if options.mapping else None
         dataset = scoring_dataset(model, config)
-        scorer = Scorer(model, dataset, context.reference_outputs)
-        context.reference_outputs = scorer.reference
-        before = self._scores(model, context, scorer, fixed)
+        scorer = Scorer(model, dataset)
+        before = self._scores(self._measurer(model, context, scorer), layers, context, fixed)
 
-        t_inference_s = parse_drift(self.drift)
-        adaptation = self.adaptation
+        adaptation = options.adaptation
         trainable = trainable_initializers(model, layers, adaptation.scope)
-        net = Supernet(model, layers, context.reports["calibrate"].input_range, context.target, trainable, t_inference_s)
-        sensitivity = context.reports.get(self.sensitivity)
+        input_range = context.reports["calibrate"].input_range
+        net = Supernet(model, layers, input_range, context.target, trainable, options.measurement.t_inference_s)
+        sensitivity = context.reports.get("sensitivity_before")
         drops = {n: {o: d.drop_points for o, d in per.items()} for n, per in sensitivity.layers.items()} if sensitivity else None
-        sampler = MappingSampler(names, target_options(context.target), drops, self.max_drop, fixed)
+        sampler = MappingSampler(names, target_options(context.target), drops, options.max_drop, fixed)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         input_names = [value.name for value in graph_inputs(model)]
         run_id = fingerprint(
             *(model.graph.initializers[n].const_value.tobytes() for n in trainable),
             *(np.ascontiguousarray(train.inputs[n]).tobytes() for n in input_names),
-            repr((adaptation, fixed, self.max_drop, self.drift, config.seed, context.target.name, drops)),
+            repr((adaptation, fixed, options.max_drop, options.measurement.drift, config.seed, context.target.name, drops)),
         )
         adapt_config = AdaptConfig(
             epochs=adaptation.epochs,
@@ -125,10 +134,12 @@ class Finetune:
             checkpoint=config.checkpoint_dir / CHECKPOINT_NAME if config.checkpoint_dir else None,
         )
         result = adapt(net, input_names, train, sampler, adapt_config, run_id, context.progress)
-        context.weights_before_finetune = {name: model.graph.initializers[name].const_value for name in trainable}
+        original = {name: model.graph.initializers[name].const_value for name in trainable}
         for name, array in net.graph.parameter_arrays().items():
             model.graph.initializers[name].const_value = ir.tensor(array, name=name)
-        after = self._scores(model, context, Scorer(model, dataset, context.reference_outputs), fixed)
+        adapted = {name: model.graph.initializers[name].const_value for name in trainable}
+        after_scorer = Scorer(model, dataset, scorer.reference)
+        after = self._scores(self._measurer(model, context, after_scorer), layers, context, fixed)
         report = FinetuneReport(
             epochs=adaptation.epochs,
             scope=adaptation.scope,
@@ -145,12 +156,17 @@ class Finetune:
             history=result.history,
             before=before,
             after=after,
+            weights=WeightChange(before=original, after=adapted, reference_outputs=scorer.reference),
         )
         return model, report
 
-    def _scores(self, model: ir.Model, context: PassContext, scorer: Scorer, fixed: dict[str, str] | None) -> list[MappingScore]:
+    @staticmethod
+    def _measurer(model: ir.Model, context: PassContext, scorer: Scorer) -> Measurer:
+        ranges = context.reports["calibrate"].input_range
+        return Measurer(model, context.target, context.reports["partition"].layers, ranges, scorer, context.config.seed)
+
+    def _scores(self, measurer: Measurer, layers, context: PassContext, fixed: dict[str, str] | None) -> list[MappingScore]:
         """Full precision, all-analog and all-digital (or the fixed mapping) simulated at the budget's drift."""
-        layers = context.reports["partition"].layers
         options = target_options(context.target)
         digital = [o for o in options if o != ANALOG]
         mappings = {"full-precision": None}
@@ -161,18 +177,13 @@ class Finetune:
             if digital:
                 widest = max(digital, key=option_bits)
                 mappings[f"all-{widest}"] = {layer.name: widest for layer in layers}
+        measurement = self.options.measurement
         scores = []
         for label, mapping in mappings.items():
             if mapping is None:
-                scores.append(MappingScore(label, 100 * scorer.model_metric, 0.0, ""))
+                scores.append(MappingScore(label, 100 * measurer.scorer.model_metric, 0.0, ""))
                 continue
-            values = 100 * np.array(measure_mapping(model, context, scorer, Mapping(mapping), self.drift, self.seeds))
-            scores.append(MappingScore(label, float(values.mean()), float(values.std()), self.drift))
+            per_time = measurer.measure(mapping, [measurement.t_inference_s], measurement.seeds)
+            values = 100 * np.array(per_time[0])
+            scores.append(MappingScore(label, float(values.mean()), float(values.std()), measurement.drift))
         return scores
-
-
-def measure_mapping(model: ir.Model, context: PassContext, scorer: Scorer, mapping: Mapping, drift: str, seeds: int) -> list[float]:
-    """The metric of `mapping` at `drift`, one value per Monte-Carlo seed."""
-    with annotated_as(model, mapping.layers, context):
-        _, per_time = scorer.simulate(model, context.target, [parse_drift(drift)], seeds, context.config.seed)
-    return per_time[0]

@@ -199,7 +199,9 @@ def _no_layer_message(unmappable: list[UnmappableLayer]) -> str:
 
 class Partition:
     name = "partition"
+    inputs = ()
     rewrites_graph = False
+    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, PartitionReport]:
         tiles = context.target.analog

@@ -1,13 +1,12 @@
 """Schedule: physical tiles for every analog weight block, and a timed dataflow of one inference.
 
-Placement gives each analog layer's (row block, column block) weight blocks
-their own physical tiles, consecutive ids in graph order, blocks row-major
-(the order the simulator builds them). Timing walks the dataflow graph of the
+Placement (hetmap.mapping.placement) gives each analog weight block its own
+physical tile. Timing walks the dataflow graph of the
 top-level ONNX nodes in topological order: a node starts when all its inputs
 are ready; analog layers never share tiles, so they may overlap each other
 and the digital units; layers on the same digital unit (same bit width) run
 one at a time, in topological order. Latency and energy of a mappable layer
-come from `hetmap.cost.layer_cost` (the model the solver uses).
+come from `hetmap.mapping.cost.layer_cost` (the model the solver uses).
 
 reports/schedule.json (times in ns, energies in pJ, one inference, batch 1):
 
@@ -50,21 +49,9 @@ import networkx as nx
 import onnx_ir as ir
 
 from hetmap.mapping.cost import layer_cost
-from hetmap.errors import HetmapError
 from hetmap.mapping.mapping import ANALOG, Mapping
+from hetmap.mapping.placement import TileBlock, place_blocks
 from hetmap.pipeline import PassContext
-from hetmap.targets import Target
-
-
-@dataclass
-class TileBlock:
-    """One weight block on one physical tile."""
-
-    tile: int
-    row_block: int
-    col_block: int
-    rows: int
-    cols: int
 
 
 @dataclass
@@ -99,42 +86,6 @@ class ScheduleReport:
     def tile_ids(self) -> dict[str, list[int]]:
         """Physical tile ids per analog layer, in block order."""
         return {layer.name: [block.tile for block in layer.tiles] for layer in self.layers if layer.tiles}
-
-
-def place_blocks(layers, mapping: Mapping, target: Target) -> dict[str, list[TileBlock]]:
-    """Distinct physical tiles for every weight block of every analog layer, consecutive in graph order."""
-    analog = [layer for layer in layers if mapping.layers[layer.name] == ANALOG]
-    needed = sum(layer.tiles for layer in analog)
-    if needed > target.analog.count:
-        raise HetmapError(_over_capacity(analog, needed, target))
-    placement, next_tile = {}, 0
-    for layer in analog:
-        blocks = []
-        for row_block in range(layer.row_blocks):
-            rows = min(layer.block_rows, layer.rows - row_block * layer.block_rows)
-            for col_block in range(layer.col_blocks):
-                cols = min(target.analog.cols, layer.cols - col_block * target.analog.cols)
-                blocks.append(TileBlock(next_tile, row_block, col_block, rows, cols))
-                next_tile += 1
-        placement[layer.name] = blocks
-    return placement
-
-
-def _over_capacity(analog, needed: int, target: Target) -> str:
-    """One line: tiles needed vs available, and which layers to move to digital."""
-    to_move, excess = [], needed - target.analog.count
-    for layer in sorted(analog, key=lambda l: l.tiles, reverse=True):
-        if excess <= 0:
-            break
-        to_move.append(layer)
-        excess -= layer.tiles
-    moves = ", ".join(f"{l.name} ({l.tiles} tiles)" for l in to_move)
-    digital = f"int{target.digital_bits[0]}"
-    return (
-        f"the mapping puts {needed} tiles' worth of weights on analog but the target has "
-        f"{target.analog.count}; map fewer layers to analog: leave out --mapping and the solver picks "
-        f"a mapping that fits, or set {moves} to {digital} in the mapping file"
-    )
 
 
 def dataflow_graph(model: ir.Model) -> nx.DiGraph:
@@ -202,7 +153,9 @@ def _critical_chain(graph: nx.DiGraph, end: dict, bound_by: dict) -> list[str]:
 
 class Schedule:
     name = "schedule"
+    inputs = ("partition", "assign")
     rewrites_graph = False
+    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, ScheduleReport]:
         target = context.target

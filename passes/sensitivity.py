@@ -6,7 +6,9 @@ with only that layer perturbed, on the calibration data (accuracy with
 labels, else agreement with full precision), analog over Monte-Carlo
 seeds. Drops are in percentage points from these weights without noise,
 so that each layer's drop is its own; the solver adds them up on top of
-what fine-tuning cost the noiseless model (weights_full_precision).
+what fine-tuning cost the noiseless model (weights_full_precision). With
+fine-tuning, `sensitivity_before` measures the weights as brought, before it,
+and `sensitivity` the adapted ones, relative to the model the user brought.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from hetmap.sim.evaluate import Scorer, parse_drift
 from hetmap.mapping.mapping import ANALOG, target_options
-from hetmap.passes.emit import annotated_as
 from hetmap.pipeline import PassContext, scoring_dataset
+from hetmap.sim.measure import Measurement, Measurer
+from hetmap.sim.scorer import Scorer
 
 
 @dataclass
@@ -41,26 +43,28 @@ class SensitivityReport:
 
 
 class Sensitivity:
+    name = "sensitivity"
+    inputs = ("partition", "calibrate", "finetune")
     rewrites_graph = False
+    changes_weights = False
 
-    def __init__(self, drift: str = "1d", seeds: int = 3, name: str = "sensitivity"):
-        self.name = name  # "sensitivity_before" when fine-tuning follows
-        self.drift = drift
-        self.seeds = seeds
+    def __init__(self, measurement: Measurement = Measurement()):
+        self.measurement = measurement
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, SensitivityReport]:
         target = context.target
         partition = context.reports["partition"]
+        finetune = context.reports.get("finetune")
         dataset = scoring_dataset(model, context.config)
-        scorer = Scorer(model, dataset, context.reference_outputs)
-        t_inference_s = parse_drift(self.drift)
+        scorer = Scorer(model, dataset, finetune.weights.reference_outputs if finetune else None)
+        measurer = Measurer(model, target, partition.layers, context.reports["calibrate"].input_range, scorer, context.config.seed)
+        t_inference_s = self.measurement.t_inference_s
         layers = {}
         for layer in partition.layers:
             drops = {}
             for option in target_options(target):
-                seeds = self.seeds if option == ANALOG else 1
-                with annotated_as(model, {layer.name: option}, context):
-                    _, per_time = scorer.simulate(model, target, [t_inference_s], seeds, context.config.seed)
+                seeds = self.measurement.seeds if option == ANALOG else 1
+                per_time = measurer.measure({layer.name: option}, [t_inference_s], seeds)
                 values = 100 * (scorer.model_metric - np.array(per_time[0]))
                 drops[option] = OptionDrop(float(values.mean()), float(values.std()))
             layers[layer.name] = drops
@@ -70,8 +74,15 @@ class Sensitivity:
             samples=dataset.size,
             full_precision=scorer.full_precision,
             weights_full_precision=scorer.model_metric,
-            drift=self.drift,
-            seeds=self.seeds,
+            drift=self.measurement.drift,
+            seeds=self.measurement.seeds,
             layers=layers,
         )
         return model, report
+
+
+class SensitivityBeforeFinetune(Sensitivity):
+    """The same measurement on the weights as brought, when fine-tuning follows: finetune and assign read it."""
+
+    name = "sensitivity_before"
+    inputs = ("partition", "calibrate")

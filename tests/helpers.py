@@ -101,9 +101,8 @@ def canonicalize(proto: onnx.ModelProto, input_shapes: dict | None = None):
 def partition(proto: onnx.ModelProto, target: str | Target = "tiny", input_shapes: dict | None = None):
     """Canonicalize then partition, as `hetmap compile` does: the partition report."""
     model = ir.serde.deserialize_model(copy.deepcopy(proto))
-    context = _context(model, target, input_shapes)
-    run_pipeline(model, [Canonicalize(), Partition()], context)
-    return context.reports["partition"]
+    _, reports = run_pipeline(model, [Canonicalize(), Partition()], _context(model, target, input_shapes))
+    return reports["partition"]
 
 
 def layers_by_name(report) -> dict:
@@ -139,8 +138,9 @@ def compile_in_memory(proto: onnx.ModelProto, target: str | Target, mapping: str
             path = Path(folder) / "mapping.json"
             path.write_text(json.dumps({"format": FORMAT, "layers": mapping}))
             mapping = str(path)
-        model, _ = run_pipeline(model, default_passes(Decision(mapping)), context)
-    return model, context.reports
+        model, reports = run_pipeline(model, default_passes(Decision(mapping)), context)
+    del reports["pipeline"]
+    return model, reports
 
 
 @functools.cache

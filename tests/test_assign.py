@@ -9,7 +9,7 @@ import pytest
 from hetmap.mapping.cost import input_vectors, layer_cost
 from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
-from hetmap.sim.evaluate import evaluate
+from hetmap.sim.run import evaluate
 from hetmap.mapping.mapping import target_options
 from hetmap.models import reference_path
 from hetmap.graph.modelio import read_model

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import EXAMPLE_MODELS, MIXED, assert_same_outputs, compiled_example, example_model, ort_outputs
 from hetmap import __version__
-from hetmap.sim.evaluate import annotated_target
+from hetmap.mapping.annotations import read_target
 from hetmap.targets import load_target
 
 HERMES = load_target("hermes")
@@ -103,7 +103,7 @@ def test_model_metadata_carries_version_target_and_summary():
 
 def test_target_spec_reads_back_as_the_same_target():
     model, _ = mixed("mlp")
-    assert annotated_target(model, "model.mapped.onnx") == HERMES
+    assert read_target(model, "model.mapped.onnx") == HERMES
 
 
 def test_layers_inside_if_and_loop_bodies_are_not_annotated():

@@ -1,7 +1,7 @@
 """Fidelity: `hetmap run` against aihwkit 1.1.0 on the reference CNN (the smallest model), all-analog on hermes.
 
 The reference is aihwkit's pure-torch inference tile configured like the
-target (hetmap.aihwkit_reference: PCMLikeNoiseModel, global drift
+target (bench.aihwkit_reference: PCMLikeNoiseModel, global drift
 compensation, 8-bit DAC/ADC with out_bound = adc_bound, 256x256 tiles,
 per-column weight scaling, each layer's calibrated input range, no noise or
 bound management, no output noise). bench/fidelity.py runs all four models.
@@ -15,10 +15,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from hetmap.train import aihwkit_reference as reference
+from bench import aihwkit_reference as reference
 from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
-from hetmap.sim.evaluate import evaluate, parse_drift
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.run import evaluate
 from hetmap.models import reference_path
 from hetmap.sim.simulation import build_simulation
 from hetmap.targets import load_target

@@ -16,7 +16,7 @@ import messy_models as messy
 from helpers import run_console_script
 from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model, read_reports
-from hetmap.sim.evaluate import evaluate
+from hetmap.sim.run import evaluate
 from hetmap.graph.modelio import read_model
 from hetmap.models import reference_path
 from hetmap.report.plots import render_pareto, render_sensitivity, render_tiles

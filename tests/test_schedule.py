@@ -43,8 +43,8 @@ def canonical_partition(proto, target, input_shapes=None, extra_passes=()):
     model = ir.serde.deserialize_model(copy.deepcopy(proto))
     shapes = resolve_input_shapes(model, None, input_shapes or {})
     context = PassContext(target=as_target(target), config=CompileConfig(input_shapes=shapes))
-    model, _ = run_pipeline(model, [Canonicalize(), Partition(), *extra_passes], context)
-    return model, context
+    model, reports = run_pipeline(model, [Canonicalize(), Partition(), *extra_passes], context)
+    return model, context.with_reports(reports)
 
 
 @functools.cache
@@ -241,12 +241,12 @@ def emitted_tiles(mapping: str, edit_schedule=None) -> dict[str, str]:
     """hetmap.tiles of each analog node after schedule (its report edited by `edit_schedule`) then emit."""
     proto, feeds = example_model("resnet")
     model, context = canonical_partition(proto, TINY_64, {"x": feeds["x"].shape}, [Calibrate()])
-    context.reports["assign"] = SimpleNamespace(mapping=mapping_for(context.reports["partition"].layers, mapping))
+    reports = {**context.reports, "assign": SimpleNamespace(mapping=mapping_for(context.reports["partition"].layers, mapping))}
     passes = [Emit()] if edit_schedule is None else [Schedule(), Emit()]
     for graph_pass in passes:
-        model, context.reports[graph_pass.name] = graph_pass.run(model, context)
+        model, reports[graph_pass.name] = graph_pass.run(model, context.with_reports(reports))
         if graph_pass.name == "schedule":
-            edit_schedule(context.reports["schedule"])
+            edit_schedule(reports["schedule"])
     return {node.name: node.metadata_props["hetmap.tiles"] for node in model.graph if "hetmap.tiles" in node.metadata_props}
 
 

@@ -5,7 +5,8 @@ Options are `analog` (PCM tiles, the target's DAC/ADC) or `int8`/`int4`/`int2`
 
     {"format": "hetmap.mapping/1", "layers": {"conv1": "analog", "fc": "int8"}}
 
-keyed by ONNX node name. Presets name whole-model mappings.
+keyed by ONNX node name. Presets name whole-model mappings: one option
+that fills every layer, resolved against the model's layers by `validate`.
 """
 
 from __future__ import annotations
@@ -35,17 +36,15 @@ def target_options(target: Target) -> list[str]:
 @dataclass(frozen=True)
 class Mapping:
     layers: dict[str, str]
+    fill: str | None = None  # the option of every layer `layers` leaves out (a preset)
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "layers": dict(self.layers)}
 
-    def analog_layers(self) -> list[str]:
-        return [name for name, option in self.layers.items() if option == ANALOG]
 
-
-def preset_mapping(preset: str, layer_names: list[str]) -> Mapping:
+def preset_mapping(preset: str) -> Mapping:
     option = ANALOG if preset == "all-analog" else preset.removeprefix("all-digital-")
-    return Mapping({name: option for name in layer_names})
+    return Mapping({}, fill=option)
 
 
 def load_mapping(path: Path) -> Mapping:
@@ -61,15 +60,17 @@ def load_mapping(path: Path) -> Mapping:
     return Mapping({str(name): str(option) for name, option in data["layers"].items()})
 
 
-def resolve_mapping(spec: str, layer_names: list[str]) -> Mapping:
-    """A preset name or a mapping file path."""
+def resolve_mapping(spec: str) -> Mapping:
+    """A preset name or a mapping file path (`--mapping`)."""
     if spec in PRESETS:
-        return preset_mapping(spec, layer_names)
+        return preset_mapping(spec)
     return load_mapping(Path(spec))
 
 
 def validate(mapping: Mapping, layer_names: list[str], target: Target, source: str) -> Mapping:
     """Every mappable layer gets a valid option; unknown names and options are user errors."""
+    if mapping.fill is not None:
+        mapping = Mapping({**{name: mapping.fill for name in layer_names}, **mapping.layers})
     unknown = [name for name in mapping.layers if name not in layer_names]
     if unknown:
         raise HetmapError(

@@ -5,9 +5,10 @@ to dac_bits), each row block of the weight matrix is one tile computing a
 partial product with programmed-and-drifted weights, the ADC rounds and
 saturates each tile's outputs (adc_bits over +-adc_bound in normalised
 units) before the digital sum, and the bias is added digitally. Digital
-INTk layers quantise weights per output channel and activations to 8 bits.
-Quantisers are QuantizeLinear/Clip/DequantizeLinear; noise is drawn in numpy
-and enters as initializer values, so stock onnxruntime runs it and a seed
+INTk layers quantise weights per output channel (stored as INTk, restored
+by DequantizeLinear) and activations to 8 bits. Activation and converter
+quantisers are Div/Round/Clip/Mul; noise is drawn in numpy and enters as
+initializer values, so stock onnxruntime runs it and a seed
 reproduces it. Mirrors aihwkit's TorchInferenceRPUConfig forward with
 static input ranges, no noise or bound management and no output noise.
 """
@@ -24,7 +25,7 @@ import onnx_ir.passes.common as common_passes
 
 from hetmap.sim import noise as pcm
 from hetmap.graph.layouts import WeightLayout, quantize_symmetric, row_ranges
-from hetmap.mapping.mapping import ANALOG
+from hetmap.mapping.annotations import read_layer
 from hetmap.targets import Target
 
 ACTIVATION_BITS = 8  # digital layers see INT8 activations
@@ -180,7 +181,8 @@ class _Builder:
         bounds = [self.constant(f"{suffix}_{side}", np.array(v, np.float32)) for side, v in (("low", -levels), ("high", levels))]
         return self.op("Clip", [q, *bounds], f"{suffix}_clip")
 
-    def analog(self, node: ir.Node, layout: WeightLayout, operand: int, activation: int, input_range: float, block_rows: int):
+    def analog(self, node: ir.Node, layout: WeightLayout, operand: int, activation: int, input_range: float, block_rows: int,
+               activation_rank: int):  # fmt: skip
         analog = self.target.analog
         matrix = layout.to_matrix(node.inputs[operand].const_value.numpy().astype(np.float32))
         dac_levels = 2 ** (analog.dac_bits - 1) - 1
@@ -191,7 +193,7 @@ class _Builder:
         if layout.is_conv:
             features, restore = x, None
         else:
-            features, restore = self._features_last(node, x, activation)
+            features, restore = self._features_last(node, x, activation, activation_rank)
         channel_shape = (-1, *([1] * (len(layout.shape) - 2))) if layout.is_conv else (-1,)
         ranges = row_ranges(matrix.shape[0], block_rows)
         partials = []
@@ -230,9 +232,8 @@ class _Builder:
         ir.convenience.replace_nodes_and_values(self.graph, node, [node], self.nodes, [node.outputs[0]], [y])
         self.nodes = []
 
-    def _features_last(self, node: ir.Node, x: ir.Value, activation: int):
+    def _features_last(self, node: ir.Node, x: ir.Value, activation: int, rank: int):
         """The activation with the reduction axis last, and how to put the result back."""
-        rank = int(node.metadata_props["hetmap.activation_rank"])
         swap = list(range(rank))
         if rank >= 2:
             swap[-1], swap[-2] = swap[-2], swap[-1]
@@ -276,20 +277,17 @@ def build_simulation(annotated: ir.Model, target: Target) -> Simulation:
     model = ir.from_proto(ir.to_proto(annotated))
     builder = _Builder(model, target)
     for node in list(model.graph):
-        props = node.metadata_props
-        if "hetmap.option" not in props:
+        annotation = read_layer(node)
+        if annotation is None:
             continue
-        operand = int(props["hetmap.weight_operand"])
+        operand = annotation.weight_operand
         activation = 0 if node.op_type in ("Conv", "ConvTranspose") else 1 - operand
         weight = node.inputs[operand].const_value
-        layout = WeightLayout(
-            node.op_type, tuple(weight.shape), node.attributes.get_int("group", 1), props["hetmap.weight_transposed"] == "1"
-        )
+        layout = WeightLayout(node.op_type, tuple(weight.shape), node.attributes.get_int("group", 1), annotation.weight_transposed)
         builder.prefix = node.name
-        input_range = float(props["hetmap.input_range"])
-        if props["hetmap.option"] == ANALOG:
-            builder.analog(node, layout, operand, activation, input_range, int(props["hetmap.block_rows"]))
+        if annotation.analog:
+            builder.analog(node, layout, operand, activation, annotation.input_range, annotation.block_rows, annotation.activation_rank)
         else:
-            builder.digital(node, layout, operand, activation, int(props["hetmap.bits"]), input_range)
+            builder.digital(node, layout, operand, activation, annotation.bits, annotation.input_range)
     common_passes.RemoveUnusedNodesPass()(model)
     return builder.simulation

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from hetmap.train.aihwkit_reference import rpu_config
+from hetmap.train.rpu_config import rpu_config
 from hetmap.graph.layouts import WeightLayout, row_ranges
 from hetmap.mapping.mapping import ANALOG, option_bits
 from hetmap.sim.noise import noisy_weights

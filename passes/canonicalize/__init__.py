@@ -95,7 +95,9 @@ def _fold_batchnorms(model: ir.Model) -> ir.Model:
 
 class Canonicalize:
     name = "canonicalize"
+    inputs = ()
     rewrites_graph = True
+    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, CanonicalizeReport]:
         opset_in = _default_opset(model)

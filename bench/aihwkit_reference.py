@@ -6,15 +6,15 @@ folded it), is converted with aihwkit's convert_to_analog under a
 TorchInferenceRPUConfig set up like the target (PCMLikeNoiseModel, global
 drift compensation, DAC/ADC bits and bound, tile size, per-column weight
 scaling, each layer's static input range from `hetmap.input_range`, no
-noise or bound management, no output noise), then programmed and drifted
-as `hetmap run` does. aihwkit imports lazily: hetmap itself never needs it.
+noise or bound management, no output noise: hetmap.train.rpu_config), then
+programmed and drifted as `hetmap run` does. It serves the fidelity test and
+bench.fidelity; aihwkit imports lazily.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,8 +22,9 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.graph.layouts import WeightLayout
-from hetmap.mapping.mapping import ANALOG
+from hetmap.mapping.annotations import LayerAnnotation, read_layer
 from hetmap.targets import Target
+from hetmap.train.rpu_config import rpu_config
 
 PARITY_TOLERANCE = 1e-4  # relative to the largest logit, torch vs onnxruntime on the same weights
 
@@ -38,76 +39,26 @@ class MappedLayer:
     block_rows: int
 
 
-def rpu_config(target: Target, input_range: float = 1.0, block_rows: int | None = None):
-    """TorchInferenceRPUConfig with the target's devices and converters (aihwkit's names for hetmap's semantics).
-
-    block_rows: split the rows as hetmap's partition does (consecutive blocks
-    of block_rows, e.g. whole channels), instead of aihwkit's equal parts of
-    at most tile-rows rows.
-    """
-    from aihwkit.inference import GlobalDriftCompensation, PCMLikeNoiseModel
-    from aihwkit.simulator.configs import TorchInferenceRPUConfig
-    from aihwkit.simulator.parameters.enums import BoundManagementType, NoiseManagementType
-
-    analog, noise = target.analog, target.analog.noise
-    config = TorchInferenceRPUConfig()
-    config.noise_model = PCMLikeNoiseModel(
-        prog_coeff=list(noise.prog_coeff),
-        g_max=noise.g_max_us,
-        t_read=noise.t_read_s,
-        t_0=noise.t0_s,
-        prog_noise_scale=noise.prog_noise_scale,
-        read_noise_scale=noise.read_noise_scale,
-        drift_scale=noise.drift_scale,
-    )
-    # The coefficients were fitted at 25 uS (hetmap.noise scales them the same way). aihwkit 1.1.0
-    # drops a prog_coeff_g_max_reference passed beside prog_coeff, so it is set afterwards.
-    config.noise_model.prog_coeff_g_max_reference = 25.0
-    config.drift_compensation = GlobalDriftCompensation() if noise.drift_compensation else None
-    forward = config.forward
-    forward.inp_bound = 1.0
-    forward.inp_res = 1 / (2**analog.dac_bits - 2)
-    forward.out_bound = analog.adc_bound
-    forward.out_res = 1 / (2**analog.adc_bits - 2)
-    forward.inp_noise = forward.out_noise = forward.w_noise = 0.0
-    forward.noise_management = NoiseManagementType.NONE
-    forward.bound_management = BoundManagementType.NONE
-    config.mapping.max_input_size = block_rows or analog.rows
-    config.mapping.max_output_size = analog.cols
-    config.mapping.weight_scaling_omega = 1.0
-    config.mapping.weight_scaling_columnwise = True
-    config.mapping.learn_out_scaling = False
-    config.mapping.digital_bias = True
-    ranges = config.pre_post.input_range
-    ranges.enable = True
-    ranges.learn_input_range = False
-    ranges.init_from_data = 0
-    ranges.init_value = float(input_range)
-    if block_rows is not None:
-        config.tile_array_class = _consecutive_tile_array()
-    return config
-
-
 def mapped_layers(annotated: ir.Model, module) -> list[MappedLayer]:
     """The analog layers of an annotated model, each named by its torch module path."""
     modules = dict(module.named_modules())
     layers = []
     for node in annotated.graph:
-        props = node.metadata_props
-        if props.get("hetmap.option") != ANALOG:
+        annotation = read_layer(node)
+        if annotation is None or not annotation.analog:
             continue
-        path = _module_path(node, modules)
-        layers.append(MappedLayer(node.name, path, float(props["hetmap.input_range"]), int(props["hetmap.block_rows"])))
+        path = _module_path(node, annotation, modules)
+        layers.append(MappedLayer(node.name, path, annotation.input_range, annotation.block_rows))
     return layers
 
 
-def _module_path(node: ir.Node, modules: dict) -> str:
+def _module_path(node: ir.Node, annotation: LayerAnnotation, modules: dict) -> str:
     """The dynamo exporter's name scopes, else the weight's initializer name (a state_dict key)."""
     scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes")
     candidates = []
     if scopes is not None:
         candidates.append(ast.literal_eval(scopes)[-2])
-    weight = node.metadata_props["hetmap.weight"]
+    weight = annotation.weight
     candidates.append(weight.removesuffix(".weight"))
     for path in candidates:
         if path in modules:
@@ -134,14 +85,13 @@ def torch_reference(name: str, annotated: ir.Model):
     initializers = {n: v.const_value.numpy() for n, v in annotated.graph.initializers.items() if v.const_value is not None}
     state = {}
     for node in annotated.graph:
-        props = node.metadata_props
-        if "hetmap.option" not in props:
+        annotation = read_layer(node)
+        if annotation is None:
             continue
-        path = _module_path(node, modules)
+        path = _module_path(node, annotation, modules)
         layer = modules[path]
-        operand = int(props["hetmap.weight_operand"])
-        array = node.inputs[operand].const_value.numpy()
-        layout = WeightLayout(node.op_type, array.shape, node.attributes.get_int("group", 1), props["hetmap.weight_transposed"] == "1")
+        array = node.inputs[annotation.weight_operand].const_value.numpy()
+        layout = WeightLayout(node.op_type, array.shape, node.attributes.get_int("group", 1), annotation.weight_transposed)
         state[f"{path}.weight"] = layout.to_matrix(array).T.reshape(layer.weight.shape)
         if node.op_type == "Gemm" and (node.attributes.get_float("alpha", 1.0) != 1.0 or node.attributes.get_float("beta", 1.0) != 1.0):
             raise ValueError(f"node '{node.name}': Gemm with alpha or beta != 1 has no nn.Linear equivalent")
@@ -212,21 +162,6 @@ def analog_reference(module, annotated: ir.Model, target: Target, blocks: str = 
     if missing:
         raise ValueError(f"aihwkit did not convert {sorted(missing)}")
     return analog.eval()
-
-
-@functools.cache
-def _consecutive_tile_array():
-    from aihwkit.simulator.tiles.array import TileModuleArray
-
-    class ConsecutiveTileArray(TileModuleArray):
-        """Row (and column) blocks of the maximum size from the top, the last one shorter: hetmap's partition."""
-
-        def get_split_sizes(self, size: int, split_max_size: int) -> list[int]:
-            if split_max_size <= 0:
-                return [size]
-            return [min(split_max_size, size - start) for start in range(0, size, split_max_size)]
-
-    return ConsecutiveTileArray
 
 
 def scores_over_drift(

@@ -1,4 +1,4 @@
-"""`hetmap run`: score the annotated model on the simulated hardware over drift times and seeds.
+"""The scorer: a model's metric on one data set, in full precision and simulated over draws.
 
 Each seed programs every tile once (programming noise, drift exponents);
 the same chip is then read at each drift time. The metric is accuracy when
@@ -8,10 +8,7 @@ for classifiers, cosine similarity otherwise).
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -23,47 +20,8 @@ from hetmap.errors import HetmapError
 from hetmap.graph.shapes import fixed_batch
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
-from hetmap.targets.schema import target_from_table
 
-DRIFT_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 365.25 * 86400.0}
 CHUNK = 256
-
-
-def parse_drift(text: str) -> float:
-    """'1h' -> 3600.0 seconds after programming."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwy])\s*", text)
-    if not match:
-        raise HetmapError(f"unknown drift time '{text}': use a number and a unit s, m, h, d, w or y (e.g. 1h,1d,1y)")
-    return float(match.group(1)) * DRIFT_UNITS_S[match.group(2)]
-
-
-def annotated_target(model: ir.Model, source: str) -> Target:
-    """The target the model was compiled for, stored in its metadata by `emit`."""
-    spec = model.metadata_props.get("hetmap.target_spec")
-    if spec is None:
-        raise HetmapError(f"'{source}' carries no hetmap annotations; compile it first (hetmap compile)")
-    return target_from_table(json.loads(spec), source)
-
-
-@dataclass
-class DriftResult:
-    drift: str
-    t_inference_s: float
-    mean: float
-    std: float
-    per_seed: list[float]
-
-
-@dataclass
-class RunReport:
-    model: str
-    data: str
-    metric: str  # "accuracy" or "agreement"
-    samples: int
-    seeds: int
-    full_precision: float
-    nominal: float  # converters and quantisers on, no device noise
-    drifts: list[DriftResult]
 
 
 def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
@@ -164,32 +122,3 @@ class Scorer:
                 per_time[index].append(self._score(session, weights))
                 on_step()
         return nominal, per_time
-
-
-def evaluate(
-    model: ir.Model,
-    source: str,
-    dataset: Dataset,
-    drifts: list[str],
-    seeds: int,
-    seed: int = 0,
-    on_step: Callable[[], None] = lambda: None,
-) -> RunReport:
-    """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws."""
-    target = annotated_target(model, source)
-    times = [parse_drift(text) for text in drifts]
-    scorer = Scorer(model, dataset)
-    nominal, per_time = scorer.simulate(model, target, times, seeds, seed, on_step, with_nominal=True)
-    return RunReport(
-        model=source,
-        data=dataset.source,
-        metric="accuracy" if dataset.labels is not None else "agreement",
-        samples=dataset.size,
-        seeds=seeds,
-        full_precision=scorer.full_precision,
-        nominal=nominal,
-        drifts=[
-            DriftResult(text, t, float(np.mean(values)), float(np.std(values)), values)
-            for text, t, values in zip(drifts, times, per_time)
-        ],
-    )
