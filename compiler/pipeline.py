@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -65,13 +65,16 @@ class PassContext:
         return dataclasses.replace(self, reports=MappingProxyType(dict(reports)))
 
 
-class Pass(Protocol):
-    name: ClassVar[str]
-    inputs: ClassVar[tuple[str, ...]]  # results of earlier passes it reads (those that ran)
-    rewrites_graph: ClassVar[bool]  # structure changes, the function must not: checker and parity after it
-    changes_weights: ClassVar[bool]  # initializer values change on purpose: no parity check
+class Pass:
+    """The pass contract; a pass overrides what differs from these defaults, and `run`."""
 
-    def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, Any]: ...
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ()  # results of earlier passes it reads (those that ran)
+    rewrites_graph: ClassVar[bool] = False  # structure changes, the function must not: checker and parity after it
+    changes_weights: ClassVar[bool] = False  # initializer values change on purpose: no parity check
+
+    def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, Any]:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from hetmap.mapping.cost import layer_cost
 from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
 from hetmap.mapping.search import Attempt, Decision, decide, solve_and_verify
 from hetmap.mapping.solver import Problem
-from hetmap.pipeline import PassContext, scoring_dataset
+from hetmap.pipeline import Pass, PassContext, scoring_dataset
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
 
@@ -60,10 +60,9 @@ class AssignReport:
     weights: str = "as given"
 
 
-class Assign:
+class Assign(Pass):
     name = "assign"
     inputs = ("partition", "calibrate", "sensitivity", "sensitivity_before", "finetune")
-    rewrites_graph = False
     changes_weights = True  # after fine-tuning, the weights from before it may ship
 
     def __init__(self, options: AssignOptions = AssignOptions()):

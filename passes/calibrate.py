@@ -15,8 +15,8 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.graph import parity
-from hetmap.pipeline import PassContext, parity_feeds
 from hetmap.graph.shapes import fixed_batch
+from hetmap.pipeline import Pass, PassContext, parity_feeds
 
 CALIBRATION_SAMPLES = 256
 
@@ -37,11 +37,9 @@ def _peak(array: np.ndarray) -> float:
     return float(np.max(np.abs(array))) if array.size else 0.0
 
 
-class Calibrate:
+class Calibrate(Pass):
     name = "calibrate"
     inputs = ("partition",)
-    rewrites_graph = False
-    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, CalibrateReport]:
         nodes = {node.name: node for node in model.graph}

@@ -18,7 +18,7 @@ from hetmap import __version__
 from hetmap.mapping.annotations import layer_annotation, write_layer, write_model
 from hetmap.mapping.mapping import ANALOG, Mapping
 from hetmap.mapping.placement import place_blocks
-from hetmap.pipeline import PassContext
+from hetmap.pipeline import Pass, PassContext
 
 
 @dataclass
@@ -40,11 +40,9 @@ def tile_ids(layers, mapping: Mapping, context: PassContext) -> dict[str, list[i
     return {name: [block.tile for block in blocks] for name, blocks in placement.items()}
 
 
-class Emit:
+class Emit(Pass):
     name = "emit"
     inputs = ("partition", "calibrate", "assign", "schedule")
-    rewrites_graph = False
-    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, EmitReport]:
         target = context.target

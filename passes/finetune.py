@@ -24,7 +24,7 @@ import onnx_ir as ir
 from hetmap.errors import HetmapError
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG, Mapping, option_bits, target_options, validate
-from hetmap.pipeline import PassContext, WeightChange, handoff, scoring_dataset
+from hetmap.pipeline import Pass, PassContext, WeightChange, handoff, scoring_dataset
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
 
@@ -84,10 +84,9 @@ class FinetuneReport:
     weights: WeightChange | None = handoff()
 
 
-class Finetune:
+class Finetune(Pass):
     name = "finetune"
     inputs = ("partition", "calibrate", "sensitivity_before")
-    rewrites_graph = False
     changes_weights = True
 
     def __init__(self, options: FinetuneOptions):

@@ -19,8 +19,8 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
-from hetmap.pipeline import PassContext
 from hetmap.graph.shapes import infer_value_shapes
+from hetmap.pipeline import Pass, PassContext
 
 MAPPABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that carry MACs but have no analog lowering here; listed so users see them.
@@ -197,11 +197,8 @@ def _no_layer_message(unmappable: list[UnmappableLayer]) -> str:
     return message + "; nothing to map onto analog tiles"
 
 
-class Partition:
+class Partition(Pass):
     name = "partition"
-    inputs = ()
-    rewrites_graph = False
-    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, PartitionReport]:
         tiles = context.target.analog

@@ -51,7 +51,7 @@ import onnx_ir as ir
 from hetmap.mapping.cost import layer_cost
 from hetmap.mapping.mapping import ANALOG, Mapping
 from hetmap.mapping.placement import TileBlock, place_blocks
-from hetmap.pipeline import PassContext
+from hetmap.pipeline import Pass, PassContext
 
 
 @dataclass
@@ -151,11 +151,9 @@ def _critical_chain(graph: nx.DiGraph, end: dict, bound_by: dict) -> list[str]:
     return chain[::-1]
 
 
-class Schedule:
+class Schedule(Pass):
     name = "schedule"
     inputs = ("partition", "assign")
-    rewrites_graph = False
-    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, ScheduleReport]:
         target = context.target

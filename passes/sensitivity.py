@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.mapping.mapping import ANALOG, target_options
-from hetmap.pipeline import PassContext, scoring_dataset
+from hetmap.pipeline import Pass, PassContext, scoring_dataset
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
 
@@ -42,11 +42,9 @@ class SensitivityReport:
     layers: dict[str, dict[str, OptionDrop]]
 
 
-class Sensitivity:
+class Sensitivity(Pass):
     name = "sensitivity"
     inputs = ("partition", "calibrate", "finetune")
-    rewrites_graph = False
-    changes_weights = False
 
     def __init__(self, measurement: Measurement = Measurement()):
         self.measurement = measurement

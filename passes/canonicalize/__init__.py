@@ -24,7 +24,7 @@ from onnxscript.version_converter import ConvertVersionPass
 
 from hetmap.errors import HetmapError
 from hetmap.passes.canonicalize.onnx_ml import lower_linear_models
-from hetmap.pipeline import PassContext
+from hetmap.pipeline import Pass, PassContext
 
 CANONICAL_OPSET = 21
 MIN_OPSET = 9
@@ -93,11 +93,9 @@ def _fold_batchnorms(model: ir.Model) -> ir.Model:
     return model
 
 
-class Canonicalize:
+class Canonicalize(Pass):
     name = "canonicalize"
-    inputs = ()
     rewrites_graph = True
-    changes_weights = False
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, CanonicalizeReport]:
         opset_in = _default_opset(model)
