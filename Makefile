@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench headline lock
+.PHONY: demo test lint bench headline lock
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -14,8 +14,12 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/hetmap compile -o build/demo --objective analog-share
 	$(VENV)/bin/hetmap run build/demo/model.mapped.onnx --data models/cnn.test.npz --seeds 3
 
-test: $(VENV)/.installed
+test: lint
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.scale

@@ -32,24 +32,24 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt
-from hetmap.mapping.cost import layer_cost
 from hetmap.graph.data import Dataset, load_dataset
-from hetmap.sim.drift import parse_drift
-from hetmap.sim.measure import Measurer
-from hetmap.sim.scorer import Scorer
 from hetmap.graph.layouts import WeightLayout
-from hetmap.mapping.mapping import ANALOG, option_bits, target_options
 from hetmap.graph.modelio import read_model
-from hetmap.sim.noise import noisy_weights
+from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
+from hetmap.mapping.cost import layer_cost
+from hetmap.mapping.mapping import ANALOG, option_bits, target_options
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.finetune import Adaptation
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline, scoring_dataset
-from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
-from hetmap.train.supernet import Supernet, trainable_initializers
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.measure import Measurer
+from hetmap.sim.noise import noisy_weights
+from hetmap.sim.scorer import Scorer
 from hetmap.targets import Target
+from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt
+from hetmap.train.supernet import Supernet, trainable_initializers
 
 
 @dataclass(frozen=True)

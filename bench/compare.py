@@ -35,15 +35,15 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from bench.baselines import Calibrated, Setting, all_analog_finetuned, layer_by_layer, measure, outcome, prepare
 from bench import headline
+from bench.baselines import Calibrated, Setting, all_analog_finetuned, layer_by_layer, measure, outcome, prepare
 from bench.mps import MpsSetting, budget_steps, run_mps
 from hetmap.graph.data import load_dataset
-from hetmap.sim.drift import parse_drift
-from hetmap.sim.scorer import Scorer
+from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG
 from hetmap.models import reference_path
-from hetmap.graph.shapes import graph_inputs
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.scorer import Scorer
 from hetmap.targets import Target, load_target
 
 MODELS = ("resnet8", "resnet20")

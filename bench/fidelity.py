@@ -40,12 +40,12 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from bench import aihwkit_reference as reference
-from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
+from hetmap.graph.data import load_dataset
+from hetmap.graph.shapes import graph_inputs
+from hetmap.models import reference_path
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.run import evaluate
-from hetmap.models import reference_path
-from hetmap.graph.shapes import graph_inputs
 from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import Target, load_target
 

@@ -46,11 +46,11 @@ import onnx_ir as ir
 import torch
 
 from bench.baselines import Calibrated, _Adaptable
-from hetmap.train.adaptation import AdaptConfig, adapt
 from hetmap.graph.data import Dataset
+from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG
 from hetmap.passes.finetune import Adaptation
-from hetmap.graph.shapes import graph_inputs
+from hetmap.train.adaptation import AdaptConfig, adapt
 from hetmap.train.supernet import FULL_PRECISION
 
 INT8 = "int8"

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from hetmap.driver import Decision, compile_model
-from hetmap.models import reference_path
 from hetmap.mapping.solver import Problem, solve
+from hetmap.models import reference_path
 from hetmap.targets import load_target
 
 MODELS = ("cnn", "mlp", "resnet", "transformer")
@@ -43,11 +43,11 @@ def _row(folder: Path) -> dict:
 
 def _baseline(model: str, folder: Path, preset: str) -> dict:
     """A preset mapping scored like hetmap's: one compile with the solver's measurement of it."""
-    from hetmap.sim.drift import parse_drift
-    from hetmap.sim.scorer import Scorer
     from hetmap.graph.data import load_dataset
     from hetmap.graph.modelio import read_model
     from hetmap.graph.shapes import graph_inputs
+    from hetmap.sim.drift import parse_drift
+    from hetmap.sim.scorer import Scorer
 
     compile_model(reference_path(f"{model}.onnx"), load_target("hermes"), folder, reference_path(f"{model}.test.npz"),
                   decision=Decision(preset))  # fmt: skip

@@ -61,10 +61,10 @@ class _StageMeter:
 def _measure_hetmap(model_path: Path, out_dir: Path) -> dict:
     """hetmap's import, canonicalize (with its ORT parity check) and partition, then the write."""
     from hetmap.graph.modelio import read_model, save_model_atomic
+    from hetmap.graph.shapes import resolve_input_shapes
     from hetmap.passes.canonicalize import Canonicalize
     from hetmap.passes.partition import Partition
     from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
-    from hetmap.graph.shapes import resolve_input_shapes
     from hetmap.targets import load_target
 
     meter = _StageMeter()
@@ -107,8 +107,9 @@ def _measure_baseline(model_path: Path) -> dict:
 
 
 def _child(kind: str, model_path: str, out_dir: str) -> None:
-    import hetmap.driver  # noqa: F401  (both children pay the same imports before the base RSS)
     import onnxruntime  # noqa: F401
+
+    import hetmap.driver  # noqa: F401  (both children pay the same imports before the base RSS)
 
     figures = _measure_hetmap(Path(model_path), Path(out_dir)) if kind == "hetmap" else _measure_baseline(Path(model_path))
     print(json.dumps(figures))

@@ -17,14 +17,14 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 import messy_models as messy
-from hetmap.graph.data import Dataset
 from hetmap.driver import Decision, default_passes
+from hetmap.graph.data import Dataset
+from hetmap.graph.shapes import resolve_input_shapes
 from hetmap.mapping.mapping import FORMAT
 from hetmap.models import reference_path
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
-from hetmap.graph.shapes import resolve_input_shapes
 from hetmap.targets import Target, load_target
 
 

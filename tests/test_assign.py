@@ -6,14 +6,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hetmap.mapping.cost import input_vectors, layer_cost
-from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
-from hetmap.sim.run import evaluate
-from hetmap.mapping.mapping import target_options
-from hetmap.models import reference_path
+from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model
+from hetmap.mapping.cost import input_vectors, layer_cost
+from hetmap.mapping.mapping import target_options
 from hetmap.mapping.solver import Problem, predicted_drop, solve
+from hetmap.models import reference_path
+from hetmap.sim.run import evaluate
 from hetmap.targets import load_target
 
 HERMES = load_target("hermes")

@@ -5,12 +5,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+import messy_models as messy
+from helpers import all_nodes, assert_same_outputs, canonicalize, fed_inputs, ort_outputs, random_inputs
 from hetmap.driver import compile_model
 from hetmap.errors import HetmapError
 from hetmap.targets import load_target
-
-import messy_models as messy
-from helpers import all_nodes, assert_same_outputs, canonicalize, fed_inputs, ort_outputs, random_inputs
 
 SHAPES = {"symbolic_dims": {"x": (2, 3, 8, 8)}}  # the messy models' symbolic non-batch dims
 

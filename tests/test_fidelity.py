@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from bench import aihwkit_reference as reference
-from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model
+from hetmap.graph.data import load_dataset
+from hetmap.models import reference_path
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.run import evaluate
-from hetmap.models import reference_path
 from hetmap.sim.simulation import build_simulation
 from hetmap.targets import load_target
 

@@ -12,13 +12,13 @@ import torch
 import messy_models as messy
 from helpers import assert_one_line_error, compiled_example, example_model
 from hetmap.graph import parity
-from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt
 from hetmap.graph.data import Dataset
 from hetmap.mapping.mapping import ANALOG
 from hetmap.models import reference_path
 from hetmap.sim.simulation import build_simulation
-from hetmap.train.supernet import Supernet, trainable_initializers
 from hetmap.targets import load_target
+from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt
+from hetmap.train.supernet import Supernet, trainable_initializers
 
 
 def _supernet(name: str, mapping: str, scope: str = "all"):

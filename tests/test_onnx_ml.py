@@ -7,9 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from hetmap.errors import HetmapError
-
 from helpers import assert_same_outputs, canonicalize, ort_outputs, partition
+from hetmap.errors import HetmapError
 
 FEATURES = 5
 SCORES = {"logistic_binary": 2, "logistic_3": 3, "logistic_strings": 3, "svc_binary": 2, "svc_3": 3,

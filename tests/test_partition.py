@@ -10,13 +10,12 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+import messy_models as messy
+from helpers import canonicalize, layers_by_name, partition
 from hetmap.driver import compile_model
 from hetmap.errors import HetmapError
 from hetmap.passes.partition import Partition
 from hetmap.targets import load_target
-
-import messy_models as messy
-from helpers import canonicalize, layers_by_name, partition
 from messy_models import init, tensor
 
 

@@ -14,13 +14,13 @@ import pytest
 
 import messy_models as messy
 from helpers import run_console_script
-from hetmap.graph.data import load_dataset
 from hetmap.driver import Decision, compile_model, read_reports
-from hetmap.sim.run import evaluate
+from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model
 from hetmap.models import reference_path
-from hetmap.report.plots import render_pareto, render_sensitivity, render_tiles
 from hetmap.report.html import render_report_html
+from hetmap.report.plots import render_pareto, render_sensitivity, render_tiles
+from hetmap.sim.run import evaluate
 from hetmap.targets import load_target
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

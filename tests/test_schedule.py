@@ -20,8 +20,9 @@ from onnx import helper
 
 import messy_models as messy
 from helpers import MIXED, as_target, example_model, layers_by_name
-from hetmap.mapping.cost import layer_cost
 from hetmap.errors import HetmapError
+from hetmap.graph.shapes import resolve_input_shapes
+from hetmap.mapping.cost import layer_cost
 from hetmap.mapping.mapping import Mapping
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
@@ -29,9 +30,8 @@ from hetmap.passes.emit import Emit
 from hetmap.passes.partition import Partition
 from hetmap.passes.schedule import Schedule, dataflow_graph
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
-from hetmap.graph.shapes import resolve_input_shapes
-from hetmap.targets import load_target
 from hetmap.report.timeline import write_timeline_png
+from hetmap.targets import load_target
 from messy_models import init, tensor
 
 TINY = load_target("tiny")

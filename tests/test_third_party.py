@@ -12,13 +12,12 @@ import onnx_ir as ir
 import pytest
 from onnx import helper
 
-from hetmap.graph import parity
-from hetmap.driver import Decision, compile_model
-from hetmap.errors import HetmapError
-from hetmap.targets import load_target
-
 import messy_models as messy
 from helpers import partition
+from hetmap.driver import Decision, compile_model
+from hetmap.errors import HetmapError
+from hetmap.graph import parity
+from hetmap.targets import load_target
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,11 +10,10 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from hetmap.graph import parity
-from hetmap.train.interpreter import OnnxModule, UnsupportedOpError, run_node
-
 import messy_models as messy
 from helpers import REFERENCE_MODELS, canonicalize, example_model, random_inputs
+from hetmap.graph import parity
+from hetmap.train.interpreter import OnnxModule, UnsupportedOpError, run_node
 
 
 def floats(*shape: int, seed: int = 0) -> np.ndarray:

@@ -14,8 +14,8 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import _c_api_utils  # strips large initializers around onnx's C API
 
-from hetmap.graph.data import Dataset
 from hetmap.errors import HetmapError
+from hetmap.graph.data import Dataset
 
 
 def graph_inputs(model: ir.Model) -> list[ir.Value]:

@@ -16,7 +16,15 @@ from pathlib import Path
 from hetmap import __version__
 from hetmap.graph.modelio import write_bytes_atomic
 from hetmap.report.plots import OPTION_COLOURS
-from hetmap.report.views import chosen_attempt, energy_text, finetune_tables, mapping_mix, summary, time_text, unique_attempts
+from hetmap.report.views import (
+    chosen_attempt,
+    energy_text,
+    finetune_tables,
+    mapping_mix,
+    summary,
+    time_text,
+    unique_attempts,
+)
 
 CSS = """
 body { margin: 0; background: #f4f5f7; color: #1f2328;

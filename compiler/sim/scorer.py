@@ -15,8 +15,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from hetmap.graph.data import Dataset
 from hetmap.errors import HetmapError
+from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target

@@ -23,9 +23,9 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from hetmap.sim import noise as pcm
 from hetmap.graph.layouts import WeightLayout, quantize_symmetric, row_ranges
 from hetmap.mapping.annotations import read_layer
+from hetmap.sim import noise as pcm
 from hetmap.targets import Target
 
 ACTIVATION_BITS = 8  # digital layers see INT8 activations

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hetmap.graph.data import Dataset
 from hetmap.errors import HetmapError
+from hetmap.graph.data import Dataset
 from hetmap.mapping.mapping import ANALOG, option_bits
 
 CHECKPOINT_FORMAT = "hetmap.finetune/1"

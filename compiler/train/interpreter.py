@@ -15,8 +15,9 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from hetmap.train import ops as torch_ops, shape_ops, spatial_ops  # noqa: F401 (shape_ops and spatial_ops register their ops)
 from hetmap.errors import HetmapError
+from hetmap.train import ops as torch_ops
+from hetmap.train import shape_ops, spatial_ops  # noqa: F401 (importing them registers their ops)
 
 NodeFunction = Callable[[ir.Node, list[torch.Tensor | None]], list[torch.Tensor]]
 

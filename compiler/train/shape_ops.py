@@ -13,7 +13,6 @@ import torch
 
 from hetmap.train.ops import from_ir, int_values, normalized_axis, op, optional_inputs
 
-
 # Shapes and indexing -----------------------------------------------------------------------------
 
 

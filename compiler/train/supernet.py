@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from hetmap.train.rpu_config import rpu_config
 from hetmap.graph.layouts import WeightLayout, row_ranges
 from hetmap.mapping.mapping import ANALOG, option_bits
 from hetmap.sim.noise import noisy_weights
 from hetmap.sim.simulation import ACTIVATION_BITS
 from hetmap.targets import Target
 from hetmap.train.interpreter import OnnxModule, run_node
+from hetmap.train.rpu_config import rpu_config
 
 FULL_PRECISION = "fp"
 NORMALIZATIONS = ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
