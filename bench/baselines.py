@@ -83,6 +83,10 @@ class Calibrated:
     def full_precision(self) -> float:
         return 100 * self.scorer.full_precision
 
+    def rng(self, salt: str) -> np.random.Generator:
+        """A generator seeded from the seed and a per-use salt (stable across runs)."""
+        return np.random.default_rng([self.context.config.seed, *salt.encode()])
+
     def measurer(self, model: ir.Model, scorer: Scorer | None = None) -> Measurer:
         """Measures mappings of `model` (these layers, perhaps other weights) with `scorer` (default: this model's)."""
         ranges = self.context.reports["calibrate"].input_range
@@ -196,7 +200,7 @@ def _steps_subset(base: Calibrated, setting: Setting, salt: str) -> Dataset:
     """A random part of the training set that one epoch crosses in `setting.layer_steps` optimiser steps."""
     train = base.train
     count = min(train.size, setting.layer_steps * setting.batch_size)
-    index = np.sort(base.context.rng(salt).permutation(train.size)[:count])
+    index = np.sort(base.rng(salt).permutation(train.size)[:count])
     inputs = {name: array[index] if array.ndim else array for name, array in train.inputs.items()}
     return Dataset(inputs, None if train.labels is None else train.labels[index], train.source)
 
@@ -264,7 +268,7 @@ def hessian_traces(net, base: Calibrated, setting: Setting) -> dict[str, float]:
 
 def analog_weight_error(base: Calibrated, setting: Setting) -> dict[str, float]:
     """Squared norm of the weight error of one analog draw at the drift time, per layer (hetmap's noise model)."""
-    rng = base.context.rng("hessian weight error")
+    rng = base.rng("hessian weight error")
     noise, t_inference_s = base.context.target.analog.noise, parse_drift(setting.drift)
     errors = {}
     for layer in base.layers:

@@ -57,10 +57,6 @@ class PassContext:
     reports: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     progress: Callable[[int, int, str], None] = lambda done, total, info: None  # long passes' steps
 
-    def rng(self, salt: str) -> np.random.Generator:
-        """A generator seeded from the user's seed and a per-use salt (stable across runs)."""
-        return np.random.default_rng([self.config.seed, *salt.encode()])
-
     def with_reports(self, reports: Mapping[str, Any]) -> PassContext:
         return dataclasses.replace(self, reports=MappingProxyType(dict(reports)))
 

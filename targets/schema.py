@@ -53,10 +53,6 @@ class AnalogTiles:
     adc_bound: float = 12.0
     noise: PCMNoise = field(default_factory=PCMNoise)
 
-    @property
-    def capacity_weights(self) -> int:
-        return self.rows * self.cols * self.count
-
 
 @dataclass(frozen=True)
 class DigitalUnit:

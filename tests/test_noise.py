@@ -87,8 +87,8 @@ def test_without_noise_clipped_weights_come_back_clipped():
 def test_columns_map_their_largest_weight_to_g_max():
     weights = gaussian_weights(40, 30, seed=4)
     programmed = program_weights(weights, QUIET, np.random.default_rng(0))
-    np.testing.assert_allclose(np.abs(programmed.g_target_us).max(axis=0), 25.0, rtol=1e-6)
-    np.testing.assert_array_equal(programmed.g_target_us, programmed.g_programmed_us)
+    np.testing.assert_allclose(np.abs(programmed.weights * programmed.us_per_weight).max(axis=0), 25.0, rtol=1e-6)
+    np.testing.assert_array_equal(programmed.weights * programmed.us_per_weight, programmed.g_programmed_us)
 
 
 def test_drift_compensation_restores_the_mean_conductance():

@@ -21,6 +21,7 @@ from onnx import helper
 import messy_models as messy
 from helpers import MIXED, as_target, example_model, layers_by_name
 from hetmap.errors import HetmapError
+from hetmap.graph.modelio import write_bytes_atomic
 from hetmap.graph.shapes import resolve_input_shapes
 from hetmap.mapping.cost import layer_cost
 from hetmap.mapping.mapping import Mapping
@@ -30,7 +31,7 @@ from hetmap.passes.emit import Emit
 from hetmap.passes.partition import Partition
 from hetmap.passes.schedule import Schedule, dataflow_graph
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
-from hetmap.report.timeline import write_timeline_png
+from hetmap.report.timeline import render_timeline
 from hetmap.targets import load_target
 from messy_models import init, tensor
 
@@ -269,7 +270,7 @@ def test_timeline_png_is_written_atomically_from_the_json(tmp_path):
     report = json.loads(json.dumps(report_to_dict(scheduled("resnet", "hermes", "mixed")[0])))
     before = copy.deepcopy(report)
     path = tmp_path / "reports" / "schedule.png"
-    write_timeline_png(report, path)
+    write_bytes_atomic(path, render_timeline(report))
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
     assert report == before  # drawing does not touch the data

@@ -9,13 +9,11 @@ matplotlib's Agg canvas (no display, no pyplot state).
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from hetmap.graph.modelio import write_bytes_atomic
 from hetmap.report.views import energy_text
 
 ANALOG_COLOUR, DIGITAL_COLOUR, CRITICAL_COLOUR = "#8fb8de", "#c9c9c9", "#d1495b"
@@ -143,8 +141,3 @@ def render_timeline(report: dict) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-def write_timeline_png(report: dict, path: Path) -> None:
-    """Write the Gantt chart of `report` (schedule.json's dict) to `path`, atomically."""
-    write_bytes_atomic(Path(path), render_timeline(report))

@@ -46,11 +46,6 @@ class ProgrammedArray:
     read_noise_q: np.ndarray  # [rows, cols] 1/f noise amplitude q_s of that device
     g_reference_mean_us: float  # mean |g_programmed|: drift compensation's baseline
 
-    @property
-    def g_target_us(self) -> np.ndarray:
-        """The conductances programming aims at, signed like g_programmed_us."""
-        return self.weights * self.us_per_weight
-
 
 def program_weights(
     weights: np.ndarray, noise: PCMNoise, rng: np.random.Generator, *, clip_sigma: float | None = None
