@@ -80,7 +80,7 @@ def output_error(outputs: np.ndarray, full_precision: np.ndarray) -> float:
 
 
 def hetmap_output_error(model: ir.Model, target: Target, x: np.ndarray, full_precision: np.ndarray, seeds: int, seed: int = 0) -> np.ndarray:
-    """Output error [drift time, draw], drawn as `hetmap run` draws (hetmap.evaluate's generators: same chips)."""
+    """Output error [drift time, draw], drawn as `hetmap run` draws (hetmap.sim.simulation's generators: same chips)."""
     simulation = build_simulation(model, target)
     names = frozenset(simulation.drawn_names())
     run = session(simulation.model, names)

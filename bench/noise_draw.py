@@ -69,7 +69,7 @@ def main() -> None:
     best, median, cpu = ours[0][0], ours[len(ours) // 2][0], min(c for _, c in ours)
     normal = normals[0][0]
     print(f"noise draw: {weights.size / 1e6:.1f} M weights {SHAPE}, program + read at t = 1 day")
-    print(f"  hetmap.noise draw          {best:6.3f} s best of {REPEATS} "
+    print(f"  hetmap.sim.noise draw      {best:6.3f} s best of {REPEATS} "
           f"(median {median:.3f} s, CPU {cpu:.3f} s)")  # fmt: skip
     print(f"    program_weights          {program[0][0]:6.3f} s")
     print(f"    read_weights             {read[0][0]:6.3f} s")

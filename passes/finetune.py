@@ -1,8 +1,8 @@
 """Finetune: adapt the model's weights so that mixed analog/digital mappings keep its accuracy.
 
-The canonical model becomes a supernetwork (compiler/supernet.py) trained on
+The canonical model becomes a supernetwork (hetmap.train.supernet) trained on
 the user's training data over the mappings the solver is likely to choose
-(compiler/adaptation.py); the adapted weights replace the initializers. The
+(hetmap.train.adaptation); the adapted weights replace the initializers. The
 graph's structure does not change, its outputs do: that is the point, so
 there is no parity check. Accuracy before and after (full precision,
 all-analog at the budget's drift time, all-digital at the widest width) is

@@ -3,7 +3,7 @@
 Fine-tuning (mixed analog/digital layers, hardware-aware retraining) needs
 gradients through the model as it was compiled. The interpreter keeps the
 graph's own nodes and names: each node runs the registry's torch function
-(hetmap.torch_ops, hetmap.torch_spatial) unless the caller overrides it by node name.
+(hetmap.train.ops, shape_ops, spatial_ops) unless the caller overrides it by node name.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ONNX ops as torch functions: the registry the graph interpreter (hetmap.torch_graph) runs.
+"""ONNX ops as torch functions: the registry the graph interpreter (hetmap.train.interpreter) runs.
 
 Opset 21 semantics only, as Canonicalize leaves models: axes, shapes,
 pads and split sizes arrive as int64 inputs and are read as Python values.

@@ -35,7 +35,7 @@ def rpu_config(target: Target, input_range: float = 1.0, block_rows: int | None 
         read_noise_scale=noise.read_noise_scale,
         drift_scale=noise.drift_scale,
     )
-    # The coefficients were fitted at 25 uS (hetmap.noise scales them the same way). aihwkit 1.1.0
+    # The coefficients were fitted at 25 uS (hetmap.sim.noise scales them the same way). aihwkit 1.1.0
     # drops a prog_coeff_g_max_reference passed beside prog_coeff, so it is set afterwards.
     config.noise_model.prog_coeff_g_max_reference = 25.0
     config.drift_compensation = GlobalDriftCompensation() if noise.drift_compensation else None

@@ -1,4 +1,4 @@
-"""Shape, indexing and constant ONNX ops in torch, for hetmap.torch_ops' registry.
+"""Shape, indexing and constant ONNX ops in torch, for hetmap.train.ops' registry.
 
 Shapes, axes and indices arrive as int64 tensors (opset 21) and are read
 as Python values; negative indices wrap as onnxruntime wraps them.

@@ -1,4 +1,4 @@
-"""Spatial ONNX ops in torch: convolution, pooling, padding and resizing, for hetmap.torch_ops' registry.
+"""Spatial ONNX ops in torch: convolution, pooling, padding and resizing, for hetmap.train.ops' registry.
 
 Padding follows onnxruntime exactly (asymmetric pads, auto_pad, ceil_mode):
 where torch's own padding cannot express it, the op pads or crops the
