@@ -51,7 +51,9 @@ class LayerAnnotation:
         return self.option == ANALOG
 
 
-def layer_annotation(layer, option: str, target: Target, input_range: float, tiles, total_weights: int) -> LayerAnnotation:
+def layer_annotation(
+    layer, option: str, target: Target, input_range: float, tiles, total_weights: int
+) -> LayerAnnotation:
     """The annotations of partition layer `layer` under `option`."""
     analog = option == ANALOG
     return LayerAnnotation(

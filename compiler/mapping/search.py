@@ -60,7 +60,9 @@ def best(attempts: list[Attempt], objective: str) -> Attempt:
     return max(attempts, key=lambda a: (a.analog_weight_share, -a.energy_pj))
 
 
-def solve_and_verify(problem: Problem, measure: Measure, budget: float, objective: str, offset: float = 0.0) -> list[Attempt]:
+def solve_and_verify(
+    problem: Problem, measure: Measure, budget: float, objective: str, offset: float = 0.0
+) -> list[Attempt]:
     """MILP, simulate, correct: every measured attempt, in order.
 
     After each measurement the drops of the chosen options are scaled by

@@ -33,7 +33,9 @@ class Measurement:
 class Measurer:
     """Scores mappings of one model: partition `layers` with their calibrated input ranges."""
 
-    def __init__(self, model: ir.Model, target: Target, layers: list, input_ranges: dict[str, float], scorer: Scorer, seed: int):
+    def __init__(
+        self, model: ir.Model, target: Target, layers: list, input_ranges: dict[str, float], scorer: Scorer, seed: int
+    ):
         self.model = model
         self.target = target
         self.layers = layers

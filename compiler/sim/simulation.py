@@ -181,8 +181,16 @@ class _Builder:
         bounds = [self.constant(f"{suffix}_{side}", np.array(v, np.float32)) for side, v in (("low", -levels), ("high", levels))]
         return self.op("Clip", [q, *bounds], f"{suffix}_clip")
 
-    def analog(self, node: ir.Node, layout: WeightLayout, operand: int, activation: int, input_range: float, block_rows: int,
-               activation_rank: int):  # fmt: skip
+    def analog(
+        self,
+        node: ir.Node,
+        layout: WeightLayout,
+        operand: int,
+        activation: int,
+        input_range: float,
+        block_rows: int,
+        activation_rank: int,
+    ):
         analog = self.target.analog
         matrix = layout.to_matrix(node.inputs[operand].const_value.numpy().astype(np.float32))
         dac_levels = 2 ** (analog.dac_bits - 1) - 1
