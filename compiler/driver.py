@@ -27,12 +27,14 @@ from hetmap.report_html import write_report_html
 from hetmap.shapes import graph_inputs, resolve_input_shapes
 from hetmap.simulate import build_simulation, draw_generators
 from hetmap.targets import Target
+from hetmap.views import chosen_attempt
 
 MAPPED_MODEL = "model.mapped.onnx"
 SIMULATION_MODEL = "model.sim.onnx"
 MAPPING_FILE = "mapping.json"
 REPORTS_DIR = "reports"
 REPORT_HTML = "report.html"
+COMPLETION_REPORT = "pipeline"  # written last: a folder without it holds an interrupted compile
 REPORT_NAMES = ("canonicalize", "partition", "calibrate", "sensitivity_before", "finetune", "sensitivity", "assign", "schedule", "emit", "pipeline")
 
 
@@ -105,6 +107,7 @@ def compile_model(
     train_path: Path | None = None,
     adaptation: Adaptation = Adaptation(),
     on_step: Callable[[int, int, str], None] = lambda done, total, info: None,
+    metric: str = "auto",
 ) -> CompileResult:
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`.
 
@@ -126,16 +129,20 @@ def compile_model(
         dataset=dataset,
         train=train,
         checkpoint_dir=output_dir,
+        metric=metric,
     )
     context = PassContext(target=target, config=config, progress=on_step)
     model, pipeline_report = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)
 
     reports = {name: report_to_dict(report) for name, report in context.reports.items()}
     reports["pipeline"] = report_to_dict(pipeline_report)
+    completion_mark = output_dir / REPORTS_DIR / f"{COMPLETION_REPORT}.json"
+    completion_mark.unlink(missing_ok=True)  # an earlier compile's outputs are being replaced
     save_model_atomic(model, output_dir / MAPPED_MODEL)
     write_json_atomic(output_dir / MAPPING_FILE, context.reports["assign"].mapping.to_json())
     for name, report in reports.items():
-        write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
+        if name != COMPLETION_REPORT:
+            write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
     for name in REPORT_NAMES:  # an earlier compile's report this one did not write (sensitivity, after --mapping)
         if name not in reports:
             (output_dir / REPORTS_DIR / f"{name}.json").unlink(missing_ok=True)
@@ -145,6 +152,7 @@ def compile_model(
     files = [MAPPED_MODEL, SIMULATION_MODEL, MAPPING_FILE, *(f"{REPORTS_DIR}/{n}.json" for n in reports)]
     files += [f"{REPORTS_DIR}/{name}" for name in PICTURES if name in pictures]
     write_report_html(output_dir / REPORT_HTML, reports, pictures, model_path.name, files)
+    write_json_atomic(completion_mark, reports[COMPLETION_REPORT])  # last: the folder is whole
     return CompileResult(output_dir=output_dir, reports=reports)
 
 
@@ -167,11 +175,25 @@ def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed
     save_model_atomic(model, path)
 
 
+def over_budget(reports: dict[str, dict]) -> str | None:
+    """Why the compile's result is a refusal (no measured mapping met the budget), or None when it is not."""
+    assign = reports.get("assign", {})
+    if assign.get("source") != "solver" or assign.get("within_budget"):
+        return None
+    chosen = chosen_attempt(assign)
+    return (
+        f"no mapping met the {assign['max_drop_points']:g}-point budget at {assign['drift']}: "
+        f"the one with the least measured drop ({chosen['measured_drop_points']:.2f} points) was written"
+    )
+
+
 def read_reports(output_dir: Path) -> dict[str, dict]:
     """The JSON reports of an earlier compile."""
     folder = output_dir / REPORTS_DIR
     if not folder.is_dir():
         raise HetmapError(f"'{output_dir}' holds no hetmap reports (expected {folder}/); run hetmap compile first")
+    if not (folder / f"{COMPLETION_REPORT}.json").is_file():
+        raise HetmapError(f"'{output_dir}' holds an unfinished compile (interrupted?); run hetmap compile again")
     reports = {}
     for path in sorted(folder.glob("*.json")):
         try:

@@ -41,6 +41,7 @@ class CompileConfig:
     dataset: Dataset | None = None
     train: Dataset | None = None  # fine-tuning data
     checkpoint_dir: Path | None = None  # where fine-tuning keeps its resumable state
+    metric: str = "auto"  # how outputs are scored (hetmap.metrics.METRICS)
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from hetmap.aihwkit_reference import rpu_config
-from hetmap.layouts import WeightLayout, row_ranges
+from hetmap.layouts import PEAK_FLOOR, WeightLayout, row_ranges
 from hetmap.mapping import ANALOG, option_bits
 from hetmap.noise import noisy_weights
 from hetmap.simulate import ACTIVATION_BITS
@@ -58,7 +58,7 @@ def quantize_weight(weight: torch.Tensor, bits: int, axis: int | None) -> torch.
         shape = [1] * weight.dim()
         shape[axis] = -1
         peak = weight.detach().abs().amax(dim=others).reshape(shape)
-    step = torch.where(peak > 0, peak / levels, torch.ones_like(peak))
+    step = torch.where(peak > 0, peak.clamp_min(PEAK_FLOOR) / levels, torch.ones_like(peak))
     return fake_quantize(weight, step, levels)
 
 

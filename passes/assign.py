@@ -218,15 +218,18 @@ class _Measurer:
         self.context = context
         self.t_inference_s = parse_drift(drift)
         self.seeds = seeds
-        self.scorer = Scorer(model, scoring_dataset(model, context.config), context.reference_outputs)
+        self.scorer = Scorer(model, scoring_dataset(model, context.config), context.reference_outputs, context.config.metric)
         self.offset = 100 * (self.scorer.full_precision - self.scorer.model_metric)
         self.layers = context.reports["partition"].layers
         self.total_weights = context.reports["partition"].mappable_weights
 
     def __call__(self, mapping: dict[str, str], predicted: float) -> Attempt:
         target = self.context.target
+        what = f"the mapping with {sum(o == ANALOG for o in mapping.values())} analog layers"
         with annotated_as(self.model, mapping, self.context):
-            _, per_time = self.scorer.simulate(self.model, target, [self.t_inference_s], self.seeds, self.context.config.seed)
+            _, per_time = self.scorer.simulate(
+                self.model, target, [self.t_inference_s], self.seeds, self.context.config.seed, what=what
+            )
         drops = 100 * (self.scorer.full_precision - np.array(per_time[0]))
         analog = [l for l in self.layers if mapping[l.name] == ANALOG]
         return Attempt(

@@ -98,7 +98,7 @@ class Finetune:
         names = [layer.name for layer in layers]
         fixed = validate(resolve_mapping(self.mapping, names), names, context.target, self.mapping).layers if self.mapping else None
         dataset = scoring_dataset(model, config)
-        scorer = Scorer(model, dataset, context.reference_outputs)
+        scorer = Scorer(model, dataset, context.reference_outputs, context.config.metric)
         context.reference_outputs = scorer.reference
         before = self._scores(model, context, scorer, fixed)
 
@@ -128,7 +128,7 @@ class Finetune:
         context.weights_before_finetune = {name: model.graph.initializers[name].const_value for name in trainable}
         for name, array in net.graph.parameter_arrays().items():
             model.graph.initializers[name].const_value = ir.tensor(array, name=name)
-        after = self._scores(model, context, Scorer(model, dataset, context.reference_outputs), fixed)
+        after = self._scores(model, context, Scorer(model, dataset, context.reference_outputs, context.config.metric), fixed)
         report = FinetuneReport(
             epochs=adaptation.epochs,
             scope=adaptation.scope,

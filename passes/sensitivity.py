@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from hetmap.errors import require_finite
 from hetmap.evaluate import Scorer, parse_drift
 from hetmap.mapping import ANALOG, target_options
 from hetmap.passes.emit import annotated_as
@@ -52,20 +53,22 @@ class Sensitivity:
         target = context.target
         partition = context.reports["partition"]
         dataset = scoring_dataset(model, context.config)
-        scorer = Scorer(model, dataset, context.reference_outputs)
+        scorer = Scorer(model, dataset, context.reference_outputs, context.config.metric)
         t_inference_s = parse_drift(self.drift)
         layers = {}
         for layer in partition.layers:
             drops = {}
             for option in target_options(target):
                 seeds = self.seeds if option == ANALOG else 1
+                what = f"layer '{layer.name}' as {option}"
                 with annotated_as(model, {layer.name: option}, context):
-                    _, per_time = scorer.simulate(model, target, [t_inference_s], seeds, context.config.seed)
+                    _, per_time = scorer.simulate(model, target, [t_inference_s], seeds, context.config.seed, what=what)
                 values = 100 * (scorer.model_metric - np.array(per_time[0]))
+                require_finite(values, f"sensitivity: the drop of {what}")
                 drops[option] = OptionDrop(float(values.mean()), float(values.std()))
             layers[layer.name] = drops
         report = SensitivityReport(
-            metric="accuracy" if dataset.labels is not None else "agreement",
+            metric=scorer.metric.name,
             data=dataset.source,
             samples=dataset.size,
             full_precision=scorer.full_precision,
