@@ -1,3 +1,3 @@
-from hetmap.cli import main
+from hetmap import main
 
 main()

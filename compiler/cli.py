@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from hetmap import __version__
-from hetmap.driver import REPORT_HTML, Adaptation, Decision, compile_model, read_reports
+from hetmap.driver import REPORT_HTML, Adaptation, Decision, compile_model, over_budget, read_reports
 from hetmap.errors import HetmapError
 from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model, write_json_atomic
@@ -23,11 +24,22 @@ from hetmap.passes.finetune import SCOPES
 from hetmap.pipeline import report_to_dict
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 from hetmap.sim.drift import parse_drift
+from hetmap.sim.metrics import METRICS
 from hetmap.sim.run import evaluate
 from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
 
 out = Console()
 err = Console(stderr=True)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float flag that refuses nan and inf (click's FloatRange lets nan through every bound)."""
+
+    def convert(self, value, param, context):
+        number = super().convert(value, param, context)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, context)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,7 +55,7 @@ def cli() -> None:
 @click.option("--data", type=click.Path(path_type=Path), help="Calibration .npz (x, optional y): shapes and checks.")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1,3,32,32", help="Concrete shape of an input with symbolic dimensions.")
 @click.option("--mapping", metavar="FILE|PRESET", help="Use this mapping (JSON file, or all-analog, all-digital-int8, all-digital-int4) instead of the solver.")
-@click.option("--max-drop", default=0.5, show_default=True, type=click.FloatRange(min=0), help="Accuracy budget in percentage points.")
+@click.option("--max-drop", default=0.5, show_default=True, type=FiniteFloat(min=0), help="Accuracy budget in percentage points.")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="energy", show_default=True, help="Minimise energy or maximise the analog weight share.")
 @click.option("--drift", default="1d", show_default=True, help="Drift time at which the budget holds.")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws per measurement.")
@@ -54,10 +66,13 @@ def cli() -> None:
 @click.option("--train", "train", type=click.Path(path_type=Path), help="Training .npz for --finetune (x, optional y; without y: distillation).")
 @click.option("--finetune-scope", type=click.Choice(SCOPES), default="all", show_default=True,
               help="Which weights fine-tuning changes: all, the last layer (head), or norms and biases (norm).")
-@click.option("--finetune-lr", default=Adaptation.learning_rate, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
+              help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.")
+@click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when no measured mapping meets --max-drop.")
+@click.option("--finetune-lr", default=Adaptation.learning_rate, show_default=True, type=FiniteFloat(min=0, min_open=True),
               help="Fine-tuning's initial learning rate (Adam, cosine schedule).")
 def compile(model, target, output, data, input_shape, mapping, max_drop, objective, drift, seeds, pareto, seed,
-            finetune_epochs, train, finetune_scope, finetune_lr) -> None:  # fmt: skip
+            finetune_epochs, train, finetune_scope, metric, allow_over_budget, finetune_lr) -> None:  # fmt: skip
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
         from hetmap.models import DEFAULT_MODEL, reference_path
@@ -83,7 +98,7 @@ def compile(model, target, output, data, input_shape, mapping, max_drop, objecti
             progress.update(steps, completed=done, info=info)
 
         result = compile_model(
-            model, chosen, output, data_path=data, input_shapes=shapes, seed=seed,
+            model, chosen, output, data_path=data, input_shapes=shapes, seed=seed, metric=metric,
             decision=Decision(mapping, max_drop, objective, drift, seeds, pareto),
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
             train_path=train, adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr), on_step=on_step,
@@ -92,6 +107,9 @@ def compile(model, target, output, data, input_shape, mapping, max_drop, objecti
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
     out.print(f"wrote {result.output_dir}/")
+    refusal = over_budget(result.reports)
+    if refusal and not allow_over_budget:
+        raise HetmapError(f"{refusal}; the reports are in {result.output_dir}/ (give --allow-over-budget to accept it)")
 
 
 @cli.command()
@@ -110,7 +128,9 @@ def inspect(build_dir) -> None:
 @click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws of device noise.")
 @click.option("--seed", default=0, show_default=True, help="Base seed of the draws.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Where to write the JSON result (default: beside MODEL).")
-def run(model, data, drift, seeds, seed, json_path) -> None:
+@click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
+              help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.")
+def run(model, data, drift, seeds, seed, json_path, metric) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
     annotated = read_model(model)
     read_target(annotated, str(model))
@@ -122,7 +142,7 @@ def run(model, data, drift, seeds, seed, json_path) -> None:
         parse_drift(text)
     with Progress(*Progress.get_default_columns(), console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("simulating", total=seeds * len(drifts))
-        report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, lambda: progress.advance(task))
+        report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, lambda: progress.advance(task), metric)
     result = report_to_dict(report)
     json_path = json_path or model.with_name(f"{model.stem}.run.json")
     write_json_atomic(json_path, result)

@@ -26,6 +26,7 @@ from hetmap.passes.sensitivity import Sensitivity, SensitivityBeforeFinetune
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
 from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
+from hetmap.report.views import chosen_attempt
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.measure import Measurement
 from hetmap.sim.simulation import build_simulation, draw_generators
@@ -36,6 +37,7 @@ SIMULATION_MODEL = "model.sim.onnx"
 MAPPING_FILE = "mapping.json"
 REPORTS_DIR = "reports"
 REPORT_HTML = "report.html"
+COMPLETION_REPORT = "pipeline"  # written last: a folder without it holds an interrupted compile
 REPORT_NAMES = ("canonicalize", "partition", "calibrate", "sensitivity_before", "finetune", "sensitivity", "assign", "schedule", "emit", "pipeline")
 
 
@@ -110,6 +112,7 @@ def compile_model(
     train_path: Path | None = None,
     adaptation: Adaptation = Adaptation(),
     on_step: Callable[[int, int, str], None] = lambda done, total, info: None,
+    metric: str = "auto",
 ) -> CompileResult:
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`.
 
@@ -131,15 +134,19 @@ def compile_model(
         dataset=dataset,
         train=train,
         checkpoint_dir=output_dir,
+        metric=metric,
     )
     context = PassContext(target=target, config=config, progress=on_step)
     model, results = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)
 
     reports = {name: report_to_dict(result) for name, result in results.items()}
+    completion_mark = output_dir / REPORTS_DIR / f"{COMPLETION_REPORT}.json"
+    completion_mark.unlink(missing_ok=True)  # an earlier compile's outputs are being replaced
     save_model_atomic(model, output_dir / MAPPED_MODEL)
     write_json_atomic(output_dir / MAPPING_FILE, results["assign"].mapping.to_json())
     for name, report in reports.items():
-        write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
+        if name != COMPLETION_REPORT:
+            write_json_atomic(output_dir / REPORTS_DIR / f"{name}.json", report)
     for name in REPORT_NAMES:  # an earlier compile's report this one did not write (sensitivity, after --mapping)
         if name not in reports:
             (output_dir / REPORTS_DIR / f"{name}.json").unlink(missing_ok=True)
@@ -149,6 +156,7 @@ def compile_model(
     files = [MAPPED_MODEL, SIMULATION_MODEL, MAPPING_FILE, *(f"{REPORTS_DIR}/{n}.json" for n in reports)]
     files += [f"{REPORTS_DIR}/{name}" for name in PICTURES if name in pictures]
     write_report_html(output_dir / REPORT_HTML, reports, pictures, model_path.name, files)
+    write_json_atomic(completion_mark, reports[COMPLETION_REPORT])  # last: the folder is whole
     return CompileResult(output_dir=output_dir, reports=reports)
 
 
@@ -167,11 +175,25 @@ def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed
     save_model_atomic(simulation.model, path)
 
 
+def over_budget(reports: dict[str, dict]) -> str | None:
+    """Why the compile's result is a refusal (no measured mapping met the budget), or None when it is not."""
+    assign = reports.get("assign", {})
+    if assign.get("source") != "solver" or assign.get("within_budget"):
+        return None
+    chosen = chosen_attempt(assign)
+    return (
+        f"no mapping met the {assign['max_drop_points']:g}-point budget at {assign['drift']}: "
+        f"the one with the least measured drop ({chosen['measured_drop_points']:.2f} points) was written"
+    )
+
+
 def read_reports(output_dir: Path) -> dict[str, dict]:
     """The JSON reports of an earlier compile."""
     folder = output_dir / REPORTS_DIR
     if not folder.is_dir():
         raise HetmapError(f"'{output_dir}' holds no hetmap reports (expected {folder}/); run hetmap compile first")
+    if not (folder / f"{COMPLETION_REPORT}.json").is_file():
+        raise HetmapError(f"'{output_dir}' holds an unfinished compile (interrupted?); run hetmap compile again")
     reports = {}
     for path in sorted(folder.glob("*.json")):
         try:

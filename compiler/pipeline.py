@@ -46,6 +46,7 @@ class CompileConfig:
     dataset: Dataset | None = None
     train: Dataset | None = None  # fine-tuning data
     checkpoint_dir: Path | None = None  # where fine-tuning keeps its resumable state
+    metric: str = "auto"  # how outputs are scored (hetmap.sim.metrics.METRICS)
 
 
 @dataclass(frozen=True)

@@ -147,13 +147,14 @@ class _Measure:
         self.measurement = measurement
         self.layers = context.reports["partition"].layers
         self.total_weights = context.reports["partition"].mappable_weights
-        self.scorer = Scorer(model, scoring_dataset(model, context.config), reference)
+        self.scorer = Scorer(model, scoring_dataset(model, context.config), reference, context.config.metric)
         ranges = context.reports["calibrate"].input_range
         self.measurer = Measurer(model, self.target, self.layers, ranges, self.scorer, context.config.seed)
         self.offset = 100 * (self.scorer.full_precision - self.scorer.model_metric)
 
     def __call__(self, mapping: dict[str, str], predicted: float) -> Attempt:
-        per_time = self.measurer.measure(mapping, [self.measurement.t_inference_s], self.measurement.seeds)
+        what = f"the mapping with {sum(o == ANALOG for o in mapping.values())} analog layers"
+        per_time = self.measurer.measure(mapping, [self.measurement.t_inference_s], self.measurement.seeds, what)
         drops = 100 * (self.scorer.full_precision - np.array(per_time[0]))
         analog = [l for l in self.layers if mapping[l.name] == ANALOG]
         return Attempt(

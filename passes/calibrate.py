@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from hetmap.errors import require_finite
 from hetmap.graph import parity
+from hetmap.graph.layouts import PEAK_FLOOR
 from hetmap.graph.shapes import fixed_batch
 from hetmap.pipeline import Pass, PassContext, parity_feeds
 
@@ -64,6 +66,8 @@ class Calibrate(Pass):
         finally:
             for _ in probes:
                 model.graph.outputs.pop()
-        ranges = {name: peaks[value.name] or 1.0 for name, value in inputs.items()}
+        for name, value in inputs.items():
+            require_finite(peaks[value.name], f"calibration: the input range of layer '{name}' (tensor '{value.name}')")
+        ranges = {name: max(peaks[value.name], PEAK_FLOOR) if peaks[value.name] else 1.0 for name, value in inputs.items()}
         samples = max((len(array) for array in feeds.values() if array.ndim), default=1 if feeds else 0)
         return model, CalibrateReport(source=source, samples=samples, input_range=ranges)

@@ -107,7 +107,7 @@ class Finetune(Pass):
         names = [layer.name for layer in layers]
         fixed = validate(options.mapping, names, context.target, options.mapping_source).layers if options.mapping else None
         dataset = scoring_dataset(model, config)
-        scorer = Scorer(model, dataset)
+        scorer = Scorer(model, dataset, metric=config.metric)
         before = self._scores(self._measurer(model, context, scorer), layers, context, fixed)
 
         adaptation = options.adaptation
@@ -137,7 +137,7 @@ class Finetune(Pass):
         for name, array in net.graph.parameter_arrays().items():
             model.graph.initializers[name].const_value = ir.tensor(array, name=name)
         adapted = {name: model.graph.initializers[name].const_value for name in trainable}
-        after_scorer = Scorer(model, dataset, scorer.reference)
+        after_scorer = Scorer(model, dataset, scorer.reference, config.metric)
         after = self._scores(self._measurer(model, context, after_scorer), layers, context, fixed)
         report = FinetuneReport(
             epochs=adaptation.epochs,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from hetmap.errors import require_finite
 from hetmap.mapping.mapping import ANALOG, target_options
 from hetmap.pipeline import Pass, PassContext, scoring_dataset
 from hetmap.sim.measure import Measurement, Measurer
@@ -54,7 +55,8 @@ class Sensitivity(Pass):
         partition = context.reports["partition"]
         finetune = context.reports.get("finetune")
         dataset = scoring_dataset(model, context.config)
-        scorer = Scorer(model, dataset, finetune.weights.reference_outputs if finetune else None)
+        reference = finetune.weights.reference_outputs if finetune else None
+        scorer = Scorer(model, dataset, reference, context.config.metric)
         measurer = Measurer(model, target, partition.layers, context.reports["calibrate"].input_range, scorer, context.config.seed)
         t_inference_s = self.measurement.t_inference_s
         layers = {}
@@ -62,12 +64,14 @@ class Sensitivity(Pass):
             drops = {}
             for option in target_options(target):
                 seeds = self.measurement.seeds if option == ANALOG else 1
-                per_time = measurer.measure({layer.name: option}, [t_inference_s], seeds)
+                what = f"layer '{layer.name}' as {option}"
+                per_time = measurer.measure({layer.name: option}, [t_inference_s], seeds, what)
                 values = 100 * (scorer.model_metric - np.array(per_time[0]))
+                require_finite(values, f"sensitivity: the drop of {what}")
                 drops[option] = OptionDrop(float(values.mean()), float(values.std()))
             layers[layer.name] = drops
         report = SensitivityReport(
-            metric="accuracy" if dataset.labels is not None else "agreement",
+            metric=scorer.metric.name,
             data=dataset.source,
             samples=dataset.size,
             full_precision=scorer.full_precision,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetmap.errors import HetmapError
+from hetmap.errors import HetmapError, require_finite
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ def load_dataset(path: Path, input_dtypes: dict[str, np.dtype]) -> Dataset:
             arrays = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError) as error:
         raise HetmapError(f"data file '{path}' is not a readable .npz file ({error})") from None
+    for key, array in arrays.items():
+        require_finite(array, f"data file '{path}' array '{key}'")
     labels = arrays.pop("y", None)
     if len(input_names) == 1 and input_names[0] not in arrays and "x" in arrays:
         arrays[input_names[0]] = arrays.pop("x")
@@ -60,6 +62,8 @@ def load_dataset(path: Path, input_dtypes: dict[str, np.dtype]) -> Dataset:
     sizes = {len(array) for array in inputs.values() if array.ndim}
     if labels is not None:
         sizes.add(len(labels))
+    if sizes == {0}:
+        raise HetmapError(f"data file '{path}' holds no samples")
     if len(sizes) > 1 or 0 in sizes:
         raise HetmapError(f"data file '{path}': arrays disagree on the number of samples ({sorted(sizes)})")
     return Dataset(inputs=inputs, labels=labels, source=str(path))

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Weight-column peaks and input ranges below this count as this. Such a column
+# computes ~0 at any precision, while g_max or a converter step divided by a
+# denormal peak overflows float32 to inf, which noise and quantisers turn into
+# NaN; 1e-15 keeps products of a range and a peak (ADC scales) normal too.
+PEAK_FLOOR = 1e-15
+
 
 @dataclass(frozen=True)
 class WeightLayout:
@@ -92,7 +98,7 @@ def quantize_symmetric(weight: np.ndarray, bits: int, axis: int | None) -> tuple
     else:
         others = tuple(i for i in range(weight.ndim) if i != axis)
         peak = np.abs(weight).max(axis=others)
-    scale = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
+    scale = np.where(peak > 0, np.maximum(peak, PEAK_FLOOR) / levels, 1.0).astype(np.float32)
     shape = [1] * weight.ndim
     if axis is not None:
         shape[axis] = -1

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from hetmap.errors import NonFiniteError, first_non_finite
 from hetmap.mapping.mapping import ANALOG
 
 OBJECTIVES = ("energy", "analog-share")
@@ -32,12 +33,26 @@ class Problem:
     tile_count: int
     allowed: np.ndarray  # [layers, options] bool: option available for the layer
 
+    def __post_init__(self):
+        """The MILP never sees a NaN or inf: one line names the layer, the option and the figure."""
+        for figure, array in (("drop", self.drop), ("energy", self.energy_pj)):
+            index = first_non_finite(array)
+            if index is not None:
+                layer, option = self.layers[index[0]], self.options[index[1]]
+                raise NonFiniteError(f"solver: the {figure} of layer '{layer}' as {option} is {array[index]}")
+        for figure, array in (("weight count", self.weights), ("tile count", self.tiles)):
+            index = first_non_finite(array)
+            if index is not None:
+                raise NonFiniteError(f"solver: the {figure} of layer '{self.layers[index[0]]}' is {array[index]}")
+
 
 def solve(problem: Problem, budget: float, objective: str = "energy", excluded: list[dict[str, str]] = ()) -> dict[str, str] | None:
     """The optimal mapping {layer: option}, or None when no mapping meets the constraints.
 
     `excluded` mappings are cut off (used when a measured mapping broke the budget).
     """
+    if not np.isfinite(budget):
+        raise NonFiniteError(f"solver: the accuracy budget is {budget}")
     n_layers, n_options = problem.drop.shape
     size = n_layers * n_options
     analog = problem.options.index(ANALOG)

@@ -43,10 +43,11 @@ class Measurer:
         self.scorer = scorer
         self.seed = seed
 
-    def measure(self, mapping: dict[str, str], times: list[float], seeds: int) -> list[list[float]]:
+    def measure(self, mapping: dict[str, str], times: list[float], seeds: int, what: str = "the mapped model") -> list[list[float]]:
         """The metric per drift time per seed; layers `mapping` leaves out stay full precision.
 
-        The live graph carries the annotations only while it is simulated.
+        The live graph carries the annotations only while it is simulated;
+        `what` names the mapping in the error a non-finite output raises.
         """
         nodes = {node.name: node for node in self.model.graph}
         total_weights = sum(layer.weight_count for layer in self.layers)
@@ -55,7 +56,7 @@ class Measurer:
             option, input_range = mapping[layer.name], self.input_ranges[layer.name]
             write_layer(nodes[layer.name], layer_annotation(layer, option, self.target, input_range, [], total_weights))
         try:
-            _, per_time = self.scorer.simulate(self.model, self.target, times, seeds, self.seed)
+            _, per_time = self.scorer.simulate(self.model, self.target, times, seeds, self.seed, what=what)
         finally:
             for layer in chosen:
                 clear_layer(nodes[layer.name])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
+from hetmap.graph.layouts import PEAK_FLOOR
 from hetmap.targets import PCMNoise
 
 _F32 = np.float32
@@ -78,6 +79,7 @@ def program_weights(
     g_max = noise.g_max_us
     col_max = np.maximum(weights.max(axis=0, initial=0), -weights.min(axis=0, initial=0))  # no |W| copy
     col_max[col_max == 0] = 1  # an all-zero column maps to 0 uS under any scale
+    np.maximum(col_max, _F32(PEAK_FLOOR), out=col_max)  # g_max / a denormal peak would be inf
     us_per_weight = (g_max / col_max).astype(_F32)
     # sigma_P as a polynomial in g_T itself (uS), so no g_T/g_max array is needed.
     prog_scale = noise.prog_noise_scale * g_max / _PROG_COEFF_G_MAX_US

@@ -27,7 +27,7 @@ class DriftResult:
 class RunReport:
     model: str
     data: str
-    metric: str  # "accuracy" or "agreement"
+    metric: str  # Metric.name: accuracy, agreement (top-1 with full precision), cosine, snr
     samples: int
     seeds: int
     full_precision: float
@@ -43,16 +43,17 @@ def evaluate(
     seeds: int,
     seed: int = 0,
     on_step: Callable[[], None] = lambda: None,
+    metric: str = "auto",
 ) -> RunReport:
     """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws."""
     target = read_target(model, source)
     times = [parse_drift(text) for text in drifts]
-    scorer = Scorer(model, dataset)
+    scorer = Scorer(model, dataset, metric=metric)
     nominal, per_time = scorer.simulate(model, target, times, seeds, seed, on_step, with_nominal=True)
     return RunReport(
         model=source,
         data=dataset.source,
-        metric="accuracy" if dataset.labels is not None else "agreement",
+        metric=scorer.metric.name,
         samples=dataset.size,
         seeds=seeds,
         full_precision=scorer.full_precision,

@@ -1,9 +1,10 @@
 """The scorer: a model's metric on one data set, in full precision and simulated over draws.
 
 Each seed programs every tile once (programming noise, drift exponents);
-the same chip is then read at each drift time. The metric is accuracy when
-the data has labels, else agreement with the full-precision model (top-1
-for classifiers, cosine similarity otherwise).
+the same chip is then read at each drift time. The metric (hetmap.sim.metrics)
+is accuracy when the data has labels, else agreement with the
+full-precision model: top-1 for class scores, per position for sequences,
+cosine similarity otherwise, unless the user names one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from hetmap.errors import HetmapError
+from hetmap.errors import HetmapError, NonFiniteError, require_finite
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
+from hetmap.sim.metrics import Metric, choose_metric
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
 
@@ -47,17 +49,6 @@ def _predict(session: ort.InferenceSession, inputs: dict[str, np.ndarray], extra
     return np.concatenate(parts)
 
 
-def score(outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
-    """Accuracy with labels, else agreement with the full-precision outputs."""
-    if labels is not None:
-        return float(np.mean(outputs.reshape(len(labels), -1).argmax(axis=1) == labels.reshape(-1)))
-    if outputs.ndim == 2 and outputs.shape[1] > 1:
-        return float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
-    a, b = outputs.reshape(len(outputs), -1), reference.reshape(len(reference), -1)
-    cosine = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return float(np.mean(cosine))
-
-
 def _batch_size(model: ir.Model, dataset: Dataset) -> int:
     """Samples per run: the model's fixed batch size, which must divide the data, else CHUNK."""
     batch = fixed_batch(model)
@@ -78,18 +69,25 @@ class Scorer:
     variant without analog layers is deterministic and is run once.
     """
 
-    def __init__(self, model: ir.Model, dataset: Dataset, reference: np.ndarray | None = None):
-        """reference: the outputs scores compare with (default: the model's own, in full precision)."""
+    def __init__(self, model: ir.Model, dataset: Dataset, reference: np.ndarray | None = None, metric: str = "auto"):
+        """reference: the outputs scores compare with (default: the model's own, in full precision).
+
+        metric: a name of hetmap.sim.metrics.METRICS; `auto` chooses from the output's shape and the labels.
+        """
         self.dataset = dataset
         self.batch = _batch_size(model, dataset)
         own = _predict(_session(model, set()), dataset.inputs, {}, self.batch)
+        require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.reference = own if reference is None else reference
-        self.full_precision = score(self.reference, dataset.labels, self.reference)
-        self.model_metric = score(own, dataset.labels, self.reference)  # this model's weights, no noise
+        self.metric: Metric = choose_metric(metric, self.reference, dataset.labels, dataset.source)
+        self.full_precision = self.metric.score(self.reference, dataset.labels, self.reference)
+        self.model_metric = self.metric.score(own, dataset.labels, self.reference)  # this model's weights, no noise
 
-    def _score(self, session, weights) -> float:
+    def _score(self, session, weights, what: str) -> float:
         outputs = _predict(session, self.dataset.inputs, weights, self.batch)
-        return score(outputs, self.dataset.labels, self.reference)
+        if not np.isfinite(outputs).all():
+            raise NonFiniteError(f"the simulation of {what} computed a non-finite output on data file '{self.dataset.source}'")
+        return self.metric.score(outputs, self.dataset.labels, self.reference)
 
     def simulate(
         self,
@@ -100,25 +98,27 @@ class Scorer:
         seed: int = 0,
         on_step: Callable[[], None] = lambda: None,
         with_nominal: bool = False,
+        what: str = "the mapped model",
     ) -> tuple[float | None, list[list[float]]]:
         """(converters-only metric when asked, else None; metric per drift time per seed) of an annotated model.
 
         The converters-only run costs one more pass over the data, so only `hetmap run` asks for it.
+        `what` names the variant in the error a non-finite output raises.
         """
         simulation: Simulation = build_simulation(annotated, target)
         session = _session(simulation.model, simulation.drawn_names())
         if not simulation.blocks:
-            nominal = self._score(session, simulation.nominal())
+            nominal = self._score(session, simulation.nominal(), what)
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
-        nominal = self._score(session, simulation.nominal()) if with_nominal else None
+        nominal = self._score(session, simulation.nominal(), what) if with_nominal else None
         per_time = [[] for _ in times]
         for draw in range(seeds):
             program_rng, read_rngs = draw_generators(seed, draw, len(times))
             programmed = simulation.program(program_rng)
             for index, t in enumerate(times):
                 weights = simulation.read(programmed, t, read_rngs[index])
-                per_time[index].append(self._score(session, weights))
+                per_time[index].append(self._score(session, weights, what))
                 on_step()
         return nominal, per_time

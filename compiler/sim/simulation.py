@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from hetmap.graph.layouts import WeightLayout, quantize_symmetric, row_ranges
+from hetmap.graph.layouts import PEAK_FLOOR, WeightLayout, quantize_symmetric, row_ranges
 from hetmap.mapping.annotations import read_layer
 from hetmap.sim import noise as pcm
 from hetmap.targets import Target
@@ -210,6 +210,7 @@ class _Builder:
             channels = (stop - start) // layout.kernel
             column_peak = np.abs(block).max(axis=0)
             column_peak[column_peak == 0] = 1
+            np.maximum(column_peak, np.float32(PEAK_FLOOR), out=column_peak)
             adc_scale = (adc_step * input_range * column_peak).astype(np.float32)  # real units per ADC code
             to_codes = (dac_step / adc_scale).astype(np.float32)
             weight = self.constant(f"tile_rows{index}", layout.block_weight(block * to_codes, channels))

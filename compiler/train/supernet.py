@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from hetmap.graph.layouts import WeightLayout, row_ranges
+from hetmap.graph.layouts import PEAK_FLOOR, WeightLayout, row_ranges
 from hetmap.mapping.mapping import ANALOG, option_bits
 from hetmap.sim.noise import noisy_weights
 from hetmap.sim.simulation import ACTIVATION_BITS
@@ -58,7 +58,7 @@ def quantize_weight(weight: torch.Tensor, bits: int, axis: int | None) -> torch.
         shape = [1] * weight.dim()
         shape[axis] = -1
         peak = weight.detach().abs().amax(dim=others).reshape(shape)
-    step = torch.where(peak > 0, peak / levels, torch.ones_like(peak))
+    step = torch.where(peak > 0, peak.clamp_min(PEAK_FLOOR) / levels, torch.ones_like(peak))
     return fake_quantize(weight, step, levels)
 
 

@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
@@ -22,7 +23,7 @@ import onnxscript.rewriter
 from onnxscript.rewriter.rules import common as rules
 from onnxscript.version_converter import ConvertVersionPass
 
-from hetmap.errors import HetmapError
+from hetmap.errors import HetmapError, NonFiniteError, first_non_finite
 from hetmap.passes.canonicalize.onnx_ml import lower_linear_models
 from hetmap.pipeline import Pass, PassContext
 
@@ -30,6 +31,9 @@ CANONICAL_OPSET = 21
 MIN_OPSET = 9
 MIN_IR_VERSION = 3
 CANONICAL_IR_VERSION = 10  # the first IR version that admits opset 21
+
+_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization"})
+_FLOAT_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
 
 _BATCHNORM_RULES = [
     rules.fuse_batchnorm_into_conv_rule,
@@ -52,6 +56,35 @@ class CanonicalizeReport:
     weight_count: int
     batchnorms_folded: int
     batchnorms_left: int
+
+
+def _refuse_non_finite_weights(model: ir.Model) -> None:
+    """A NaN in any initializer, or an inf in one a layer computes with, stops the import naming it.
+
+    An inf elsewhere can be meant (an attention mask's -inf), so only weights
+    and biases of Conv, ConvTranspose, Gemm, MatMul and BatchNormalization count.
+    """
+    computing = {
+        value.name
+        for node in ir.traversal.RecursiveGraphIterator(model.graph)
+        if node.op_type in _WEIGHTED_OPS
+        for value in node.inputs
+        if value is not None
+    }
+    for name, value in model.graph.initializers.items():
+        tensor = value.const_value
+        if tensor is None or tensor.dtype not in _FLOAT_TYPES:
+            continue
+        array = tensor.numpy()
+        index = first_non_finite(array) if name in computing else _first_nan(array)
+        if index is not None:
+            where = f" at index {list(index)}" if index else ""
+            raise NonFiniteError(f"initializer '{name}' holds {array[index]}{where}: the model's weights must be finite")
+
+
+def _first_nan(array: np.ndarray) -> tuple[int, ...] | None:
+    nan = np.isnan(array)
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(nan)), array.shape)) if nan.any() else None
 
 
 @contextlib.contextmanager
@@ -110,6 +143,7 @@ class Canonicalize(Pass):
 
         common_passes.RemoveInitializersFromInputsPass()(model)
         common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+        _refuse_non_finite_weights(model)
         if opset_in < CANONICAL_OPSET:
             with _quiet("onnxscript"):  # its note about falling back to onnx's converter is not the user's concern
                 ConvertVersionPass(CANONICAL_OPSET, fallback=True)(model)
