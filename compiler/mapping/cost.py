@@ -44,9 +44,3 @@ def layer_cost(layer, option: str, target: Target) -> LayerCost:
     unit = target.digital_unit(option_bits(option))
     cycles = layer.macs / unit.macs_per_cycle
     return LayerCost(layer.macs * unit.energy_per_mac_pj, cycles * 1e3 / target.clock_mhz)
-
-
-def mapping_cost(layers, mapping, target: Target) -> LayerCost:
-    """Totals of a mapping, layers run one after another."""
-    costs = [layer_cost(layer, mapping.layers[layer.name], target) for layer in layers]
-    return LayerCost(sum(c.energy_pj for c in costs), sum(c.latency_ns for c in costs))
