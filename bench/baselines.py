@@ -33,7 +33,7 @@ import onnx_ir as ir
 import torch
 
 from hetmap.adaptation import AdaptConfig, MappingSampler, adapt
-from hetmap.cost import mapping_cost
+from hetmap.cost import mapping_energy_pj
 from hetmap.data import Dataset, load_dataset
 from hetmap.evaluate import Scorer, parse_drift
 from hetmap.layouts import WeightLayout
@@ -122,7 +122,7 @@ def outcome(base: Calibrated, method: str, mapping: dict[str, str], accuracy: fl
     target = base.context.target
     analog = sum(layer.weight_count for layer in base.layers if mapping[layer.name] == ANALOG)
     digital = {layer.name: widest_digital(target) for layer in base.layers}
-    energy = mapping_cost(base.layers, Mapping(mapping), target).energy_pj / mapping_cost(base.layers, Mapping(digital), target).energy_pj
+    energy = mapping_energy_pj(base.layers, mapping, target) / mapping_energy_pj(base.layers, digital, target)
     share = analog / base.context.reports["partition"].mappable_weights
     return Outcome(method, dict(mapping), accuracy, std, base.full_precision - accuracy, share, energy, seconds, details or {}, model)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from hetmap.cost import layer_cost
+from hetmap.cost import dram_surcharge_pj_per_byte, layer_cost, mapping_energy_pj, weight_bytes
 from hetmap.evaluate import Scorer, parse_drift
 from hetmap.mapping import ANALOG, Mapping, resolve_mapping, target_options, validate
 from hetmap.passes.emit import annotated_as
@@ -150,6 +150,7 @@ def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> P
     layers = partition.layers
     drop = np.array([[max(sensitivity[l.name][o].drop_points, 0.0) for o in options] for l in layers])
     energy = np.array([[layer_cost(l, o, context.target).energy_pj for o in options] for l in layers])
+    weight_bytes_per_option = np.array([[weight_bytes(l, o, context.target) for o in options] for l in layers])
     allowed = np.ones(drop.shape, dtype=bool)
     allowed[:, options.index(ANALOG)] = [l.tiles <= context.target.analog.count for l in layers]
     return Problem(
@@ -161,6 +162,9 @@ def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> P
         tiles=np.array([l.tiles for l in layers], dtype=float),
         tile_count=context.target.analog.count,
         allowed=allowed,
+        weight_bytes=weight_bytes_per_option,
+        weight_sram_bytes=context.target.memory.weight_sram_bytes,
+        dram_surcharge_pj_per_byte=dram_surcharge_pj_per_byte(context.target),
     )
 
 
@@ -237,6 +241,6 @@ class _Measurer:
             predicted_drop_points=predicted,
             measured_drop_points=float(drops.mean()),
             measured_std_points=float(drops.std()),
-            energy_pj=sum(layer_cost(l, mapping[l.name], target).energy_pj for l in self.layers),
+            energy_pj=mapping_energy_pj(self.layers, mapping, target),
             analog_weight_share=sum(l.weight_count for l in analog) / self.total_weights,
         )
