@@ -36,7 +36,7 @@ from hetmap.graph.data import Dataset, load_dataset
 from hetmap.graph.layouts import WeightLayout
 from hetmap.graph.modelio import read_model
 from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
-from hetmap.mapping.cost import layer_cost
+from hetmap.mapping.cost import mapping_energy_pj
 from hetmap.mapping.mapping import ANALOG, option_bits, target_options
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
@@ -133,14 +133,9 @@ def outcome(base: Calibrated, method: str, mapping: dict[str, str], accuracy: fl
     target = base.context.target
     analog = sum(layer.weight_count for layer in base.layers if mapping[layer.name] == ANALOG)
     digital = {layer.name: widest_digital(target) for layer in base.layers}
-    energy = _energy_pj(base.layers, mapping, target) / _energy_pj(base.layers, digital, target)
+    energy = mapping_energy_pj(base.layers, mapping, target) / mapping_energy_pj(base.layers, digital, target)
     share = analog / base.context.reports["partition"].mappable_weights
     return Outcome(method, dict(mapping), accuracy, std, base.full_precision - accuracy, share, energy, seconds, details or {}, model)
-
-
-def _energy_pj(layers, mapping: dict[str, str], target: Target) -> float:
-    """A mapping's energy per inference: its layers' costs summed."""
-    return sum(layer_cost(layer, mapping[layer.name], target).energy_pj for layer in layers)
 
 
 def widest_digital(target: Target) -> str:

@@ -23,7 +23,7 @@ from hetmap.mapping.solver import Problem, solve
 from hetmap.models import reference_path
 from hetmap.targets import load_target
 
-MODELS = ("cnn", "mlp", "resnet", "transformer")
+MODELS = ("cnn", "mlp", "resnet", "transformer", "resnet8", "resnet20")
 BUDGET_POINTS = 0.5
 SEEDS = 3
 SOLVER_GOAL_S = 1.0

@@ -137,7 +137,7 @@ def _mb(n: float) -> str:
 def main() -> None:
     import onnx
 
-    from bench.resnet50_graph import build_resnet50, weight_stats
+    from bench.resnet_graphs import build_resnet50, weight_stats
 
     with tempfile.TemporaryDirectory(prefix="hetmap-scale-") as tmp:
         model_path = Path(tmp) / "resnet50.onnx"

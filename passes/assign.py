@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from hetmap.mapping.cost import layer_cost
+from hetmap.mapping.cost import dram_surcharge_pj_per_byte, layer_cost, mapping_energy_pj, weight_bytes
 from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
 from hetmap.mapping.search import Attempt, Decision, decide, solve_and_verify
 from hetmap.mapping.solver import Problem
@@ -125,6 +125,7 @@ def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> P
     layers = partition.layers
     drop = np.array([[max(sensitivity[l.name][o].drop_points, 0.0) for o in options] for l in layers])
     energy = np.array([[layer_cost(l, o, context.target).energy_pj for o in options] for l in layers])
+    weight_bytes_per_option = np.array([[weight_bytes(l, o, context.target) for o in options] for l in layers])
     allowed = np.ones(drop.shape, dtype=bool)
     allowed[:, options.index(ANALOG)] = [l.tiles <= context.target.analog.count for l in layers]
     return Problem(
@@ -136,6 +137,9 @@ def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> P
         tiles=np.array([l.tiles for l in layers], dtype=float),
         tile_count=context.target.analog.count,
         allowed=allowed,
+        weight_bytes=weight_bytes_per_option,
+        weight_sram_bytes=context.target.memory.weight_sram_bytes,
+        dram_surcharge_pj_per_byte=dram_surcharge_pj_per_byte(context.target),
     )
 
 
@@ -162,6 +166,6 @@ class _Measure:
             predicted_drop_points=predicted,
             measured_drop_points=float(drops.mean()),
             measured_std_points=float(drops.std()),
-            energy_pj=sum(layer_cost(l, mapping[l.name], self.target).energy_pj for l in self.layers),
+            energy_pj=mapping_energy_pj(self.layers, mapping, self.target),
             analog_weight_share=sum(l.weight_count for l in analog) / self.total_weights,
         )

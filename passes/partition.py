@@ -49,6 +49,8 @@ class MappableLayer:
     row_blocks: int
     col_blocks: int
     tiles: int
+    input_elements: int  # of the activation it multiplies, one inference (batch 1): activation traffic
+    output_elements: int
 
 
 @dataclass
@@ -149,9 +151,21 @@ _MATRIX_OF = {
 }
 
 
+def _activation(node: ir.Node, operand: int) -> ir.Value:
+    return node.inputs[0 if node.op_type in ("Conv", "ConvTranspose") else 1 - operand]
+
+
+def _elements(shapes, value_name: str, fallback: int) -> int:
+    """Elements of a value in one inference (shapes are per inference, as for MACs)."""
+    shape = shapes.get(value_name)
+    if shape is None or any(not isinstance(d, int) for d in shape):
+        return int(fallback)
+    return int(math.prod(shape))
+
+
 def _activation_rank(node: ir.Node, operand: int, shapes) -> int:
     """Rank of the operand multiplied by the weight (from the output's when unknown)."""
-    activation = node.inputs[0 if node.op_type in ("Conv", "ConvTranspose") else 1 - operand]
+    activation = _activation(node, operand)
     if shapes.get(activation.name) is not None:
         return len(shapes[activation.name])
     vector_weight = len(node.inputs[operand].const_value.shape) == 1
@@ -239,6 +253,8 @@ class Partition(Pass):
                     row_blocks=row_blocks,
                     col_blocks=col_blocks,
                     tiles=row_blocks * col_blocks,
+                    input_elements=_elements(shapes, _activation(node, operand).name, macs // rows // cols * rows),
+                    output_elements=_elements(shapes, node.outputs[0].name, macs // rows),
                 )
             )
         for node, owner in _subgraph_nodes(model.graph):

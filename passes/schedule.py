@@ -6,7 +6,7 @@ top-level ONNX nodes in topological order: a node starts when all its inputs
 are ready; analog layers never share tiles, so they may overlap each other
 and the digital units; layers on the same digital unit (same bit width) run
 one at a time, in topological order. Latency and energy of a mappable layer
-come from `hetmap.mapping.cost.layer_cost` (the model the solver uses).
+come from `hetmap.mapping.cost.mapping_costs` (the model the solver uses).
 
 reports/schedule.json (times in ns, energies in pJ, one inference, batch 1):
 
@@ -14,9 +14,16 @@ reports/schedule.json (times in ns, energies in pJ, one inference, batch 1):
     tile_count                   analog tiles on the target
     tiles_used                   tiles holding weight blocks (ids 0..tiles_used-1)
     makespan_ns                  end of the last layer: the latency of one inference
+    pipeline_interval_ns         a stream of inferences with layers pipelined: the busiest
+                                 unit's time per inference (an analog layer's own tiles,
+                                 or the layers sharing one digital unit)
+    throughput_per_s             1e9 / pipeline_interval_ns
     total_energy_pj              sum of the layers' energies
+    energy_breakdown_pj          the same by term: compute, conversions, weight_movement,
+                                 activation_movement, periphery (see hetmap.cost)
     digital_baseline_option      "int8" (the target's widest digital unit)
     digital_baseline_energy_pj   the same layers all on that unit, for comparison
+    digital_baseline_energy_breakdown_pj   ... by term
     digital_baseline_latency_ns  ... and their latency (one unit: layers in sequence)
     critical_path                layer names, first to last: the chain that sets the
                                  makespan; each layer starts when the one before it
@@ -32,7 +39,9 @@ reports/schedule.json (times in ns, energies in pJ, one inference, batch 1):
                                  cols the part of the tile the block occupies
       ready_ns                   when its inputs are ready
       start_ns, end_ns           start > ready: it waited for its digital unit
-      latency_ns, energy_pj      layer_cost of the layer under its option
+      latency_ns, energy_pj      the layer's cost under its option (hetmap.cost.mapping_costs)
+      energy_breakdown_pj        ... by term
+      tile_utilisation           analog: cells holding weights / cells of its tiles (else null)
       critical                   on the critical path
 
 Only mappable layers cost time and energy. Every other node (activations,
@@ -48,10 +57,13 @@ from dataclasses import dataclass, field
 import networkx as nx
 import onnx_ir as ir
 
-from hetmap.mapping.cost import layer_cost
+from hetmap.mapping.cost import mapping_costs, reloads
 from hetmap.mapping.mapping import ANALOG, Mapping
 from hetmap.mapping.placement import TileBlock, place_blocks
 from hetmap.pipeline import Pass, PassContext
+from hetmap.targets import Target
+
+RELOADED_TILES = "reloaded tiles"  # the timing unit of analog layers taking turns on rewritten tiles
 
 
 @dataclass
@@ -66,6 +78,8 @@ class ScheduledLayer:
     end_ns: float
     latency_ns: float
     energy_pj: float
+    energy_breakdown_pj: dict[str, float]  # compute, conversions, weight_movement, activation_movement, periphery
+    tile_utilisation: float | None  # analog: crossbar cells holding weights / cells of its tiles
     critical: bool = False
 
 
@@ -75,9 +89,13 @@ class ScheduleReport:
     tile_count: int
     tiles_used: int
     makespan_ns: float
+    pipeline_interval_ns: float  # a stream of inputs: the busiest unit's time per inference (layers pipelined)
+    throughput_per_s: float
     total_energy_pj: float
+    energy_breakdown_pj: dict[str, float]
     digital_baseline_option: str
     digital_baseline_energy_pj: float
+    digital_baseline_energy_breakdown_pj: dict[str, float]
     digital_baseline_latency_ns: float
     critical_path: list[str]
     zero_cost_nodes: int
@@ -151,6 +169,32 @@ def _critical_chain(graph: nx.DiGraph, end: dict, bound_by: dict) -> list[str]:
     return chain[::-1]
 
 
+def pipeline_interval_ns(costs: dict[str, tuple[str, float]]) -> float:
+    """Time per inference of a stream with layers pipelined: the busiest unit's work.
+
+    Each analog layer has tiles of its own; the layers on one digital unit take turns.
+    """
+    busy: dict[str, float] = {}
+    for name, (unit, latency) in costs.items():
+        key = name if unit == ANALOG else unit
+        busy[key] = busy.get(key, 0.0) + latency
+    return max(busy.values(), default=0.0)
+
+
+def tile_utilisation(layer, target: Target) -> float:
+    """Crossbar cells holding a weight over the cells of the tiles the layer holds."""
+    return layer.weight_count / (layer.tiles * target.analog.rows * target.analog.cols)
+
+
+def total_breakdown(costs) -> dict[str, float]:
+    """The energy terms summed over layers."""
+    totals: dict[str, float] = {}
+    for cost in costs:
+        for term, value in cost.breakdown().items():
+            totals[term] = totals.get(term, 0.0) + value
+    return totals
+
+
 class Schedule(Pass):
     name = "schedule"
     inputs = ("partition", "assign")
@@ -160,13 +204,16 @@ class Schedule(Pass):
         layers = context.reports["partition"].layers
         mapping: Mapping = context.reports["assign"].mapping
         placement = place_blocks(layers, mapping, target)
-        costs = {layer.name: layer_cost(layer, mapping.layers[layer.name], target) for layer in layers}
+        costs = mapping_costs(layers, mapping.layers, target)
         units = {name: ANALOG if option == ANALOG else option for name, option in mapping.layers.items()}
+        # Reloaded tiles serve one layer at a time, like a digital unit.
+        turns = {n: RELOADED_TILES if u == ANALOG and reloads(layers, mapping.layers, target) else u for n, u in units.items()}
         graph = dataflow_graph(model)
-        ready, start, end, bound_by = _timed(graph, {n: (units[n], c.latency_ns) for n, c in costs.items()})
+        ready, start, end, bound_by = _timed(graph, {n: (turns[n], c.latency_ns) for n, c in costs.items()})
         critical = [name for name in _critical_chain(graph, end, bound_by) if name in costs]
         baseline_option = f"int{target.digital_bits[0]}"
-        baseline = [layer_cost(layer, baseline_option, target) for layer in layers]
+        baseline = list(mapping_costs(layers, dict.fromkeys(costs, baseline_option), target).values())
+        interval = pipeline_interval_ns({n: (turns[n], c.latency_ns) for n, c in costs.items()})
         scheduled = [
             ScheduledLayer(
                 name=layer.name,
@@ -179,6 +226,8 @@ class Schedule(Pass):
                 end_ns=end[layer.name],
                 latency_ns=costs[layer.name].latency_ns,
                 energy_pj=costs[layer.name].energy_pj,
+                energy_breakdown_pj=costs[layer.name].breakdown(),
+                tile_utilisation=tile_utilisation(layer, target) if units[layer.name] == ANALOG else None,
                 critical=layer.name in critical,
             )
             for layer in layers
@@ -186,11 +235,15 @@ class Schedule(Pass):
         report = ScheduleReport(
             target=target.name,
             tile_count=target.analog.count,
-            tiles_used=sum(len(blocks) for blocks in placement.values()),
+            tiles_used=len({block.tile for blocks in placement.values() for block in blocks}),
             makespan_ns=max(end.values(), default=0.0),
+            pipeline_interval_ns=interval,
+            throughput_per_s=1e9 / interval if interval > 0 else 0.0,
             total_energy_pj=sum(cost.energy_pj for cost in costs.values()),
+            energy_breakdown_pj=total_breakdown(costs.values()),
             digital_baseline_option=baseline_option,
             digital_baseline_energy_pj=sum(cost.energy_pj for cost in baseline),
+            digital_baseline_energy_breakdown_pj=total_breakdown(baseline),
             digital_baseline_latency_ns=sum(cost.latency_ns for cost in baseline),
             critical_path=critical,
             zero_cost_nodes=graph.number_of_nodes() - len(costs),

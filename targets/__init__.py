@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from hetmap.errors import HetmapError
-from hetmap.targets.schema import AnalogTiles, DigitalUnit, PCMNoise, Target, load_target_file
+from hetmap.targets.schema import AnalogTiles, DigitalUnit, MemorySystem, PCMNoise, Target, load_target_file
 
 DEFAULT_TARGET = "hermes"
 
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "AnalogTiles",
     "DigitalUnit",
+    "MemorySystem",
     "PCMNoise",
     "Target",
     "builtin_target_names",

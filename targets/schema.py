@@ -48,6 +48,17 @@ class AnalogTiles:
     energy_per_dac_pj: float
     energy_per_adc_pj: float
     mvm_latency_ns: float
+    # Digital periphery per ADC output: scale it, add it to the other row
+    # blocks' partial sums, and (once per output) bias and activation.
+    energy_per_output_pj: float = 0.0
+    # False: every column ADC of a tile converts on every pass, whatever the
+    # layer holds there; true: only the columns holding weights.
+    adc_gated: bool = False
+    # SRAM-cell arrays can be rewritten between layers: a mapping whose analog
+    # layers exceed the tiles then loads their weights (`weight_bits` each)
+    # every inference, instead of being refused.
+    reloadable: bool = False
+    weight_bits: int = 8
     # ADC full scale in normalised units (inputs scaled to [-1, 1], weights to
     # [-1, 1] per column): aihwkit's out_bound. Outputs beyond it saturate.
     adc_bound: float = 12.0
@@ -61,6 +72,24 @@ class DigitalUnit:
     bits: int
     energy_per_mac_pj: float
     macs_per_cycle: int
+    energy_per_output_pj: float = 0.0  # requantise, bias, activation of one output
+
+
+@dataclass(frozen=True)
+class MemorySystem:
+    """On-chip SRAM beside the compute units and off-chip DRAM behind it; 0 leaves a term out.
+
+    Digital units read their weights from `weight_sram_bytes` of on-chip
+    memory per inference (from DRAM beyond it); analog tiles hold theirs.
+    Both read their input and write their output activations in SRAM.
+    """
+
+    weight_sram_bytes: int = 0  # 0: every digital weight fits on chip
+    weight_sram_pj_per_byte: float = 0.0  # one weight byte read on chip
+    activation_sram_pj_per_byte: float = 0.0  # one activation byte read or written on chip
+    dram_pj_per_byte: float = 0.0
+    sram_bytes_per_cycle: float = 0.0  # bandwidth at the digital clock; 0: not a bound
+    dram_bytes_per_cycle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +101,7 @@ class Target:
     clock_mhz: float
     analog: AnalogTiles
     digital: tuple[DigitalUnit, ...]
+    memory: MemorySystem = field(default_factory=MemorySystem)
 
     @property
     def digital_bits(self) -> tuple[int, ...]:
@@ -85,12 +115,14 @@ class Target:
 
 
 _POSITIVE_FIELDS = {
-    "rows", "cols", "count", "dac_bits", "adc_bits", "bits", "macs_per_cycle",
+    "rows", "cols", "count", "dac_bits", "adc_bits", "bits", "macs_per_cycle", "weight_bits",
     "clock_mhz", "mvm_latency_ns", "adc_bound", "g_max_us", "t0_s", "t_read_s",
 }  # fmt: skip
 _NON_NEGATIVE_FIELDS = {
-    "energy_per_mac_pj", "energy_per_dac_pj", "energy_per_adc_pj",
+    "energy_per_mac_pj", "energy_per_dac_pj", "energy_per_adc_pj", "energy_per_output_pj",
     "prog_noise_scale", "read_noise_scale", "drift_scale",
+    "weight_sram_bytes", "weight_sram_pj_per_byte", "activation_sram_pj_per_byte", "dram_pj_per_byte",
+    "sram_bytes_per_cycle", "dram_bytes_per_cycle",
 }  # fmt: skip
 
 
@@ -188,4 +220,4 @@ def load_target_file(path: Path) -> Target:
     return target_from_table(table, str(path))
 
 
-__all__ = ["AnalogTiles", "DigitalUnit", "PCMNoise", "Target", "load_target_file"]
+__all__ = ["AnalogTiles", "DigitalUnit", "MemorySystem", "PCMNoise", "Target", "load_target_file"]

@@ -1,7 +1,6 @@
 """Sensitivity, cost model, the assignment MILP, and the measured end-to-end budget."""
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import pytest
 from hetmap.driver import Decision, compile_model
 from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model
-from hetmap.mapping.cost import input_vectors, layer_cost
 from hetmap.mapping.mapping import target_options
 from hetmap.mapping.solver import Problem, predicted_drop, solve
 from hetmap.models import reference_path
@@ -53,30 +51,6 @@ def test_an_excluded_mapping_is_not_chosen_again():
 
 def test_no_mapping_meets_an_impossible_budget():
     assert solve(problem(drop=[[1, 1]] * 3, energy=[[1, 1]] * 3), budget=0.5) is None
-
-
-# The cost model.
-
-
-@pytest.fixture(scope="module")
-def cnn_layers(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cnn") / "out"
-    compile_model(reference_path("cnn.onnx"), HERMES, out, reference_path("cnn.test.npz"), decision=Decision("all-analog"))
-    return [SimpleNamespace(**layer) for layer in json.loads((out / "reports" / "partition.json").read_text())["layers"]]
-
-
-def test_digital_energy_is_macs_times_the_units_energy(cnn_layers):
-    layer = cnn_layers[0]
-    assert layer_cost(layer, "int8", HERMES).energy_pj == pytest.approx(layer.macs * 0.23)
-
-
-def test_analog_energy_adds_conversions_per_input_vector(cnn_layers):
-    layer = cnn_layers[1]
-    analog = HERMES.analog
-    vectors = input_vectors(layer)
-    expected = (layer.macs * analog.energy_per_mac_pj + vectors * layer.groups * layer.rows * layer.col_blocks
-                * analog.energy_per_dac_pj + vectors * layer.cols * layer.row_blocks * analog.energy_per_adc_pj)  # fmt: skip
-    assert layer_cost(layer, "analog", HERMES).energy_pj == pytest.approx(expected)
 
 
 # End to end on a reference model.

@@ -17,7 +17,7 @@ OUTPUT_FILES = {
     "model.mapped.onnx", "model.sim.onnx", "mapping.json", "report.html", "reports/canonicalize.json",
     "reports/partition.json", "reports/calibrate.json", "reports/sensitivity.json", "reports/assign.json",
     "reports/emit.json", "reports/schedule.json", "reports/pipeline.json", "reports/schedule.png",
-    "reports/sensitivity.png", "reports/tiles.png",
+    "reports/sensitivity.png", "reports/tiles.png", "reports/energy.png",
 }
 
 

@@ -24,7 +24,7 @@ from hetmap.sim.run import evaluate
 from hetmap.targets import load_target
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PICTURES = ("sensitivity.png", "pareto.png", "tiles.png", "schedule.png")
+PICTURES = ("sensitivity.png", "pareto.png", "tiles.png", "schedule.png", "energy.png")
 SECTIONS = ("summary", "mapping", "pictures", "solver", "model")
 CHROMIUM = shutil.which("chromium")
 INSTALL_CHROMIUM = "apt-get update && apt-get install -y chromium"
@@ -130,7 +130,7 @@ def test_a_compile_with_a_given_mapping_notes_what_it_lacks_and_drops_stale_outp
     for note in ("No sensitivity report", "No sensitivity picture", "No pareto front picture", "the solver did not run",
                  "not measured", "both operands are activations"):  # fmt: skip
         assert note in page, note
-    assert len(embedded_images(page)) == 2  # tile map and timeline
+    assert len(embedded_images(page)) == 3  # tile map, timeline and energy by layer
 
 
 # The pictures, from report dicts alone.

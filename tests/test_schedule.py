@@ -23,7 +23,7 @@ from helpers import MIXED, as_target, example_model, layers_by_name
 from hetmap.errors import HetmapError
 from hetmap.graph.modelio import write_bytes_atomic
 from hetmap.graph.shapes import resolve_input_shapes
-from hetmap.mapping.cost import layer_cost
+from hetmap.mapping.cost import mapping_costs
 from hetmap.mapping.mapping import Mapping
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
@@ -211,11 +211,14 @@ def test_critical_path_is_a_gapless_chain_of_dependent_layers_ending_at_the_make
 def test_latency_and_energy_are_the_cost_models(name, target, mapping):
     report, partition = scheduled(name, target, mapping)
     layers, target = layers_by_name(partition), as_target(target)
+    costs = mapping_costs(partition.layers, {l.name: l.option for l in report.layers}, target)
     for scheduled_layer in report.layers:
-        cost = layer_cost(layers[scheduled_layer.name], scheduled_layer.option, target)
+        cost = costs[scheduled_layer.name]
         assert (scheduled_layer.latency_ns, scheduled_layer.energy_pj) == (cost.latency_ns, cost.energy_pj)
+        assert scheduled_layer.energy_breakdown_pj == cost.breakdown()
     assert report.total_energy_pj == pytest.approx(sum(l.energy_pj for l in report.layers))
-    int8 = [layer_cost(layer, "int8", target) for layer in partition.layers]
+    assert sum(report.energy_breakdown_pj.values()) == pytest.approx(report.total_energy_pj)
+    int8 = mapping_costs(partition.layers, {l.name: "int8" for l in partition.layers}, target).values()
     assert report.digital_baseline_option == "int8"
     assert report.digital_baseline_energy_pj == pytest.approx(sum(c.energy_pj for c in int8))
     assert report.digital_baseline_latency_ns == pytest.approx(sum(c.latency_ns for c in int8))
@@ -225,12 +228,15 @@ def test_report_lists_layers_in_graph_order_with_the_documented_keys():
     report, partition = scheduled("cnn")
     data = json.loads(json.dumps(report_to_dict(report)))
     assert set(data) == {
-        "target", "tile_count", "tiles_used", "makespan_ns", "total_energy_pj", "digital_baseline_option",
-        "digital_baseline_energy_pj", "digital_baseline_latency_ns", "critical_path", "zero_cost_nodes", "layers",
+        "target", "tile_count", "tiles_used", "makespan_ns", "pipeline_interval_ns", "throughput_per_s",
+        "total_energy_pj", "energy_breakdown_pj", "digital_baseline_option", "digital_baseline_energy_pj",
+        "digital_baseline_energy_breakdown_pj", "digital_baseline_latency_ns", "critical_path", "zero_cost_nodes",
+        "layers",
     }  # fmt: skip
     assert [layer["name"] for layer in data["layers"]] == [layer.name for layer in partition.layers]
     assert set(data["layers"][0]) == {"name", "op_type", "option", "unit", "tiles", "ready_ns", "start_ns",
-                                      "end_ns", "latency_ns", "energy_pj", "critical"}  # fmt: skip
+                                      "end_ns", "latency_ns", "energy_pj", "energy_breakdown_pj",
+                                      "tile_utilisation", "critical"}  # fmt: skip
     assert data["layers"][0]["tiles"] == [{"tile": 0, "row_block": 0, "col_block": 0, "rows": 9, "cols": 16}]
     assert [layer["unit"] for layer in data["layers"]] == list(MIXED)
 

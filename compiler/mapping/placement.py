@@ -27,10 +27,14 @@ class TileBlock:
 
 
 def place_blocks(layers, mapping: Mapping, target: Target) -> dict[str, list[TileBlock]]:
-    """Distinct physical tiles for every weight block of every analog layer, consecutive in graph order."""
+    """Distinct physical tiles for every weight block of every analog layer, consecutive in graph order.
+
+    On a reloadable target whose tiles are too few, the ids wrap around: the
+    tiles are rewritten as the layers take their turns.
+    """
     analog = [layer for layer in layers if mapping.layers[layer.name] == ANALOG]
     needed = sum(layer.tiles for layer in analog)
-    if needed > target.analog.count:
+    if needed > target.analog.count and not target.analog.reloadable:
         raise HetmapError(_over_capacity(analog, needed, target))
     placement, next_tile = {}, 0
     for layer in analog:
@@ -39,7 +43,7 @@ def place_blocks(layers, mapping: Mapping, target: Target) -> dict[str, list[Til
             rows = min(layer.block_rows, layer.rows - row_block * layer.block_rows)
             for col_block in range(layer.col_blocks):
                 cols = min(target.analog.cols, layer.cols - col_block * target.analog.cols)
-                blocks.append(TileBlock(next_tile, row_block, col_block, rows, cols))
+                blocks.append(TileBlock(next_tile % target.analog.count, row_block, col_block, rows, cols))
                 next_tile += 1
         placement[layer.name] = blocks
     return placement

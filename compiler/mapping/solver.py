@@ -5,8 +5,10 @@ by HiGHS through scipy.optimize.milp. Variables x[l, o] in {0, 1}:
     sum_o x[l, o] = 1                          every layer gets one option
     sum_{l,o} drop[l, o] x[l, o] <= budget     accuracy budget (points)
     sum_l tiles[l] x[l, analog] <= tile_count  analog capacity
-Objective: energy (sum energy[l, o] x[l, o]) or, for `analog-share`, the
-analog weight count (maximised; energy breaks ties).
+    sum_{l,o} bytes[l, o] x[l, o] - s <= sram   s >= 0: digital weight bytes beyond the SRAM
+Objective: energy (sum energy[l, o] x[l, o] + surcharge s, the DRAM
+surcharge per spilled byte) or, for `analog-share`, the analog weight count
+(maximised; energy breaks ties).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class Problem:
     tiles: np.ndarray  # [layers] tiles when analog
     tile_count: int
     allowed: np.ndarray  # [layers, options] bool: option available for the layer
+    weight_bytes: np.ndarray | None = None  # [layers, options] digital weight bytes fetched per inference
+    weight_sram_bytes: float = 0.0  # on-chip weight memory; 0: every weight fits
+    dram_surcharge_pj_per_byte: float = 0.0  # a spilled byte's extra energy
 
     def __post_init__(self):
         """The MILP never sees a NaN or inf: one line names the layer, the option and the figure."""
@@ -56,38 +61,49 @@ def solve(problem: Problem, budget: float, objective: str = "energy", excluded: 
     n_layers, n_options = problem.drop.shape
     size = n_layers * n_options
     analog = problem.options.index(ANALOG)
-    energy = problem.energy_pj.reshape(-1)
+    spill = problem.weight_sram_bytes > 0 and problem.dram_surcharge_pj_per_byte > 0 and problem.weight_bytes is not None
+    # The last variable is s, the bytes spilled to DRAM (held at 0 when nothing can spill).
+    energy = np.append(problem.energy_pj.reshape(-1), problem.dram_surcharge_pj_per_byte if spill else 0.0)
+    scale = max(problem.energy_pj.max(), 1e-30)
     if objective == "energy":
-        cost = energy / max(energy.max(), 1e-30)
+        cost = energy / scale
     else:
         share = np.zeros((n_layers, n_options))
         share[:, analog] = problem.weights / max(problem.weights.sum(), 1)
-        cost = -share.reshape(-1) + 1e-6 * energy / max(energy.max(), 1e-30)
-    one_each = np.kron(np.eye(n_layers), np.ones(n_options))
-    rows = [one_each, problem.drop.reshape(1, -1)]
+        cost = np.append(-share.reshape(-1), 0.0) + 1e-6 * energy / scale
+
+    def row(per_choice: np.ndarray, spilled: float = 0.0) -> np.ndarray:
+        return np.append(per_choice.reshape(-1), spilled)
+
+    rows = [np.hstack([np.kron(np.eye(n_layers), np.ones(n_options)), np.zeros((n_layers, 1))]), row(problem.drop)]
     lower = [np.ones(n_layers), [-np.inf]]
     upper = [np.ones(n_layers), [budget]]
     capacity = np.zeros((n_layers, n_options))
     capacity[:, analog] = problem.tiles
-    rows.append(capacity.reshape(1, -1))
+    rows.append(row(capacity))
     lower.append([-np.inf])
     upper.append([problem.tile_count])
+    if spill:
+        rows.append(row(problem.weight_bytes, -1.0))
+        lower.append([-np.inf])
+        upper.append([problem.weight_sram_bytes])
     for mapping in excluded:  # no-good cut: at most n-1 of the same choices
         cut = np.zeros((n_layers, n_options))
         for i, name in enumerate(problem.layers):
             cut[i, problem.options.index(mapping[name])] = 1
-        rows.append(cut.reshape(1, -1))
+        rows.append(row(cut))
         lower.append([-np.inf])
         upper.append([n_layers - 1])
+    spill_bound = np.inf if spill else 0.0
     result = milp(
         cost,
         constraints=LinearConstraint(np.vstack(rows), np.concatenate(lower), np.concatenate(upper)),
-        integrality=np.ones(size),
-        bounds=Bounds(np.zeros(size), problem.allowed.reshape(-1).astype(float)),
+        integrality=np.append(np.ones(size), 0),
+        bounds=Bounds(np.zeros(size + 1), np.append(problem.allowed.reshape(-1).astype(float), spill_bound)),
     )
     if not result.success:
         return None
-    choice = result.x.reshape(n_layers, n_options).argmax(axis=1)
+    choice = result.x[:size].reshape(n_layers, n_options).argmax(axis=1)
     return {name: problem.options[c] for name, c in zip(problem.layers, choice)}
 
 

@@ -17,6 +17,7 @@ from hetmap import __version__
 from hetmap.graph.modelio import write_bytes_atomic
 from hetmap.report.plots import OPTION_COLOURS
 from hetmap.report.views import (
+    breakdown_text,
     chosen_attempt,
     energy_text,
     finetune_tables,
@@ -73,6 +74,8 @@ PICTURE_CAPTIONS = {
     "tiles.png": ("Tile map", "The target's analog tiles; each weight block on its tile, coloured by layer."),
     "schedule.png": ("Timeline", "One inference: analog layers on their tile groups, digital layers on their "
                      "units; red edge: the critical path."),
+    "energy.png": ("Energy by layer", "Energy per inference of each layer under its option, stacked by term: "
+                   "compute, converters, weight movement, activation movement, digital periphery."),
 }  # fmt: skip
 
 
@@ -147,8 +150,11 @@ def _summary_section(reports: dict[str, dict]) -> str:
         ratio = f"{energy['ratio']:.2f}x all-{option}" if energy["ratio"] is not None else "n/a"
         cards.append(_card("energy per inference", energy_text(energy["energy_pj"]),
                            f"{ratio} ({energy_text(energy['baseline_energy_pj'])})"))  # fmt: skip
+        cards.append(_card("energy by term", breakdown_text(energy["breakdown_pj"]),
+                           f"all-{option}: {breakdown_text(energy['baseline_breakdown_pj'])}"))  # fmt: skip
         cards.append(_card("latency per inference", time_text(energy["makespan_ns"]),
-                           f"all-{option}: {time_text(energy['baseline_latency_ns'])} (batch 1)"))  # fmt: skip
+                           f"all-{option}: {time_text(energy['baseline_latency_ns'])} (batch 1); pipelined stream "
+                           f"{energy['throughput_per_s']:,.0f} inferences/s"))  # fmt: skip
     if facts["tiles_used"] is not None:
         share = facts["tiles_used"] / facts["tile_count"] if facts["tile_count"] else 0
         cards.append(_card("tiles used", f"{facts['tiles_used']} of {facts['tile_count']}", f"{share:.0%} of the analog tiles"))
@@ -165,7 +171,7 @@ def _mapping_section(reports: dict[str, dict]) -> str:
     scheduled = {layer["name"]: layer for layer in reports.get("schedule", {}).get("layers", [])}
     sensitivity = reports.get("sensitivity")
     options = list(dict.fromkeys(o for drops in (sensitivity or {}).get("layers", {}).values() for o in drops))
-    headers = ["layer", "op", "option", "matrix", "weights", "MACs", "tile ids", "energy", "latency"]
+    headers = ["layer", "op", "option", "matrix", "weights", "MACs", "tile ids", "tile use", "energy", "latency"]
     headers += [f"drop {o}" for o in options]
     rows = []
     for layer in partition["layers"]:
@@ -175,6 +181,7 @@ def _mapping_section(reports: dict[str, dict]) -> str:
             (name, "name"), layer["op_type"], _badge(mapping[name]) if name in mapping else "",
             f"{layer['rows']} x {layer['cols']}", _count(layer["weight_count"]), _count(layer["macs"]),
             tiles or ("-" if timed else ""),
+            f"{timed['tile_utilisation']:.0%}" if timed and timed["tile_utilisation"] is not None else "",
             energy_text(timed["energy_pj"]) if timed else "", time_text(timed["latency_ns"]) if timed else "",
         ]  # fmt: skip
         for option in options:
@@ -182,13 +189,13 @@ def _mapping_section(reports: dict[str, dict]) -> str:
             text = "" if drop is None else f"{drop['drop_points']:+.2f}" + (f" ± {drop['std_points']:.2f}" if drop["std_points"] else "")
             row.append((text, "chosen" if mapping.get(name) == option else ""))
         rows.append(row)
-    parts = [_table(headers, rows, numeric={3, 4, 5, 6, 7, 8, *range(9, 9 + len(options))})]
+    parts = [_table(headers, rows, numeric={3, 4, 5, 6, 7, 8, 9, *range(10, 10 + len(options))})]
     if sensitivity is not None:
         parts.append(Html(
             f"<p>Sensitivity columns: {_e(sensitivity['metric'])} drop in percentage points when that layer alone "
             f"takes the option (analog read {_e(sensitivity['drift'])} after programming, ± std over "
             f"{sensitivity['seeds']} seeds, {sensitivity['samples']} samples of {_e(sensitivity['data'])}); "
-            f"highlighted: the option chosen. MACs per inference; tiles: physical tile ids.</p>"
+            f"highlighted: the option chosen. MACs per inference; tiles: physical tile ids; tile use: crossbar cells holding weights over the cells of the layer's tiles.</p>"
         ))  # fmt: skip
     else:
         parts.append(_note("No sensitivity report: this compile took its mapping as given (--mapping), so no "

@@ -1,4 +1,4 @@
-"""Pictures of the compile reports: sensitivity bars, Pareto front, tile map (and the timeline).
+"""Pictures of the compile reports: sensitivity bars, Pareto front, tile map, energy by term (and the timeline).
 
 Each picture is drawn from the JSON dicts in reports/, never from live
 objects, with matplotlib's Agg canvas (no display, no pyplot state), and
@@ -28,7 +28,14 @@ CHOSEN_COLOUR = "#d1495b"
 FREE_TILE_COLOUR = "#f1f1f1"
 LAYER_COLOURS = colormaps["tab20"]
 MAX_KEY_ENTRIES = 40  # layers named in the tile map's key; more are counted
-PICTURES = ("sensitivity.png", "pareto.png", "tiles.png", "schedule.png")
+PICTURES = ("sensitivity.png", "pareto.png", "tiles.png", "schedule.png", "energy.png")
+TERM_COLOURS = {
+    "compute": "#4c78a8",
+    "conversions": "#f58518",
+    "weight_movement": "#e45756",
+    "activation_movement": "#72b7b2",
+    "periphery": "#b279a2",
+}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -226,6 +233,26 @@ def render_tiles(schedule: dict, partition: dict | None = None) -> bytes:
     return _png(figure)
 
 
+def render_energy(schedule: dict) -> bytes:
+    """Per layer (rows, graph order) a bar of its energy, stacked by term; the option in the label."""
+    layers = schedule["layers"]
+    figure = _figure(7.5, 1.2 + 0.22 * len(layers))
+    axes = figure.add_subplot()
+    peak = max([layer["energy_pj"] for layer in layers] + [1e-12])
+    divisor, unit = energy_scale(peak)
+    rows = np.arange(len(layers))
+    left = np.zeros(len(layers))
+    for term, colour in TERM_COLOURS.items():
+        values = np.array([layer["energy_breakdown_pj"][term] for layer in layers]) / divisor
+        axes.barh(rows, values, left=left, color=colour, label=term.replace("_", " "), height=0.7)
+        left += values
+    axes.set_yticks(rows, [f"{layer['name']} ({layer['option']})" for layer in layers], fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel(f"energy per inference ({unit})")
+    axes.legend(loc="lower right", fontsize=7, frameon=False)
+    return _png(figure)
+
+
 def render_pictures(reports: dict[str, dict]) -> dict[str, bytes]:
     """Every picture the reports allow, by file name (sensitivity and Pareto need the solver's reports)."""
     pictures = {}
@@ -241,6 +268,7 @@ def render_pictures(reports: dict[str, dict]) -> dict[str, bytes]:
     if schedule is not None:
         pictures["tiles.png"] = render_tiles(schedule, reports.get("partition"))
         pictures["schedule.png"] = render_timeline(schedule)
+        pictures["energy.png"] = render_energy(schedule)
     return pictures
 
 

@@ -86,6 +86,9 @@ def summary(reports: dict[str, dict]) -> dict:
             "ratio": schedule["total_energy_pj"] / baseline if baseline else None,
             "makespan_ns": schedule["makespan_ns"],
             "baseline_latency_ns": schedule["digital_baseline_latency_ns"],
+            "throughput_per_s": schedule["throughput_per_s"],
+            "breakdown_pj": schedule["energy_breakdown_pj"],
+            "baseline_breakdown_pj": schedule["digital_baseline_energy_breakdown_pj"],
         }
     chosen = chosen_attempt(assign) if assign else None
     if chosen is not None and sensitivity is not None:
@@ -135,8 +138,12 @@ def show_summary(console: Console, reports: dict[str, dict], title: str = "Summa
             f"{energy_text(energy['energy_pj'])} per inference{ratio} all-{option} "
             f"({energy_text(energy['baseline_energy_pj'])})",
         )
+        table.add_row("energy by term", f"{breakdown_text(energy['breakdown_pj'])}")
+        table.add_row(f"all-{option} by term", f"{breakdown_text(energy['baseline_breakdown_pj'])}")
         table.add_row(
-            "latency", f"{time_text(energy['makespan_ns'])} (all-{option} {time_text(energy['baseline_latency_ns'])})"
+            "latency",
+            f"{time_text(energy['makespan_ns'])} (all-{option} {time_text(energy['baseline_latency_ns'])}); "
+            f"pipelined stream {energy['throughput_per_s']:,.0f} inferences/s",
         )
     if facts["tiles_used"] is not None:
         table.add_row("tiles used", f"{facts['tiles_used']} of {facts['tile_count']}")
@@ -307,20 +314,39 @@ def show_assign(console: Console, report: dict) -> None:
         console.print(table)
 
 
+def breakdown_text(breakdown_pj: dict[str, float]) -> str:
+    """'compute 1.2 nJ, conversions 3 nJ, ...' with the zero terms left out."""
+    parts = [f"{ENERGY_TERM_LABELS[term]} {energy_text(value)}" for term, value in breakdown_pj.items() if value]
+    return ", ".join(parts) or "0 pJ"
+
+
+ENERGY_TERM_LABELS = {
+    "compute": "compute",
+    "conversions": "conversions",
+    "weight_movement": "weights",
+    "activation_movement": "activations",
+    "periphery": "periphery",
+}
+
+
 def show_schedule(console: Console, report: dict) -> None:
-    table = Table(title=f"Schedule on {report['target']}: one inference, batch 1")
-    for column in ("layer", "unit", "tiles", "start", "latency", "energy"):
+    table = Table(title=f"Schedule on {report['target']}: one inference, batch 1 (energy by term)")
+    columns = ("layer", "unit", "tiles", "use", "start", "latency", "energy", *ENERGY_TERM_LABELS.values())
+    for column in columns:
         table.add_column(column, justify="left" if column in ("layer", "unit") else "right")
     for layer in report["layers"]:
         name = f"[bold]{layer['name']}[/]" if layer["critical"] else layer["name"]
+        use = layer["tile_utilisation"]
         table.add_row(
-            name, layer["unit"], str(len(layer["tiles"])) if layer["tiles"] else "",
+            name, layer["unit"], str(len(layer["tiles"])) if layer["tiles"] else "", f"{use:.0%}" if use is not None else "",
             time_text(layer["start_ns"]), time_text(layer["latency_ns"]), energy_text(layer["energy_pj"]),
+            *(energy_text(layer["energy_breakdown_pj"][term]) for term in ENERGY_TERM_LABELS),
         )  # fmt: skip
     console.print(table)
     path = " -> ".join(report["critical_path"]) or "none"
     console.print(
-        f"[bold]schedule[/]: makespan {time_text(report['makespan_ns'])}, {energy_text(report['total_energy_pj'])}; "
+        f"[bold]schedule[/]: makespan {time_text(report['makespan_ns'])}, pipelined "
+        f"{report['throughput_per_s']:,.0f} inferences/s, {energy_text(report['total_energy_pj'])}; "
         f"critical path ({_plural(len(report['critical_path']), 'layer')}, bold): {path}; "
         f"{report['zero_cost_nodes']} other nodes costed at 0"
     )
@@ -394,6 +420,8 @@ def show_target(console: Console, target: Target) -> None:
     for unit in target.digital:
         table.add_row(
             f"digital INT{unit.bits}",
-            f"{unit.energy_per_mac_pj:g} pJ/MAC, {unit.macs_per_cycle} MACs/cycle",
+            f"{unit.energy_per_mac_pj:g} pJ/MAC, {unit.macs_per_cycle} MACs/cycle, {unit.energy_per_output_pj:g} pJ/output",
         )
+    for field_name, value in vars(target.memory).items():
+        table.add_row(f"memory.{field_name}", str(value))
     console.print(table)

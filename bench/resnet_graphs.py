@@ -1,9 +1,11 @@
-"""A ResNet-50-shaped ONNX graph built with onnx.helper: the shape of what users export.
+"""ImageNet ResNet-50 and ResNet-18 shaped ONNX graphs built with onnx.helper: the shape of what users export.
 
-Bottleneck blocks 3-4-6-3 (stride on the 3x3 conv, as torchvision's v1.5),
-53 Conv layers without bias, each followed by an unfolded BatchNormalization,
-a symbolic batch dimension, opset 13 (so canonicalisation also converts the
-opset). Weights are seeded random float32, scaled so activations stay finite.
+ResNet-50: bottleneck blocks 3-4-6-3 (stride on the 3x3 conv, as
+torchvision's v1.5), 53 Conv layers; ResNet-18: basic blocks 2-2-2-2, 20 Conv
+layers. Every Conv is without bias and followed by an unfolded
+BatchNormalization; a symbolic batch dimension, opset 13 (so
+canonicalisation also converts the opset). Weights are seeded random
+float32, scaled so activations stay finite.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 13
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (bottleneck width, blocks, stride)
+BASIC_STAGES = ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))  # ResNet-18: (width, blocks, stride)
 EXPANSION = 4
 CLASSES = 1000
 
@@ -65,23 +68,53 @@ class _Builder:
         return f"{name}.out"
 
 
+    def basic(self, x: str, cin: int, width: int, stride: int) -> str:
+        out = self.conv_bn(x, cin, width, 3, stride, relu=True)
+        out = self.conv_bn(out, width, width, 3, 1, relu=False)
+        shortcut = x if stride == 1 and cin == width else self.conv_bn(x, cin, width, 1, stride, relu=False)
+        name = f"block{self.conv_count}"
+        self.nodes.append(helper.make_node("Add", [out, shortcut], [f"{name}.sum"], name=f"{name}.add"))
+        self.nodes.append(helper.make_node("Relu", [f"{name}.sum"], [f"{name}.out"], name=f"{name}.relu"))
+        return f"{name}.out"
+
+
 def build_resnet50(seed: int = 0) -> onnx.ModelProto:
     """ResNet-50 (25.5 M weights, 53 Conv + BatchNorm) with input 'input' of shape N x 3 x 224 x 224."""
     b = _Builder(np.random.default_rng(seed))
-    x = b.conv_bn("input", 3, 64, 7, 2, relu=True)
-    b.nodes.append(helper.make_node("MaxPool", [x], ["pool0"], name="pool0", kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
-    x, channels = "pool0", 64
+    x, channels = _stem(b), 64
     for width, blocks, stride in STAGES:
         for i in range(blocks):
             x = b.bottleneck(x, channels, width, stride if i == 0 else 1)
             channels = width * EXPANSION
+    return _finish(b, x, channels, "resnet50")
+
+
+def build_resnet18(seed: int = 0) -> onnx.ModelProto:
+    """ResNet-18 (11.7 M weights, 20 Conv + BatchNorm) with input 'input' of shape N x 3 x 224 x 224."""
+    b = _Builder(np.random.default_rng(seed))
+    x, channels = _stem(b), 64
+    for width, blocks, stride in BASIC_STAGES:
+        for i in range(blocks):
+            x = b.basic(x, channels, width, stride if i == 0 else 1)
+            channels = width
+    return _finish(b, x, channels, "resnet18")
+
+
+def _stem(b: _Builder) -> str:
+    x = b.conv_bn("input", 3, 64, 7, 2, relu=True)
+    b.nodes.append(helper.make_node("MaxPool", [x], ["pool0"], name="pool0", kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+    return "pool0"
+
+
+def _finish(b: _Builder, x: str, channels: int, name: str) -> onnx.ModelProto:
+    """Global pooling and the 1000-class Gemm head, then the checked model."""
     b.nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
     b.nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1))
     fc_w = b.rng.standard_normal((CLASSES, channels), dtype=np.float32) * np.float32(np.sqrt(1 / channels))
     fc = [b.weight("fc.weight", fc_w), b.weight("fc.bias", np.zeros(CLASSES, np.float32))]
     b.nodes.append(helper.make_node("Gemm", ["flat", *fc], ["logits"], name="fc", transB=1))
     graph = helper.make_graph(
-        b.nodes, "resnet50",
+        b.nodes, name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])],
         initializer=b.initializers,
