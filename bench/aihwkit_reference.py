@@ -82,7 +82,9 @@ def torch_reference(name: str, annotated: ir.Model):
     torch.manual_seed(0)
     module = ARCHITECTURES[name]().eval()
     modules = dict(module.named_modules())
-    initializers = {n: v.const_value.numpy() for n, v in annotated.graph.initializers.items() if v.const_value is not None}
+    initializers = {
+        n: v.const_value.numpy() for n, v in annotated.graph.initializers.items() if v.const_value is not None
+    }
     state = {}
     for node in annotated.graph:
         annotation = read_layer(node)
@@ -91,9 +93,13 @@ def torch_reference(name: str, annotated: ir.Model):
         path = _module_path(node, annotation, modules)
         layer = modules[path]
         array = node.inputs[annotation.weight_operand].const_value.numpy()
-        layout = WeightLayout(node.op_type, array.shape, node.attributes.get_int("group", 1), annotation.weight_transposed)
+        layout = WeightLayout(
+            node.op_type, array.shape, node.attributes.get_int("group", 1), annotation.weight_transposed
+        )
         state[f"{path}.weight"] = layout.to_matrix(array).T.reshape(layer.weight.shape)
-        if node.op_type == "Gemm" and (node.attributes.get_float("alpha", 1.0) != 1.0 or node.attributes.get_float("beta", 1.0) != 1.0):
+        if node.op_type == "Gemm" and (
+            node.attributes.get_float("alpha", 1.0) != 1.0 or node.attributes.get_float("beta", 1.0) != 1.0
+        ):
             raise ValueError(f"node '{node.name}': Gemm with alpha or beta != 1 has no nn.Linear equivalent")
         if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2] is not None:
             bias = node.inputs[2].const_value.numpy().reshape(-1)
@@ -115,7 +121,9 @@ def torch_reference(name: str, annotated: ir.Model):
     for path in folded:
         parent, _, child = path.rpartition(".")
         setattr(modules[parent] if parent else module, child, torch.nn.Identity())
-    module.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in state.items() if k in module.state_dict()})
+    module.load_state_dict(
+        {k: torch.tensor(v, dtype=torch.float32) for k, v in state.items() if k in module.state_dict()}
+    )
     return module.eval()
 
 
@@ -165,7 +173,12 @@ def analog_reference(module, annotated: ir.Model, target: Target, blocks: str = 
 
 
 def scores_over_drift(
-    analog, x: np.ndarray, drift_seconds: list[float], seeds: int, metrics: dict[str, Callable[[np.ndarray], float]], seed: int = 0
+    analog,
+    x: np.ndarray,
+    drift_seconds: list[float],
+    seeds: int,
+    metrics: dict[str, Callable[[np.ndarray], float]],
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Each metric of the outputs, [drift time, draw]: a draw programs the chip once, then reads it at every drift time."""
     import torch
@@ -184,7 +197,9 @@ def scores_over_drift(
     return result
 
 
-def accuracy_over_drift(analog, x: np.ndarray, y: np.ndarray, drift_seconds: list[float], seeds: int, seed: int = 0) -> np.ndarray:
+def accuracy_over_drift(
+    analog, x: np.ndarray, y: np.ndarray, drift_seconds: list[float], seeds: int, seed: int = 0
+) -> np.ndarray:
     """Top-1 accuracy [drift time, draw]."""
     labels = np.asarray(y).reshape(-1)
     metric = {"accuracy": lambda outputs: float(np.mean(outputs.argmax(axis=1) == labels))}

@@ -90,7 +90,9 @@ class Calibrated:
     def measurer(self, model: ir.Model, scorer: Scorer | None = None) -> Measurer:
         """Measures mappings of `model` (these layers, perhaps other weights) with `scorer` (default: this model's)."""
         ranges = self.context.reports["calibrate"].input_range
-        return Measurer(model, self.context.target, self.layers, ranges, scorer or self.scorer, self.context.config.seed)
+        return Measurer(
+            model, self.context.target, self.layers, ranges, scorer or self.scorer, self.context.config.seed
+        )
 
     @property
     def train(self) -> Dataset:
@@ -108,7 +110,9 @@ class Outcome:
     energy_vs_int8: float  # against the same layers on the widest digital unit
     seconds: float  # mapping wall time
     details: dict = field(default_factory=dict)
-    model: ir.Model | None = field(default=None, repr=False)  # the weights the mapping runs on (None: the calibrated ones)
+    model: ir.Model | None = field(
+        default=None, repr=False
+    )  # the weights the mapping runs on (None: the calibrated ones)
 
     def as_json(self) -> dict:
         """The outcome's fields as data, without the model."""
@@ -120,22 +124,45 @@ def prepare(model_path: Path, target: Target, data_path: Path, train_path: Path,
     model = read_model(model_path)
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(model)}
     dataset = load_dataset(data_path, dtypes)
-    config = CompileConfig(seed=seed, input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset,
-                           train=load_dataset(train_path, dtypes))  # fmt: skip
+    config = CompileConfig(
+        seed=seed,
+        input_shapes=resolve_input_shapes(model, dataset, {}),
+        dataset=dataset,
+        train=load_dataset(train_path, dtypes),
+    )
     context = PassContext(target=target, config=config)
     model, reports = run_pipeline(model, [Canonicalize(), Partition(), Calibrate()], context)
     return Calibrated(model, context.with_reports(reports), Scorer(model, scoring_dataset(model, config)))
 
 
-def outcome(base: Calibrated, method: str, mapping: dict[str, str], accuracy: float, std: float, seconds: float,
-            details: dict | None = None, model: ir.Model | None = None) -> Outcome:  # fmt: skip
+def outcome(
+    base: Calibrated,
+    method: str,
+    mapping: dict[str, str],
+    accuracy: float,
+    std: float,
+    seconds: float,
+    details: dict | None = None,
+    model: ir.Model | None = None,
+) -> Outcome:
     """A mapping's row: its measured accuracy with its analog weight share and energy against all-INT8."""
     target = base.context.target
     analog = sum(layer.weight_count for layer in base.layers if mapping[layer.name] == ANALOG)
     digital = {layer.name: widest_digital(target) for layer in base.layers}
     energy = mapping_energy_pj(base.layers, mapping, target) / mapping_energy_pj(base.layers, digital, target)
     share = analog / base.context.reports["partition"].mappable_weights
-    return Outcome(method, dict(mapping), accuracy, std, base.full_precision - accuracy, share, energy, seconds, details or {}, model)
+    return Outcome(
+        method,
+        dict(mapping),
+        accuracy,
+        std,
+        base.full_precision - accuracy,
+        share,
+        energy,
+        seconds,
+        details or {},
+        model,
+    )
 
 
 def widest_digital(target: Target) -> str:
@@ -149,11 +176,20 @@ def measure(model: ir.Model, base: Calibrated, mapping: dict[str, str], setting:
 
 
 def _fits(base: Calibrated, mapping: dict[str, str]) -> bool:
-    return sum(layer.tiles for layer in base.layers if mapping[layer.name] == ANALOG) <= base.context.target.analog.count
+    return (
+        sum(layer.tiles for layer in base.layers if mapping[layer.name] == ANALOG) <= base.context.target.analog.count
+    )
 
 
-def _scored(base: Calibrated, method: str, model: ir.Model, mapping: dict[str, str], setting: Setting, began: float,
-            details: dict | None = None) -> Outcome:  # fmt: skip
+def _scored(
+    base: Calibrated,
+    method: str,
+    model: ir.Model,
+    mapping: dict[str, str],
+    setting: Setting,
+    began: float,
+    details: dict | None = None,
+) -> Outcome:
     seconds = time.perf_counter() - began
     return outcome(base, method, mapping, *measure(model, base, mapping, setting), seconds, details, model)
 
@@ -174,8 +210,13 @@ class _Adaptable:
         """Train `mapping` alone (hetmap's adaptation with a fixed mapping) and write the weights back."""
         names = [layer.name for layer in self.base.layers]
         sampler = MappingSampler(names, target_options(self.base.context.target), None, 0.0, fixed=mapping)
-        config = AdaptConfig(epochs=epochs, batch_size=self.setting.batch_size, learning_rate=self.setting.learning_rate,
-                             seed=self.base.context.config.seed, device=self.device)  # fmt: skip
+        config = AdaptConfig(
+            epochs=epochs,
+            batch_size=self.setting.batch_size,
+            learning_rate=self.setting.learning_rate,
+            seed=self.base.context.config.seed,
+            device=self.device,
+        )
         adapt(self.net, [value.name for value in graph_inputs(self.model)], train, sampler, config, run_id="baseline")
         self.load(self.net.graph.parameter_arrays())
 
@@ -236,14 +277,24 @@ def layer_by_layer(base: Calibrated, setting: Setting) -> Outcome:
             mapping = candidate
         else:
             tuned.load(before)
-    return _scored(base, "layer-by-layer", tuned.model, mapping, setting, began, {"steps_per_move": setting.layer_steps, "moves": moves})
+    return _scored(
+        base,
+        "layer-by-layer",
+        tuned.model,
+        mapping,
+        setting,
+        began,
+        {"steps_per_move": setting.layer_steps, "moves": moves},
+    )
 
 
 def hessian_traces(net, base: Calibrated, setting: Setting) -> dict[str, float]:
     """Hutchinson: tr(d2L/dW2) ~ mean of v.Hv over Rademacher v, per mappable layer, full precision, one batch."""
     train = base.train
     count = min(train.size, setting.calibration_samples)
-    feeds = [torch.from_numpy(np.ascontiguousarray(train.head(count)[value.name])) for value in graph_inputs(base.model)]
+    feeds = [
+        torch.from_numpy(np.ascontiguousarray(train.head(count)[value.name])) for value in graph_inputs(base.model)
+    ]
     labels = torch.from_numpy(np.asarray(train.labels[:count]).astype(np.int64))
     net.set_mapping({})
     net.eval()
@@ -268,7 +319,11 @@ def analog_weight_error(base: Calibrated, setting: Setting) -> dict[str, float]:
     errors = {}
     for layer in base.layers:
         weight = base.model.graph.initializers[layer.weight].const_value.numpy()
-        matrix = WeightLayout(layer.op_type, weight.shape, layer.groups, layer.weight_transposed).to_matrix(weight).astype(np.float32)
+        matrix = (
+            WeightLayout(layer.op_type, weight.shape, layer.groups, layer.weight_transposed)
+            .to_matrix(weight)
+            .astype(np.float32)
+        )
         errors[layer.name] = float(np.sum((noisy_weights(matrix, noise, t_inference_s, rng) - matrix) ** 2))
     return errors
 
@@ -291,7 +346,13 @@ def hessian(base: Calibrated, setting: Setting) -> Outcome:
         if drop > setting.max_drop:
             break
         mapping = candidate
-    details = {"ranking": ranking, "hessian_trace": traces, "weight_error": errors, "sensitivity": sensitivity, "moves": moves}
+    details = {
+        "ranking": ranking,
+        "hessian_trace": traces,
+        "weight_error": errors,
+        "sensitivity": sensitivity,
+        "moves": moves,
+    }
     return _scored(base, "hessian", base.model, mapping, setting, began, details)
 
 

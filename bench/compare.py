@@ -37,6 +37,7 @@ import onnx_ir as ir
 
 from bench import headline
 from bench.baselines import Calibrated, Setting, all_analog_finetuned, layer_by_layer, measure, outcome, prepare
+from bench.compare_tables import PAPER, PAPER_SOURCE, at_drift, write_markdown
 from bench.mps import MpsSetting, budget_steps, run_mps
 from hetmap.graph.data import load_dataset
 from hetmap.graph.shapes import graph_inputs
@@ -54,22 +55,18 @@ TARGET = "hermes"
 DRIFTS = ("1h", "1d", "1y")
 SEEDS = 5
 EPOCHS = 1  # fine-tuning epochs: the two shapes32 ResNets compare within 30 minutes on 2 cores
-ROWS = ("full-precision", "all-int8", "all-analog", "all-analog+hwa", "layer-by-layer", "mps", "hetmap", "hetmap+finetune",
-        "hetmap@mps-drop")
-RESULTS = Path(__file__).resolve().parent / "results"
-
-PAPER_SOURCE = (
-    "Benmeziane, Lammie, Boybat et al., \"Supernetwork-based efficient mapping of deep learning applications to "
-    "mixed-precision hardware using model adaptation\", Nature Communications (2026); figures from the paper's raw "
-    "data, MPS/raw_data/cifar10_performance.csv in the IBM/analog-nas repository on GitHub"
+ROWS = (
+    "full-precision",
+    "all-int8",
+    "all-analog",
+    "all-analog+hwa",
+    "layer-by-layer",
+    "mps",
+    "hetmap",
+    "hetmap+finetune",
+    "hetmap@mps-drop",
 )
-# CIFAR-10 test accuracy (percent) and analog MAC ratio as published; simulated PCM hardware as in the paper.
-PAPER = {
-    "resnet8": {"task": "CIFAR-10", "full_precision": 88.65, "all_analog": 85.1, "all_analog_mac_share": 0.986,
-                "mps": 88.5, "mps_mac_share": 0.70, "lionheart": 87.85, "lionheart_mac_share": 0.6005},
-    "resnet20": {"task": "CIFAR-10", "full_precision": 92.0, "all_analog": 83.6, "all_analog_mac_share": 0.989,
-                 "mps": 90.8, "mps_mac_share": 0.88, "lionheart": 84.25, "lionheart_mac_share": 0.88},
-}  # fmt: skip
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass
@@ -89,18 +86,37 @@ def score(base: Calibrated, test: Scorer, model: ir.Model, mapping: dict[str, st
     """hetmap's simulator on the test set at every drift time over `seeds` chips: the same draws for every method."""
     times = [parse_drift(d) for d in DRIFTS]
     per_time = base.measurer(model, test).measure(mapping, times, seeds)
-    return {d: {"mean": 100 * float(np.mean(v)), "std": 100 * float(np.std(v)), "per_seed": [100 * x for x in v]}
-            for d, v in zip(DRIFTS, per_time)}  # fmt: skip
+    return {
+        d: {"mean": 100 * float(np.mean(v)), "std": 100 * float(np.std(v)), "per_seed": [100 * x for x in v]}
+        for d, v in zip(DRIFTS, per_time)
+    }
 
 
-def row(base: Calibrated, test: Scorer, method: str, model: ir.Model, mapping: dict[str, str], seconds: float, seeds: int,
-        details: dict | None = None) -> Row:  # fmt: skip
+def row(
+    base: Calibrated,
+    test: Scorer,
+    method: str,
+    model: ir.Model,
+    mapping: dict[str, str],
+    seconds: float,
+    seeds: int,
+    details: dict | None = None,
+) -> Row:
     accuracy = score(base, test, model, mapping, seeds)
     scored = outcome(base, method, mapping, accuracy["1d"]["mean"], accuracy["1d"]["std"], seconds)
     analog = [layer for layer in base.layers if mapping[layer.name] == ANALOG]
     mac_share = sum(layer.macs for layer in analog) / max(sum(layer.macs for layer in base.layers), 1)
-    return Row(method, dict(mapping), accuracy, mac_share, scored.analog_weight_share, scored.energy_vs_int8,
-               sum(layer.tiles for layer in analog), seconds, details or {})  # fmt: skip
+    return Row(
+        method,
+        dict(mapping),
+        accuracy,
+        mac_share,
+        scored.analog_weight_share,
+        scored.energy_vs_int8,
+        sum(layer.tiles for layer in analog),
+        seconds,
+        details or {},
+    )
 
 
 def full_precision_row(test: Scorer) -> Row:
@@ -128,13 +144,28 @@ def run_model(name: str, target: Target, setting: Setting, seeds: int, log, trai
         test = Scorer(base.model, load_dataset(reference_path(f"{name}.test.npz"), dtypes))
         rows = _rows(base, test, name, target, setting, seeds, log, (train_path, validation_path), Path(tmp))
     by_method = {r.method: r for r in rows}
-    return {"full_precision": 100 * test.full_precision, "layers": len(base.layers), "train_samples": base.train.size,
-            "validation_samples": base.scorer.dataset.size, "test_samples": test.dataset.size,
-            "steps": by_method["mps"].details["steps"], "rows": {m: dataclasses.asdict(by_method[m]) for m in ROWS}}  # fmt: skip
+    return {
+        "full_precision": 100 * test.full_precision,
+        "layers": len(base.layers),
+        "train_samples": base.train.size,
+        "validation_samples": base.scorer.dataset.size,
+        "test_samples": test.dataset.size,
+        "steps": by_method["mps"].details["steps"],
+        "rows": {m: dataclasses.asdict(by_method[m]) for m in ROWS},
+    }
 
 
-def _rows(base: Calibrated, test: Scorer, name: str, target: Target, setting: Setting, seeds: int, log,
-          data: tuple[Path, Path], tmp: Path) -> list[Row]:  # fmt: skip
+def _rows(
+    base: Calibrated,
+    test: Scorer,
+    name: str,
+    target: Target,
+    setting: Setting,
+    seeds: int,
+    log,
+    data: tuple[Path, Path],
+    tmp: Path,
+) -> list[Row]:
     """Every method decides on the validation split (hetmap compiles with it as --data) and is scored on the test set."""
     layers = [layer.name for layer in base.layers]
     rows = [full_precision_row(test)]
@@ -142,136 +173,151 @@ def _rows(base: Calibrated, test: Scorer, name: str, target: Target, setting: Se
         rows.append(row(base, test, f"all-{option}", base.model, {n: option for n in layers}, 0.0, seeds))
     for method in (all_analog_finetuned, layer_by_layer):
         result = method(base, setting)
-        rows.append(row(base, test, result.method, result.model, result.mapping, result.seconds, seeds, {"decision_accuracy_1d": result.accuracy}))
+        rows.append(
+            row(
+                base,
+                test,
+                result.method,
+                result.model,
+                result.mapping,
+                result.seconds,
+                seeds,
+                {"decision_accuracy_1d": result.accuracy},
+            )
+        )
         log(f"{name}: {result.method} in {result.seconds:.1f} s")
     steps = budget_steps(base.train.size, setting.epochs, setting.batch_size)
-    mps = run_mps(base, MpsSetting(steps=steps, batch_size=setting.batch_size, learning_rate=setting.learning_rate), setting.drift)
+    mps = run_mps(
+        base, MpsSetting(steps=steps, batch_size=setting.batch_size, learning_rate=setting.learning_rate), setting.drift
+    )
     fits = sum(l.tiles for l in base.layers if mps.hardware_mapping[l.name] == ANALOG) <= target.analog.count
-    mps_row = row(base, test, "mps", mps.model, mps.hardware_mapping, mps.seconds, seeds, {
-        "argmax_mapping": mps.mapping, "steps": steps, "phase_steps": list(mps.phase_steps), "logits": mps.logits,
-        "initial_logits": mps.initial_logits, "rank_losses": mps.rank_losses, "phase_losses": mps.phase_losses,
-        "phase_seconds": mps.phase_seconds,
-        "fits_tiles": fits, "fp_scored_as": "int8"})  # fmt: skip
+    mps_row = row(
+        base,
+        test,
+        "mps",
+        mps.model,
+        mps.hardware_mapping,
+        mps.seconds,
+        seeds,
+        {
+            "argmax_mapping": mps.mapping,
+            "steps": steps,
+            "phase_steps": list(mps.phase_steps),
+            "logits": mps.logits,
+            "initial_logits": mps.initial_logits,
+            "rank_losses": mps.rank_losses,
+            "phase_losses": mps.phase_losses,
+            "phase_seconds": mps.phase_seconds,
+            "fits_tiles": fits,
+            "fp_scored_as": "int8",
+        },
+    )
     rows.append(mps_row)
     log(f"{name}: mps in {mps.seconds:.1f} s ({steps} steps, phases {mps.phase_steps})")
     for epochs in (0, setting.epochs):
         result = headline.hetmap_outcome(base, name, target, setting, epochs, tmp / f"hetmap-e{epochs}", *data)
-        rows.append(row(base, test, result.method, result.model, result.mapping, result.seconds, seeds, {**result.details, "steps": steps if epochs else 0}))
+        rows.append(
+            row(
+                base,
+                test,
+                result.method,
+                result.model,
+                result.mapping,
+                result.seconds,
+                seeds,
+                {**result.details, "steps": steps if epochs else 0},
+            )
+        )
         log(f"{name}: {result.method} in {result.seconds:.1f} s")
     # The same accuracy as MPS, to compare shares: hetmap given MPS's drop on the validation split as its budget.
     mps_drop = base.full_precision - measure(mps.model, base, mps.hardware_mapping, setting)[0]
     matched = dataclasses.replace(setting, max_drop=round(max(mps_drop, setting.max_drop), 2))
     result = headline.hetmap_outcome(base, name, target, matched, 0, tmp / "hetmap-mps-drop", *data)
-    rows.append(row(base, test, "hetmap@mps-drop", result.model, result.mapping, result.seconds, seeds,
-                    {**result.details, "max_drop": matched.max_drop, "steps": 0}))  # fmt: skip
+    rows.append(
+        row(
+            base,
+            test,
+            "hetmap@mps-drop",
+            result.model,
+            result.mapping,
+            result.seconds,
+            seeds,
+            {**result.details, "max_drop": matched.max_drop, "steps": 0},
+        )
+    )
     log(f"{name}: hetmap at MPS's drop ({matched.max_drop} points) in {result.seconds:.1f} s")
     return rows
 
 
-def _at(row: dict, drift: str = "1d") -> float:
-    return row["accuracy"][drift]["mean"]
-
-
 def _against_mps(ours: dict, mps: dict) -> tuple[bool, str]:
     """At least MPS's accuracy at 1 day with a higher analog weight share, or more accuracy at the same share."""
-    gain, share = _at(ours) - _at(mps), ours["analog_weight_share"] - mps["analog_weight_share"]
-    text = (f"{gain:+.2f} pts at weight share {ours['analog_weight_share']:.1%} vs {mps['analog_weight_share']:.1%}"
-            f" (MACs {ours['analog_mac_share']:.1%} vs {mps['analog_mac_share']:.1%})")  # fmt: skip
+    gain, share = at_drift(ours) - at_drift(mps), ours["analog_weight_share"] - mps["analog_weight_share"]
+    text = (
+        f"{gain:+.2f} pts at weight share {ours['analog_weight_share']:.1%} vs {mps['analog_weight_share']:.1%}"
+        f" (MACs {ours['analog_mac_share']:.1%} vs {mps['analog_mac_share']:.1%})"
+    )
     return (gain >= 0 and share > 0) or (gain > 0 and share >= 0), text
 
 
 def goals(models: dict, setting: Setting) -> tuple[list[dict], list[str]]:
     """The issue's goals for hetmap against MPS, per model; met when every model meets it."""
     versus = "matches MPS's accuracy at 1 day with a higher analog share (or beats it at the same share)"
-    checks = {f"hetmap+finetune {versus}": {}, f"hetmap@mps-drop {versus}": {},
-              f"hetmap+finetune within its {setting.max_drop}-point budget at 1 day": {},
-              "hetmap+finetune maps faster than MPS": {}}  # fmt: skip
+    checks = {
+        f"hetmap+finetune {versus}": {},
+        f"hetmap@mps-drop {versus}": {},
+        f"hetmap+finetune within its {setting.max_drop}-point budget at 1 day": {},
+        "hetmap+finetune maps faster than MPS": {},
+    }
     notes = []
     for name, result in models.items():
         rows, fp = result["rows"], result["full_precision"]
         ours, mps = rows["hetmap+finetune"], rows["mps"]
         checks[f"hetmap+finetune {versus}"][name] = _against_mps(ours, mps)
         checks[f"hetmap@mps-drop {versus}"][name] = _against_mps(rows["hetmap@mps-drop"], mps)
-        drop = fp - _at(ours)
-        checks[f"hetmap+finetune within its {setting.max_drop}-point budget at 1 day"][name] = (drop <= setting.max_drop, f"drop {drop:+.2f} pts")
+        drop = fp - at_drift(ours)
+        checks[f"hetmap+finetune within its {setting.max_drop}-point budget at 1 day"][name] = (
+            drop <= setting.max_drop,
+            f"drop {drop:+.2f} pts",
+        )
         speedup = mps["seconds"] / max(ours["seconds"], 1e-9)
-        checks["hetmap+finetune maps faster than MPS"][name] = (speedup > 1, f"{ours['seconds']:.1f} s vs {mps['seconds']:.1f} s ({speedup:.2f}x)")
-        mps_drop = fp - _at(mps)
+        checks["hetmap+finetune maps faster than MPS"][name] = (
+            speedup > 1,
+            f"{ours['seconds']:.1f} s vs {mps['seconds']:.1f} s ({speedup:.2f}x)",
+        )
+        mps_drop = fp - at_drift(mps)
         side = "over" if mps_drop > setting.max_drop else "within"
-        notes.append(f"{name}: MPS (no budget) drops {mps_drop:+.2f} pts from full precision at 1 day: {side} hetmap's "
-                     f"{setting.max_drop}-point budget by {abs(mps_drop - setting.max_drop):.2f} pts; hetmap@mps-drop was given "
-                     f"{rows['hetmap@mps-drop']['details']['max_drop']} pts")  # fmt: skip
+        notes.append(
+            f"{name}: MPS (no budget) drops {mps_drop:+.2f} pts from full precision at 1 day: {side} hetmap's "
+            f"{setting.max_drop}-point budget by {abs(mps_drop - setting.max_drop):.2f} pts; hetmap@mps-drop was given "
+            f"{rows['hetmap@mps-drop']['details']['max_drop']} pts"
+        )
     rows = []
     for goal, per_model in checks.items():
         passed = sum(ok for ok, _ in per_model.values())
         status = "met" if passed == len(per_model) else f"not met ({passed} of {len(per_model)} models)"
-        rows.append({"goal": goal, "measured": "; ".join(f"{n} {text}" for n, (_, text) in per_model.items()),
-                     "status": status, "per_model": {n: ok for n, (ok, _) in per_model.items()}})  # fmt: skip
+        rows.append(
+            {
+                "goal": goal,
+                "measured": "; ".join(f"{n} {text}" for n, (_, text) in per_model.items()),
+                "status": status,
+                "per_model": {n: ok for n, (ok, _) in per_model.items()},
+            }
+        )
     return rows, notes
-
-
-def _markdown(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def methods_table(models: dict) -> tuple[list[str], list[list[str]]]:
-    headers = ["model", "method", *(f"acc % {d}" for d in DRIFTS), "analog MACs", "analog weights", "energy vs INT8", "tiles", "mapping s"]
-    rows = []
-    for name, result in models.items():
-        for method, r in result["rows"].items():
-            accuracy = [f"{r['accuracy'][d]['mean']:.2f} ± {r['accuracy'][d]['std']:.2f}" for d in DRIFTS]
-            energy = "—" if r["energy_vs_int8"] is None else f"{r['energy_vs_int8']:.2f}x"
-            rows.append([name, method, *accuracy, f"{r['analog_mac_share']:.1%}", f"{r['analog_weight_share']:.1%}", energy,
-                         str(r["tiles_used"]), f"{r['seconds']:.1f}"])  # fmt: skip
-    return headers, rows
-
-
-def paper_table(models: dict) -> tuple[list[str], list[list[str]]]:
-    headers = ["model", "source", "FP %", "all-analog %", *(f"{m} % (analog MACs)" for m in ("LionHeart", "MPS", "hetmap+finetune", "hetmap@mps-drop"))]
-    rows = []
-    for name, paper in PAPER.items():
-        rows.append([name, f"paper, {paper['task']}", f"{paper['full_precision']:.2f}", f"{paper['all_analog']:.2f}",
-                     f"{paper['lionheart']:.2f} ({paper['lionheart_mac_share']:.0%})",
-                     f"{paper['mps']:.2f} ({paper['mps_mac_share']:.0%})", "—", "—"])  # fmt: skip
-        if name in models:
-            r = models[name]["rows"]
-            rows.append([name, "ours, shapes32, 1 day", f"{models[name]['full_precision']:.2f}", f"{_at(r['all-analog']):.2f}",
-                         f"{_at(r['layer-by-layer']):.2f} ({r['layer-by-layer']['analog_mac_share']:.0%})",
-                         f"{_at(r['mps']):.2f} ({r['mps']['analog_mac_share']:.0%})",
-                         *(f"{_at(r[m]):.2f} ({r[m]['analog_mac_share']:.0%})" for m in ("hetmap+finetune", "hetmap@mps-drop"))])  # fmt: skip
-    return headers, rows
-
-
-def write_markdown(path: Path, payload: dict) -> None:
-    setting, models = payload["setting"], payload["models"]
-    text = [
-        "# hetmap vs the Mixed-Precision Supernetwork", "", f"    {payload['command']}", "",
-        f"Target {TARGET}. Mapping decisions and fine-tuning at {setting['drift']} of drift, hetmap's budget "
-        f"{setting['max_drop']} points, {setting['seeds']} seeds while deciding; {setting['epochs']} fine-tuning epochs at learning "
-        f"rate {setting['learning_rate']:g} (hetmap --finetune, all-analog HWA; MPS gets the same number of optimiser steps, "
-        f"split 40/40/20 % over its three phases). Every mapping is then scored by hetmap's simulator on the test set at "
-        f"{', '.join(DRIFTS)} over the same {payload['seeds']} noise seeds: mean ± std. Every method decides on a validation split "
-        f"({VALIDATION_SHARE:.0%} of the training file, held out from training); the test set only scores. MPS's `fp` layers run at INT8 when "
-        "scored (the target has no full-precision unit). `hetmap@mps-drop` is hetmap without fine-tuning given MPS's measured "
-        "drop at the drift time on the validation split as its budget: the two at the same accuracy, to compare analog shares. Mapping time: wall time from the calibrated model to the mapping, "
-        "fine-tuning included, on this machine.", "",
-        _markdown(*methods_table(models)), "", "## Against the paper's figures", "",
-        f"Source: {PAPER_SOURCE}. The paper's models are trained on CIFAR-10; ours on the procedural shapes32 task, "
-        "so absolute accuracies differ: compare gaps (all-analog, LionHeart and MPS against full precision) and analog shares.", "",
-        _markdown(*paper_table(models)), "", "## Goals (hetmap against MPS)", "",
-        _markdown(["goal", "measured", "status"], [[g["goal"], g["measured"], g["status"]] for g in payload["goals"]]), "",
-        *(f"- {note}" for note in payload["notes"]), "",
-    ]  # fmt: skip
-    path.write_text("\n".join(text))
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated reference models")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="fine-tuning epochs (hetmap, all-analog HWA; MPS's step budget)")
+    parser.add_argument(
+        "--epochs", type=int, default=EPOCHS, help="fine-tuning epochs (hetmap, all-analog HWA; MPS's step budget)"
+    )
     parser.add_argument("--seeds", type=int, default=SEEDS, help="noise seeds of the final scoring")
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODEL} on {QUICK_TRAIN_SAMPLES} training samples, one epoch, 2 seeds")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_MODEL} on {QUICK_TRAIN_SAMPLES} training samples, one epoch, 2 seeds",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for compare.json and compare.md")
     args = parser.parse_args(argv)
     names = [QUICK_MODEL] if args.quick else [n for n in args.models.split(",") if n]
@@ -280,8 +326,11 @@ def main(argv: list[str] | None = None) -> dict:
             reference_path(f"{name}{suffix}")
     except FileNotFoundError as error:
         parser.error(str(error))
-    setting = Setting(epochs=1 if args.quick else args.epochs, seeds=2 if args.quick else Setting.seeds,
-                      layer_steps=5 if args.quick else Setting.layer_steps)  # fmt: skip
+    setting = Setting(
+        epochs=1 if args.quick else args.epochs,
+        seeds=2 if args.quick else Setting.seeds,
+        layer_steps=5 if args.quick else Setting.layer_steps,
+    )
     seeds = 2 if args.quick else args.seeds
     target = load_target(TARGET)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
@@ -289,8 +338,18 @@ def main(argv: list[str] | None = None) -> dict:
     goal_rows, notes = goals(models, setting)
     given = "--quick" if args.quick else f"--models {','.join(names)} --epochs {args.epochs} --seeds {args.seeds}"
     command = f"python -m bench.compare {given}"  # --out only says where the files go
-    payload = {"command": command.strip(), "target": TARGET, "drifts": list(DRIFTS), "seeds": seeds, "setting": dataclasses.asdict(setting),
-               "paper": {"source": PAPER_SOURCE, "models": PAPER}, "models": models, "goals": goal_rows, "notes": notes}  # fmt: skip
+    payload = {
+        "command": command.strip(),
+        "target": TARGET,
+        "drifts": list(DRIFTS),
+        "validation_share": VALIDATION_SHARE,
+        "seeds": seeds,
+        "setting": dataclasses.asdict(setting),
+        "paper": {"source": PAPER_SOURCE, "models": PAPER},
+        "models": models,
+        "goals": goal_rows,
+        "notes": notes,
+    }
     stem = "compare.quick" if args.quick else "compare" if names == list(MODELS) else "compare." + "-".join(names)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")

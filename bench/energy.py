@@ -37,13 +37,13 @@ import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.resnet_graphs import build_resnet18
+from hetmap.graph.shapes import resolve_input_shapes
 from hetmap.mapping.cost import mapping_costs
 from hetmap.mapping.mapping import ANALOG
 from hetmap.models import reference_path
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
-from hetmap.graph.shapes import resolve_input_shapes
 from hetmap.targets import Target, load_target
 
 RESULTS = Path(__file__).parent / "results"
@@ -99,9 +99,12 @@ def full_chip_layer(size: int) -> onnx.ModelProto:
     weight = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
     nodes = [helper.make_node("Gemm", ["x", "W"], ["y"], name="fc")]
     graph = helper.make_graph(
-        nodes, "full_chip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, size])], [numpy_helper.from_array(weight, "W")],
-    )  # fmt: skip
+        nodes,
+        "full_chip",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, size])],
+        [numpy_helper.from_array(weight, "W")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
@@ -111,25 +114,60 @@ def run() -> tuple[list[Case], dict]:
 
     cifar = mappable_layers(onnx.load(reference_path("resnet20.onnx")), diana, {"x": (1, 3, 32, 32)})
     estimate, terms = tops_per_watt(cifar, diana_policy(cifar), diana)
-    cases.append(Case("DIANA, CIFAR-10 (ResNet-20), system TOPS/W", 7.02, "TOPS/W", "Houshmand et al., JSSC 2023, abstract", estimate))
+    cases.append(
+        Case(
+            "DIANA, CIFAR-10 (ResNet-20), system TOPS/W",
+            7.02,
+            "TOPS/W",
+            "Houshmand et al., JSSC 2023, abstract",
+            estimate,
+        )
+    )
     details["diana_cifar10_energy_pj"] = terms
 
     imagenet = mappable_layers(build_resnet18(), diana, {"input": (1, 3, 224, 224)})
     estimate, terms = tops_per_watt(imagenet, diana_policy(imagenet), diana)
-    imagenet_case = Case("DIANA, ImageNet (ResNet-18), system TOPS/W", 5.56, "TOPS/W", "Houshmand et al., JSSC 2023, abstract", estimate)
+    imagenet_case = Case(
+        "DIANA, ImageNet (ResNet-18), system TOPS/W", 5.56, "TOPS/W", "Houshmand et al., JSSC 2023, abstract", estimate
+    )
     cases.append(imagenet_case)
     details["diana_imagenet_energy_pj"] = terms
-    dearer = dataclasses.replace(diana, memory=dataclasses.replace(diana.memory, dram_pj_per_byte=HOROWITZ_DRAM_HIGH_PJ_PER_BYTE))
+    dearer = dataclasses.replace(
+        diana, memory=dataclasses.replace(diana.memory, dram_pj_per_byte=HOROWITZ_DRAM_HIGH_PJ_PER_BYTE)
+    )
     high, _ = tops_per_watt(imagenet, diana_policy(imagenet), dearer)
     details["diana_imagenet_tops_per_watt_dram_high_end"] = high
 
     chip = mappable_layers(full_chip_layer(2048), hermes, {"x": (1, 2048)})
     costs = mapping_costs(chip, {chip[0].name: ANALOG}, hermes)[chip[0].name]
     mvm_energy_uj = (costs.compute_pj + costs.conversions_pj) * 1e-6  # what the paper's MVM energy includes
-    cases.append(Case("HERMES, full-chip 8-bit MVM energy (array, ADC, PWM)", 0.86, "uJ", "Le Gallo et al., arXiv:2212.02872, Table I", mvm_energy_uj))
-    cases.append(Case("HERMES, peak MVM efficiency", 9.76, "TOPS/W", "Le Gallo et al., Nat. Electron. 2023, abstract",
-                      2 * chip[0].macs / (costs.compute_pj + costs.conversions_pj)))  # fmt: skip
-    cases.append(Case("HERMES, full-chip MVM latency (one phase)", 133.0, "ns", "derived: 64x256x256x2 ops / 63.1 TOPS", costs.latency_ns))
+    cases.append(
+        Case(
+            "HERMES, full-chip 8-bit MVM energy (array, ADC, PWM)",
+            0.86,
+            "uJ",
+            "Le Gallo et al., arXiv:2212.02872, Table I",
+            mvm_energy_uj,
+        )
+    )
+    cases.append(
+        Case(
+            "HERMES, peak MVM efficiency",
+            9.76,
+            "TOPS/W",
+            "Le Gallo et al., Nat. Electron. 2023, abstract",
+            2 * chip[0].macs / (costs.compute_pj + costs.conversions_pj),
+        )
+    )
+    cases.append(
+        Case(
+            "HERMES, full-chip MVM latency (one phase)",
+            133.0,
+            "ns",
+            "derived: 64x256x256x2 ops / 63.1 TOPS",
+            costs.latency_ns,
+        )
+    )
     details["hermes_full_chip_energy_pj"] = costs.breakdown()
     reasons = {
         cases[0].name: (
@@ -173,7 +211,10 @@ def main() -> None:
     text = markdown(cases)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    payload = {"cases": [{**vars(c), "ratio": c.ratio, "within": c.within} for c in cases], "energy_by_term_pj": details}
+    payload = {
+        "cases": [{**vars(c), "ratio": c.ratio, "within": c.within} for c in cases],
+        "energy_by_term_pj": details,
+    }
     (RESULTS / "energy.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / "energy.md").write_text(text)
 

@@ -79,7 +79,9 @@ def output_error(outputs: np.ndarray, full_precision: np.ndarray) -> float:
     return float(np.mean(np.linalg.norm(outputs - full_precision, axis=1) / np.linalg.norm(full_precision, axis=1)))
 
 
-def hetmap_output_error(model: ir.Model, target: Target, x: np.ndarray, full_precision: np.ndarray, seeds: int, seed: int = 0) -> np.ndarray:
+def hetmap_output_error(
+    model: ir.Model, target: Target, x: np.ndarray, full_precision: np.ndarray, seeds: int, seed: int = 0
+) -> np.ndarray:
     """Output error [drift time, draw], drawn as `hetmap run` draws (hetmap.sim.simulation's generators: same chips)."""
     simulation = build_simulation(model, target)
     names = frozenset(simulation.drawn_names())
@@ -132,11 +134,15 @@ def fidelity(name: str, model: ir.Model, target: Target, seeds: int) -> dict:
             "aihwkit_accuracy_std": float(theirs["accuracy"][index].std()),
             "hetmap_output_error": float(ours_error[index].mean()),
             "aihwkit_output_error": float(theirs["output_error"][index].mean()),
-            "output_error_sem": float(np.hypot(ours_error[index].std(), theirs["output_error"][index].std()) / np.sqrt(seeds)),
+            "output_error_sem": float(
+                np.hypot(ours_error[index].std(), theirs["output_error"][index].std()) / np.sqrt(seeds)
+            ),
         }
         row["delta_pp"] = 100 * (row["hetmap_accuracy"] - row["aihwkit_accuracy"])
         # standard error of the difference of the two means: what the draws can resolve
-        row["delta_sem_pp"] = 100 * float(np.hypot(np.std(result.per_seed), theirs["accuracy"][index].std()) / np.sqrt(seeds))
+        row["delta_sem_pp"] = 100 * float(
+            np.hypot(np.std(result.per_seed), theirs["accuracy"][index].std()) / np.sqrt(seeds)
+        )
         row["pass"] = abs(row["delta_pp"]) <= TOLERANCE_PP
         if same_blocks is not None:
             row["aihwkit_same_blocks_accuracy"] = float(same_blocks["accuracy"][index].mean())
@@ -223,19 +229,23 @@ def speed(name: str, model: ir.Model, target: Target, folder: Path) -> dict:
             analog.drift_analog_weights(t_s)
             analog(inputs)
 
-    best = _best_interleaved({
-        "full_precision": lambda: full_precision.run(None, {"x": x}),
-        "simulation_baked": lambda: baked.run(None, {input_name: x}),
-        "simulation_fed": lambda: fed.run(None, {input_name: x, **weights}),
-        "aihwkit_forward": aihwkit_forward,
-    })  # fmt: skip
+    best = _best_interleaved(
+        {
+            "full_precision": lambda: full_precision.run(None, {"x": x}),
+            "simulation_baked": lambda: baked.run(None, {input_name: x}),
+            "simulation_fed": lambda: fed.run(None, {input_name: x, **weights}),
+            "aihwkit_forward": aihwkit_forward,
+        }
+    )
     draws = _best_interleaved({"hetmap_draw": hetmap_draw, "aihwkit_draw": aihwkit_draw}, repeats=5)
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_profiling = True
     options.profile_file_prefix = str(folder / f"{name}-profile")
-    profiled = ort.InferenceSession(ir.to_proto(simulation.model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    profiled = ort.InferenceSession(
+        ir.to_proto(simulation.model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return {
         "batch": int(len(x)),
         "seconds": {**best, **draws},
@@ -250,11 +260,15 @@ def speed(name: str, model: ir.Model, target: Target, folder: Path) -> dict:
 
 
 def _print_fidelity(name: str, result: dict, seeds: int) -> None:
-    print(f"\n{name}: full precision {100 * result['full_precision']:.2f} %, hetmap nominal (converters, no noise) "
-          f"{100 * result['nominal']:.2f} %, {seeds} draws; torch reference parity {result['torch_parity_relative_error']:.1e}")  # fmt: skip
+    print(
+        f"\n{name}: full precision {100 * result['full_precision']:.2f} %, hetmap nominal (converters, no noise) "
+        f"{100 * result['nominal']:.2f} %, {seeds} draws; torch reference parity {result['torch_parity_relative_error']:.1e}"
+    )
     same = "aihwkit_same_blocks_accuracy" in result["drifts"][0]
-    header = (f"  {'drift':<5} {'hetmap %':>15} {'aihwkit %':>15} {'delta pp':>8} {'(+-sem)':>7}  {'goal':<5} "
-              f"{'out err hetmap':>14} {'aihwkit':>8} {'(+-sem)':>8}")  # fmt: skip
+    header = (
+        f"  {'drift':<5} {'hetmap %':>15} {'aihwkit %':>15} {'delta pp':>8} {'(+-sem)':>7}  {'goal':<5} "
+        f"{'out err hetmap':>14} {'aihwkit':>8} {'(+-sem)':>8}"
+    )
     print(header + ("   same blocks: acc %  out err" if same else ""))
     for row in result["drifts"]:
         line = (
@@ -264,14 +278,20 @@ def _print_fidelity(name: str, result: dict, seeds: int) -> None:
             f"{row['output_error_sem']:8.4f}"
         )
         if same:
-            line += f"   {100 * row['aihwkit_same_blocks_accuracy']:18.2f} {row['aihwkit_same_blocks_output_error']:8.4f}"
+            line += (
+                f"   {100 * row['aihwkit_same_blocks_accuracy']:18.2f} {row['aihwkit_same_blocks_output_error']:8.4f}"
+            )
         print(line)
 
 
 def _print_speed(results: dict) -> None:
-    print(f"\nspeed on the whole test set (best of {REPEATS}; simulation drawn at {SPEED_DRIFT}; default onnxruntime options)")
-    print(f"  {'model':<12} {'fp ms':>7} {'sim ms':>7} {'fed ms':>7} {'sim/fp':>7} {'goal':<5} {'aihwkit ms':>10} "
-          f"{'aihwkit/sim':>11} {'goal':<5} {'draw: aihwkit/hetmap':>20}")  # fmt: skip
+    print(
+        f"\nspeed on the whole test set (best of {REPEATS}; simulation drawn at {SPEED_DRIFT}; default onnxruntime options)"
+    )
+    print(
+        f"  {'model':<12} {'fp ms':>7} {'sim ms':>7} {'fed ms':>7} {'sim/fp':>7} {'goal':<5} {'aihwkit ms':>10} "
+        f"{'aihwkit/sim':>11} {'goal':<5} {'draw: aihwkit/hetmap':>20}"
+    )
     for name, r in results.items():
         s = r["seconds"]
         print(
@@ -291,7 +311,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="Monte-Carlo draws per model (default 20)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated reference models")
-    parser.add_argument("--only", choices=("fidelity", "speed"), help="run one half (the JSON keeps the other from the last run)")
+    parser.add_argument(
+        "--only", choices=("fidelity", "speed"), help="run one half (the JSON keeps the other from the last run)"
+    )
     args = parser.parse_args()
     names = [n for n in args.models.split(",") if n]
     target = load_target("hermes")
@@ -299,7 +321,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hetmap-fidelity-") as tmp:
         for name in names:
             folder = Path(tmp) / name
-            compile_model(reference_path(f"{name}.onnx"), target, folder, data_path=reference_path(f"{name}.test.npz"), decision=Decision("all-analog"))
+            compile_model(
+                reference_path(f"{name}.onnx"),
+                target,
+                folder,
+                data_path=reference_path(f"{name}.test.npz"),
+                decision=Decision("all-analog"),
+            )
             model = ir.load(folder / "model.mapped.onnx")
             if args.only != "speed":
                 fidelity_results[name] = fidelity(name, model, target, args.seeds)
@@ -313,14 +341,23 @@ def main() -> None:
         fidelity_results = {**previous.get("fidelity", {}), **fidelity_results}
         speed_results = {**previous.get("speed", {}), **speed_results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "target": "hermes",
-        "mapping": "all-analog",
-        "tolerance_pp": TOLERANCE_PP,
-        "goals": {"simulation_over_full_precision_max": GOAL_SIM_OVER_FP, "aihwkit_over_simulation_min": GOAL_AIHWKIT_OVER_SIM},
-        "fidelity": fidelity_results,
-        "speed": speed_results,
-    }, indent=2) + "\n")  # fmt: skip
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "target": "hermes",
+                "mapping": "all-analog",
+                "tolerance_pp": TOLERANCE_PP,
+                "goals": {
+                    "simulation_over_full_precision_max": GOAL_SIM_OVER_FP,
+                    "aihwkit_over_simulation_min": GOAL_AIHWKIT_OVER_SIM,
+                },
+                "fidelity": fidelity_results,
+                "speed": speed_results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
 
 

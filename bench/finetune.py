@@ -36,17 +36,24 @@ PAPER_GAIN_POINTS = 3.4
 def _compile(model: str, folder: Path, epochs: int) -> tuple[dict, float]:
     start = time.perf_counter()
     result = compile_model(
-        reference_path(f"{model}.onnx"), load_target("hermes"), folder, reference_path(f"{model}.test.npz"),
+        reference_path(f"{model}.onnx"),
+        load_target("hermes"),
+        folder,
+        reference_path(f"{model}.test.npz"),
         decision=Decision(None, BUDGET_POINTS, "analog-share", "1d", SEEDS),
-        train_path=reference_path(f"{model}.train.npz"), adaptation=Adaptation(epochs),
-    )  # fmt: skip
+        train_path=reference_path(f"{model}.train.npz"),
+        adaptation=Adaptation(epochs),
+    )
     return result.reports, time.perf_counter() - start
 
 
 def _chosen(reports: dict) -> dict:
     assign = reports["assign"]
     chosen = next(a for a in assign["attempts"] if a["mapping"] == assign["mapping"]["layers"])
-    return {"analog_weight_share": reports["emit"]["analog_weight_share"], "drop_points": chosen["measured_drop_points"]}
+    return {
+        "analog_weight_share": reports["emit"]["analog_weight_share"],
+        "drop_points": chosen["measured_drop_points"],
+    }
 
 
 def main() -> None:
@@ -76,12 +83,17 @@ def main() -> None:
                 "compile_seconds": {"plain": plain_s, "finetuned": tuned_s},
             }
             results[model] = row
-            print(f"{model:12s} {row['full_precision']:6.2f} {before['all-analog']['mean']:13.2f} {after['all-analog']['mean']:12.2f} "
-                  f"{row['all_analog_gain_points']:+6.2f} {row['solver_before']['analog_weight_share']:12.1%} "
-                  f"{row['solver_after']['analog_weight_share']:11.1%} {row['solver_after']['drop_points']:10.2f} {finetune['seconds']:7.1f}")  # fmt: skip
+            print(
+                f"{model:12s} {row['full_precision']:6.2f} {before['all-analog']['mean']:13.2f} {after['all-analog']['mean']:12.2f} "
+                f"{row['all_analog_gain_points']:+6.2f} {row['solver_before']['analog_weight_share']:12.1%} "
+                f"{row['solver_after']['analog_weight_share']:11.1%} {row['solver_after']['drop_points']:10.2f} {finetune['seconds']:7.1f}"
+            )
     out = Path(__file__).parent / "results" / "finetune.json"
     command = f"python -m bench.finetune --epochs {args.epochs} --models {args.models}"
-    reference = {"paper_analog_weight_share": PAPER_ANALOG_SHARE, "paper_gain_over_all_analog_points": PAPER_GAIN_POINTS}
+    reference = {
+        "paper_analog_weight_share": PAPER_ANALOG_SHARE,
+        "paper_gain_over_all_analog_points": PAPER_GAIN_POINTS,
+    }
     out.write_text(json.dumps({"command": command, "reference": reference, "models": results}, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -48,38 +48,69 @@ AIM_MAPPING_SPEEDUP = 10.0
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def hetmap_outcome(base: Calibrated, name: str, target: Target, setting: Setting, epochs: int, folder: Path,
-                   train_path: Path | None = None, data_path: Path | None = None) -> Outcome:  # fmt: skip
+def hetmap_outcome(
+    base: Calibrated,
+    name: str,
+    target: Target,
+    setting: Setting,
+    epochs: int,
+    folder: Path,
+    train_path: Path | None = None,
+    data_path: Path | None = None,
+) -> Outcome:
     """hetmap compile on the reference model; the mapping it ships, as its assign pass measured it.
 
     It fine-tunes on `train_path` and decides on `data_path` (default: the bundled training and test sets).
     """
     adaptation = Adaptation(epochs, learning_rate=setting.learning_rate, batch_size=setting.batch_size)
     result = compile_model(
-        reference_path(f"{name}.onnx"), target, folder, data_path or reference_path(f"{name}.test.npz"),
+        reference_path(f"{name}.onnx"),
+        target,
+        folder,
+        data_path or reference_path(f"{name}.test.npz"),
         decision=Decision(None, setting.max_drop, "analog-share", setting.drift, setting.seeds),
-        train_path=train_path or reference_path(f"{name}.train.npz"), adaptation=adaptation,
-    )  # fmt: skip
+        train_path=train_path or reference_path(f"{name}.train.npz"),
+        adaptation=adaptation,
+    )
     reports = result.reports
     pass_seconds = {p["name"]: p["seconds"] for p in reports["pipeline"]["passes"] if p["name"] in MAPPING_PASSES}
     assign = reports["assign"]
     chosen = next(a for a in assign["attempts"] if a["mapping"] == assign["mapping"]["layers"])
     method = "hetmap+finetune" if epochs else "hetmap"
     details = {"within_budget": assign["within_budget"], "epochs": epochs, "pass_seconds": pass_seconds}
-    return outcome(base, method, chosen["mapping"], base.full_precision - chosen["measured_drop_points"],
-                   chosen["measured_std_points"], sum(pass_seconds.values()), details, ir.load(folder / "model.mapped.onnx"))  # fmt: skip
+    return outcome(
+        base,
+        method,
+        chosen["mapping"],
+        base.full_precision - chosen["measured_drop_points"],
+        chosen["measured_std_points"],
+        sum(pass_seconds.values()),
+        details,
+        ir.load(folder / "model.mapped.onnx"),
+    )
 
 
 def simulator_speedup(name: str, target: Target, folder: Path) -> float:
     """aihwkit's analog forward time over hetmap's simulation, all-analog (bench.fidelity.speed)."""
-    compile_model(reference_path(f"{name}.onnx"), target, folder, reference_path(f"{name}.test.npz"), decision=Decision("all-analog"))
+    compile_model(
+        reference_path(f"{name}.onnx"),
+        target,
+        folder,
+        reference_path(f"{name}.test.npz"),
+        decision=Decision("all-analog"),
+    )
     return fidelity.speed(name, ir.load(folder / "model.mapped.onnx"), target, folder)["aihwkit_over_simulation"]
 
 
 def run_model(name: str, target: Target, setting: Setting, console: Console) -> dict:
-    base = prepare(reference_path(f"{name}.onnx"), target, reference_path(f"{name}.test.npz"), reference_path(f"{name}.train.npz"))
+    base = prepare(
+        reference_path(f"{name}.onnx"), target, reference_path(f"{name}.test.npz"), reference_path(f"{name}.train.npz")
+    )
     with tempfile.TemporaryDirectory(prefix="hetmap-headline-") as tmp:
-        outcomes = [hetmap_outcome(base, name, target, setting, epochs, Path(tmp) / f"e{epochs}") for epochs in (0, setting.epochs)]
+        outcomes = [
+            hetmap_outcome(base, name, target, setting, epochs, Path(tmp) / f"e{epochs}")
+            for epochs in (0, setting.epochs)
+        ]
         outcomes += run_baselines(base, setting)
         for item in outcomes:
             console.log(f"{name}: {item.method} {item.accuracy:.2f} % in {item.seconds:.1f} s")
@@ -93,24 +124,48 @@ def run_model(name: str, target: Target, setting: Setting, console: Console) -> 
 
 
 def headline_table(models: dict) -> tuple[list[str], list[list[str]]]:
-    headers = ["model", "FP %", "all-analog %", "hetmap %", "hetmap analog share", "energy vs INT8",
-               "hetmap mapping s", "layer-by-layer s", "speed-up"]  # fmt: skip
+    headers = [
+        "model",
+        "FP %",
+        "all-analog %",
+        "hetmap %",
+        "hetmap analog share",
+        "energy vs INT8",
+        "hetmap mapping s",
+        "layer-by-layer s",
+        "speed-up",
+    ]
     rows = []
     for name, result in models.items():
         ours, analog, lionheart = (result["outcomes"][m] for m in ("hetmap+finetune", "all-analog", "layer-by-layer"))
-        rows.append([
-            name, f"{result['full_precision']:.2f}", f"{analog['accuracy']:.2f}", f"{ours['accuracy']:.2f}",
-            f"{ours['analog_weight_share']:.1%}", f"{ours['energy_vs_int8']:.2f}x", f"{ours['seconds']:.1f}",
-            f"{lionheart['seconds']:.1f}", f"{lionheart['seconds'] / ours['seconds']:.2f}x",
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{result['full_precision']:.2f}",
+                f"{analog['accuracy']:.2f}",
+                f"{ours['accuracy']:.2f}",
+                f"{ours['analog_weight_share']:.1%}",
+                f"{ours['energy_vs_int8']:.2f}x",
+                f"{ours['seconds']:.1f}",
+                f"{lionheart['seconds']:.1f}",
+                f"{lionheart['seconds'] / ours['seconds']:.2f}x",
+            ]
+        )
     return headers, rows
 
 
 def methods_table(models: dict) -> tuple[list[str], list[list[str]]]:
     headers = ["model", "method", "accuracy %", "drop pts", "analog share", "energy vs INT8", "mapping s"]
     rows = [
-        [name, method, f"{o['accuracy']:.2f} ± {o['accuracy_std']:.2f}", f"{o['drop_points']:+.2f}", f"{o['analog_weight_share']:.1%}",
-         f"{o['energy_vs_int8']:.2f}x", f"{o['seconds']:.1f}"]  # fmt: skip
+        [
+            name,
+            method,
+            f"{o['accuracy']:.2f} ± {o['accuracy_std']:.2f}",
+            f"{o['drop_points']:+.2f}",
+            f"{o['analog_weight_share']:.1%}",
+            f"{o['energy_vs_int8']:.2f}x",
+            f"{o['seconds']:.1f}",
+        ]
         for name, result in models.items()
         for method, o in result["outcomes"].items()
     ]
@@ -126,15 +181,32 @@ def goals(models: dict, setting: Setting) -> list[dict]:
     speedup = {n: models[n]["outcomes"]["layer-by-layer"]["seconds"] / o["seconds"] for n, o in ours.items()}
     simulator = {n: r["simulator_speedup_over_aihwkit"] for n, r in models.items()}
     rows = [
-        (f"analog weight share within {setting.max_drop} points of full precision > {GOAL_ANALOG_SHARE:.0%}", share,
-         lambda v: v > GOAL_ANALOG_SHARE, "{:.1%}"),
+        (
+            f"analog weight share within {setting.max_drop} points of full precision > {GOAL_ANALOG_SHARE:.0%}",
+            share,
+            lambda v: v > GOAL_ANALOG_SHARE,
+            "{:.1%}",
+        ),
         (f"accuracy over all-analog > +{GOAL_GAIN_POINTS} points", gain, lambda v: v > GOAL_GAIN_POINTS, "{:+.2f}"),
-        (f"accuracy over all-analog with HWA fine-tuning > +{GOAL_GAIN_POINTS} points", gain_hwa, lambda v: v > GOAL_GAIN_POINTS, "{:+.2f}"),
-        (f"mapping >= {GOAL_MAPPING_SPEEDUP}x faster than layer-by-layer (aim {AIM_MAPPING_SPEEDUP:.0f}x)", speedup,
-         lambda v: v >= GOAL_MAPPING_SPEEDUP, "{:.2f}x"),
-        (f"simulator >= {fidelity.GOAL_AIHWKIT_OVER_SIM}x faster than aihwkit", simulator,
-         lambda v: v >= fidelity.GOAL_AIHWKIT_OVER_SIM, "{:.1f}x"),
-    ]  # fmt: skip
+        (
+            f"accuracy over all-analog with HWA fine-tuning > +{GOAL_GAIN_POINTS} points",
+            gain_hwa,
+            lambda v: v > GOAL_GAIN_POINTS,
+            "{:+.2f}",
+        ),
+        (
+            f"mapping >= {GOAL_MAPPING_SPEEDUP}x faster than layer-by-layer (aim {AIM_MAPPING_SPEEDUP:.0f}x)",
+            speedup,
+            lambda v: v >= GOAL_MAPPING_SPEEDUP,
+            "{:.2f}x",
+        ),
+        (
+            f"simulator >= {fidelity.GOAL_AIHWKIT_OVER_SIM}x faster than aihwkit",
+            simulator,
+            lambda v: v >= fidelity.GOAL_AIHWKIT_OVER_SIM,
+            "{:.1f}x",
+        ),
+    ]
     result = []
     for goal, values, meets, form in rows:
         passed = sum(map(meets, values.values()))
@@ -158,33 +230,55 @@ def _markdown(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def write_markdown(path: Path, command: str, setting: Setting, machine: dict, models: dict, goal_rows: list[dict]) -> None:
+def write_markdown(
+    path: Path, command: str, setting: Setting, machine: dict, models: dict, goal_rows: list[dict]
+) -> None:
     text = [
-        "# hetmap headline", "", f"    {command}", "",
+        "# hetmap headline",
+        "",
+        f"    {command}",
+        "",
         f"Target {TARGET}; budget {setting.max_drop} points at {setting.drift} of drift; {setting.seeds} noise seeds; "
         f"{setting.epochs} fine-tuning epochs at learning rate {setting.learning_rate:g} (hetmap --finetune and all-analog HWA); layer-by-layer fine-tunes "
         f"{setting.layer_steps} steps per move. Accuracy on each model's test set, mean ± std over seeds. Mapping times are "
         f"wall times on {machine['cores']} cores, shared: 1-minute load average {machine['load_average_before']:.1f} "
-        f"before the run, {machine['load_average_after']:.1f} after.", "",
-        _markdown(*headline_table(models)), "", "## Every method", "", _markdown(*methods_table(models)), "", "## Goals", "",
-        _markdown(["goal", "measured", "status"], [[g["goal"], g["measured"], g["status"]] for g in goal_rows]), "",
-    ]  # fmt: skip
+        f"before the run, {machine['load_average_after']:.1f} after.",
+        "",
+        _markdown(*headline_table(models)),
+        "",
+        "## Every method",
+        "",
+        _markdown(*methods_table(models)),
+        "",
+        "## Goals",
+        "",
+        _markdown(["goal", "measured", "status"], [[g["goal"], g["measured"], g["status"]] for g in goal_rows]),
+        "",
+    ]
     path.write_text("\n".join(text))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated reference models")
-    parser.add_argument("--epochs", type=int, default=Setting.epochs, help="fine-tuning epochs (hetmap and all-analog HWA)")
+    parser.add_argument(
+        "--epochs", type=int, default=Setting.epochs, help="fine-tuning epochs (hetmap and all-analog HWA)"
+    )
     parser.add_argument("--lr", type=float, default=Setting.learning_rate, help="learning rate of every fine-tune")
-    parser.add_argument("--layer-steps", type=int, default=Setting.layer_steps, help="layer-by-layer's fine-tuning steps per move")
+    parser.add_argument(
+        "--layer-steps", type=int, default=Setting.layer_steps, help="layer-by-layer's fine-tuning steps per move"
+    )
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MODEL} only, one epoch, 2 seeds")
     args = parser.parse_args()
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
     names = [QUICK_MODEL] if args.quick else [n for n in args.models.split(",") if n]
-    setting = Setting(epochs=1 if args.quick else args.epochs, seeds=2 if args.quick else Setting.seeds,
-                      learning_rate=args.lr, layer_steps=args.layer_steps)  # fmt: skip
+    setting = Setting(
+        epochs=1 if args.quick else args.epochs,
+        seeds=2 if args.quick else Setting.seeds,
+        learning_rate=args.lr,
+        layer_steps=args.layer_steps,
+    )
     command = "python -m bench.headline " + " ".join(sys.argv[1:])
     console = Console()
     console.width = max(console.width, 120)  # the tables' columns, also when piped
@@ -195,10 +289,19 @@ def main() -> None:
     goal_rows = goals(models, setting)
     console.print(_rich("hetmap vs all-analog and layer-by-layer search", *headline_table(models)))
     console.print(_rich("Every method", *methods_table(models)))
-    console.print(_rich("Goals", ["goal", "measured", "status"], [[g["goal"], g["measured"], g["status"]] for g in goal_rows]))
+    console.print(
+        _rich("Goals", ["goal", "measured", "status"], [[g["goal"], g["measured"], g["status"]] for g in goal_rows])
+    )
     stem = "headline.quick" if args.quick else "headline"
     RESULTS.mkdir(exist_ok=True)
-    payload = {"command": command.strip(), "target": TARGET, "setting": dataclasses.asdict(setting), "machine": machine, "models": models, "goals": goal_rows}
+    payload = {
+        "command": command.strip(),
+        "target": TARGET,
+        "setting": dataclasses.asdict(setting),
+        "machine": machine,
+        "models": models,
+        "goals": goal_rows,
+    }
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     write_markdown(RESULTS / f"{stem}.md", command.strip(), setting, machine, models, goal_rows)
     console.print(f"wrote bench/results/{stem}.json and {stem}.md")

@@ -108,7 +108,10 @@ class FairSampler:
 
     def paths(self, rng: np.random.Generator) -> dict[str, dict[str, str]]:
         orders = {name: rng.permutation(len(self.options)) for name in self.layers}
-        return {f"path{k}": {name: self.options[order[k]] for name, order in orders.items()} for k in range(len(self.options))}
+        return {
+            f"path{k}": {name: self.options[order[k]] for name, order in orders.items()}
+            for k in range(len(self.options))
+        }
 
 
 def dominates(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
@@ -167,7 +170,9 @@ class Mps:
 
         self.base = base
         self.setting = setting
-        self.adaptable = _Adaptable(base, Setting(drift=drift, learning_rate=setting.learning_rate, batch_size=setting.batch_size))
+        self.adaptable = _Adaptable(
+            base, Setting(drift=drift, learning_rate=setting.learning_rate, batch_size=setting.batch_size)
+        )
         self.net = self.adaptable.net
         self.layers = base.layers
         self.names = [layer.name for layer in self.layers]
@@ -190,22 +195,37 @@ class Mps:
             if noise_ramp:
                 self.set_noise_scale(min((done + 1) / total, 1.0))
 
-        config = AdaptConfig(epochs=1, batch_size=self.setting.batch_size, learning_rate=self.setting.learning_rate,
-                             seed=self.setting.seed * 10 + phase, device=self.adaptable.device)  # fmt: skip
-        result = adapt(self.net, self.input_names, data, FairSampler(self.names), config, run_id=f"mps {phase}", on_step=on_step)
+        config = AdaptConfig(
+            epochs=1,
+            batch_size=self.setting.batch_size,
+            learning_rate=self.setting.learning_rate,
+            seed=self.setting.seed * 10 + phase,
+            device=self.adaptable.device,
+        )
+        result = adapt(
+            self.net, self.input_names, data, FairSampler(self.names), config, run_id=f"mps {phase}", on_step=on_step
+        )
         return [record.loss for record in result.history]
 
     def _proxy_batch(self) -> tuple[list[torch.Tensor], np.ndarray]:
         dataset = self.base.scorer.dataset
         count = min(dataset.size, self.setting.proxy_samples)
         index = np.sort(np.random.default_rng([self.setting.seed, 3]).permutation(dataset.size)[:count])
-        feeds = [torch.from_numpy(np.ascontiguousarray(dataset.inputs[n][index] if dataset.inputs[n].ndim else dataset.inputs[n]))
-                 for n in self.input_names]  # fmt: skip
-        labels = dataset.labels[index] if dataset.labels is not None else self.base.scorer.reference[index].argmax(axis=1)
+        feeds = [
+            torch.from_numpy(
+                np.ascontiguousarray(dataset.inputs[n][index] if dataset.inputs[n].ndim else dataset.inputs[n])
+            )
+            for n in self.input_names
+        ]
+        labels = (
+            dataset.labels[index] if dataset.labels is not None else self.base.scorer.reference[index].argmax(axis=1)
+        )
         return feeds, np.asarray(labels).reshape(-1)
 
     @torch.no_grad()
-    def objectives(self, choices: np.ndarray, feeds: list[torch.Tensor], labels: np.ndarray) -> list[tuple[float, float, float]]:
+    def objectives(
+        self, choices: np.ndarray, feeds: list[torch.Tensor], labels: np.ndarray
+    ) -> list[tuple[float, float, float]]:
         """(accuracy with the analog noise on, analog MAC ratio, digital weight bits) of each mapping."""
         self.net.eval()
         for layer in self.net.mixed.values():  # the HWA noise is the analog estimate's noise
@@ -271,5 +291,15 @@ def run_mps(base: Calibrated, setting: MpsSetting, drift: str) -> MpsResult:
     seconds["rank-preserving"] = time.perf_counter() - tick
     mapping = mps.argmax_mapping()
     mps.adaptable.load(mps.adaptable.weights())
-    return MpsResult(mapping, hardware_mapping(mapping), mps.logit_table(), initial, (first, second, third), rank_losses, losses,
-                     seconds, time.perf_counter() - began, mps.adaptable.model)  # fmt: skip
+    return MpsResult(
+        mapping,
+        hardware_mapping(mapping),
+        mps.logit_table(),
+        initial,
+        (first, second, third),
+        rank_losses,
+        losses,
+        seconds,
+        time.perf_counter() - began,
+        mps.adaptable.model,
+    )

@@ -69,12 +69,13 @@ def main() -> None:
     best, median, cpu = ours[0][0], ours[len(ours) // 2][0], min(c for _, c in ours)
     normal = normals[0][0]
     print(f"noise draw: {weights.size / 1e6:.1f} M weights {SHAPE}, program + read at t = 1 day")
-    print(f"  hetmap.sim.noise draw      {best:6.3f} s best of {REPEATS} "
-          f"(median {median:.3f} s, CPU {cpu:.3f} s)")  # fmt: skip
+    print(f"  hetmap.sim.noise draw      {best:6.3f} s best of {REPEATS} (median {median:.3f} s, CPU {cpu:.3f} s)")
     print(f"    program_weights          {program[0][0]:6.3f} s")
     print(f"    read_weights             {read[0][0]:6.3f} s")
-    print(f"  goal                       {GOAL_SECONDS:6.3f} s: {'met' if best < GOAL_SECONDS else 'MISSED'} "
-          f"(best = {best / GOAL_SECONDS:.2f}x the goal)")  # fmt: skip
+    print(
+        f"  goal                       {GOAL_SECONDS:6.3f} s: {'met' if best < GOAL_SECONDS else 'MISSED'} "
+        f"(best = {best / GOAL_SECONDS:.2f}x the goal)"
+    )
     print(f"  numpy standard_normal x1   {normal:6.3f} s: the draw costs {best / normal:.2f}x one normal per weight")
     if aihwkit is None:
         print("  aihwkit not importable: its baseline is skipped")

@@ -49,10 +49,17 @@ def _baseline(model: str, folder: Path, preset: str) -> dict:
     from hetmap.sim.drift import parse_drift
     from hetmap.sim.scorer import Scorer
 
-    compile_model(reference_path(f"{model}.onnx"), load_target("hermes"), folder, reference_path(f"{model}.test.npz"),
-                  decision=Decision(preset))  # fmt: skip
+    compile_model(
+        reference_path(f"{model}.onnx"),
+        load_target("hermes"),
+        folder,
+        reference_path(f"{model}.test.npz"),
+        decision=Decision(preset),
+    )
     annotated = read_model(folder / "model.mapped.onnx")
-    dataset = load_dataset(reference_path(f"{model}.test.npz"), {v.name: v.dtype.numpy() for v in graph_inputs(annotated)})
+    dataset = load_dataset(
+        reference_path(f"{model}.test.npz"), {v.name: v.dtype.numpy() for v in graph_inputs(annotated)}
+    )
     scorer = Scorer(annotated, dataset)
     _, per_time = scorer.simulate(annotated, load_target("hermes"), [parse_drift("1d")], SEEDS)
     row = _row(folder)
@@ -63,31 +70,44 @@ def _baseline(model: str, folder: Path, preset: str) -> dict:
 def main() -> None:
     results = {}
     print(f"hermes, budget {BUDGET_POINTS} points at 1 day, {SEEDS} seeds, scored on each model's test set")
-    print(f"{'model':12s} {'mapping':22s} {'analog share':>12s} {'energy/INT8':>11s} {'drop (pts)':>10s} {'seconds':>8s}")
+    print(
+        f"{'model':12s} {'mapping':22s} {'analog share':>12s} {'energy/INT8':>11s} {'drop (pts)':>10s} {'seconds':>8s}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for model in MODELS:
             rows = {}
             for objective in ("energy", "analog-share"):
                 folder = Path(tmp) / f"{model}-{objective}"
                 start = time.perf_counter()
-                compile_model(reference_path(f"{model}.onnx"), load_target("hermes"), folder,
-                              reference_path(f"{model}.test.npz"),
-                              decision=Decision(None, BUDGET_POINTS, objective, "1d", SEEDS))  # fmt: skip
+                compile_model(
+                    reference_path(f"{model}.onnx"),
+                    load_target("hermes"),
+                    folder,
+                    reference_path(f"{model}.test.npz"),
+                    decision=Decision(None, BUDGET_POINTS, objective, "1d", SEEDS),
+                )
                 rows[f"hetmap ({objective})"] = {**_row(folder), "seconds": time.perf_counter() - start}
             for preset in ("all-analog", "all-digital-int8"):
                 rows[preset] = _baseline(model, Path(tmp) / f"{model}-{preset}", preset)
             for name, row in rows.items():
                 seconds = f"{row['seconds']:.1f}" if "seconds" in row else ""
-                print(f"{model:12s} {name:22s} {row['analog_weight_share']:12.1%} {row['energy_vs_int8']:11.2f} "
-                      f"{row['measured_drop_points']:10.2f} {seconds:>8s}")  # fmt: skip
+                print(
+                    f"{model:12s} {name:22s} {row['analog_weight_share']:12.1%} {row['energy_vs_int8']:11.2f} "
+                    f"{row['measured_drop_points']:10.2f} {seconds:>8s}"
+                )
             results[model] = rows
     rng = np.random.default_rng(0)
     layers, options = 200, ["analog", "int8", "int4", "int2"]
     problem = Problem(
-        [f"layer{i}" for i in range(layers)], options,
-        np.abs(rng.normal(0, 0.05, (layers, 4))) * [1, 0.1, 0.5, 2], rng.uniform(1, 10, (layers, 4)) * [0.2, 1, 0.6, 0.4],
-        rng.integers(100, 10000, layers).astype(float), rng.integers(1, 4, layers).astype(float), 300, np.ones((layers, 4), bool),
-    )  # fmt: skip
+        [f"layer{i}" for i in range(layers)],
+        options,
+        np.abs(rng.normal(0, 0.05, (layers, 4))) * [1, 0.1, 0.5, 2],
+        rng.uniform(1, 10, (layers, 4)) * [0.2, 1, 0.6, 0.4],
+        rng.integers(100, 10000, layers).astype(float),
+        rng.integers(1, 4, layers).astype(float),
+        300,
+        np.ones((layers, 4), bool),
+    )
     for objective in ("energy", "analog-share"):
         start = time.perf_counter()
         solve(problem, 3.0, objective)

@@ -38,10 +38,17 @@ class _Builder:
         fan_in = cin * kernel * kernel
         w = self.rng.standard_normal((cout, cin, kernel, kernel), dtype=np.float32) * np.float32(np.sqrt(2 / fan_in))
         pad = kernel // 2
-        self.nodes.append(helper.make_node(
-            "Conv", [x, self.weight(f"{name}.weight", w)], [f"{name}.out"], name=name,
-            kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4,
-        ))  # fmt: skip
+        self.nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, self.weight(f"{name}.weight", w)],
+                [f"{name}.out"],
+                name=name,
+                kernel_shape=[kernel, kernel],
+                strides=[stride, stride],
+                pads=[pad] * 4,
+            )
+        )
         bn = f"{name}.bn"
         params = [
             self.weight(f"{bn}.scale", self.rng.uniform(0.5, 1.0, cout)),
@@ -49,7 +56,9 @@ class _Builder:
             self.weight(f"{bn}.mean", self.rng.uniform(-0.1, 0.1, cout)),
             self.weight(f"{bn}.var", self.rng.uniform(0.5, 1.5, cout)),
         ]
-        self.nodes.append(helper.make_node("BatchNormalization", [f"{name}.out", *params], [f"{bn}.out"], name=bn, epsilon=1e-5))
+        self.nodes.append(
+            helper.make_node("BatchNormalization", [f"{name}.out", *params], [f"{bn}.out"], name=bn, epsilon=1e-5)
+        )
         if not relu:
             return f"{bn}.out"
         self.nodes.append(helper.make_node("Relu", [f"{bn}.out"], [f"{name}.relu"], name=f"{name}.relu"))
@@ -66,7 +75,6 @@ class _Builder:
         self.nodes.append(helper.make_node("Add", [out, shortcut], [f"{name}.sum"], name=f"{name}.add"))
         self.nodes.append(helper.make_node("Relu", [f"{name}.sum"], [f"{name}.out"], name=f"{name}.relu"))
         return f"{name}.out"
-
 
     def basic(self, x: str, cin: int, width: int, stride: int) -> str:
         out = self.conv_bn(x, cin, width, 3, stride, relu=True)
@@ -102,7 +110,9 @@ def build_resnet18(seed: int = 0) -> onnx.ModelProto:
 
 def _stem(b: _Builder) -> str:
     x = b.conv_bn("input", 3, 64, 7, 2, relu=True)
-    b.nodes.append(helper.make_node("MaxPool", [x], ["pool0"], name="pool0", kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+    b.nodes.append(
+        helper.make_node("MaxPool", [x], ["pool0"], name="pool0", kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    )
     return "pool0"
 
 
@@ -114,11 +124,12 @@ def _finish(b: _Builder, x: str, channels: int, name: str) -> onnx.ModelProto:
     fc = [b.weight("fc.weight", fc_w), b.weight("fc.bias", np.zeros(CLASSES, np.float32))]
     b.nodes.append(helper.make_node("Gemm", ["flat", *fc], ["logits"], name="fc", transB=1))
     graph = helper.make_graph(
-        b.nodes, name,
+        b.nodes,
+        name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])],
         initializer=b.initializers,
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hetmap-bench")
     model.ir_version = 7
     onnx.checker.check_model(model)

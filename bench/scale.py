@@ -45,7 +45,9 @@ class _StageMeter:
     def mark(self, name: str | None) -> None:
         now, peak = time.perf_counter(), _status_bytes("VmHWM")
         if self._name is not None:
-            self.stages.append({"stage": self._name, "seconds": now - self._start, "peak_extra_bytes": peak - self.base_rss})
+            self.stages.append(
+                {"stage": self._name, "seconds": now - self._start, "peak_extra_bytes": peak - self.base_rss}
+            )
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
         self._name, self._start = name, time.perf_counter()
@@ -111,7 +113,9 @@ def _child(kind: str, model_path: str, out_dir: str) -> None:
 
     import hetmap.driver  # noqa: F401  (both children pay the same imports before the base RSS)
 
-    figures = _measure_hetmap(Path(model_path), Path(out_dir)) if kind == "hetmap" else _measure_baseline(Path(model_path))
+    figures = (
+        _measure_hetmap(Path(model_path), Path(out_dir)) if kind == "hetmap" else _measure_baseline(Path(model_path))
+    )
     print(json.dumps(figures))
 
 
@@ -158,9 +162,15 @@ def main() -> None:
         ("weights", f"{weights / 1e6:.2f} M ({_mb(weight_bytes)})"),
         ("hetmap seconds", f"{hetmap['seconds']:.2f} s  (goal < {GOAL_SECONDS:g} s: {'PASS' if time_ok else 'FAIL'})"),
         ("hetmap peak extra memory", _mb(hetmap["peak_extra_bytes"])),
-        ("memory / weight bytes", f"{memory_ratio:.2f}x  (goal < {GOAL_MEMORY_RATIO:g}x: {'PASS' if memory_ok else 'FAIL'})"),
+        (
+            "memory / weight bytes",
+            f"{memory_ratio:.2f}x  (goal < {GOAL_MEMORY_RATIO:g}x: {'PASS' if memory_ok else 'FAIL'})",
+        ),
         ("baseline seconds", f"{baseline['seconds']:.2f} s  (onnx.load + ORT session + 1 inference)"),
-        ("baseline peak extra memory", f"{_mb(baseline['peak_extra_bytes'])}  ({baseline['peak_extra_bytes'] / weight_bytes:.2f}x weight bytes)"),
+        (
+            "baseline peak extra memory",
+            f"{_mb(baseline['peak_extra_bytes'])}  ({baseline['peak_extra_bytes'] / weight_bytes:.2f}x weight bytes)",
+        ),
         ("time hetmap / baseline", f"{hetmap['seconds'] / baseline['seconds']:.2f}x"),
         ("memory hetmap / baseline", f"{hetmap['peak_extra_bytes'] / baseline['peak_extra_bytes']:.2f}x"),
     ]

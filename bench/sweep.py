@@ -136,8 +136,9 @@ def run_case(case: Case, folder: Path) -> Outcome:
         np.savez(data, **arrays)
     decision = Decision(case.mapping) if case.mapping else Decision(None, seeds=1)
     try:
-        result = compile_model(path, load_target(TARGET), folder / "out", data, _symbolic_shapes(proto, arrays),
-                               decision=decision)  # fmt: skip
+        result = compile_model(
+            path, load_target(TARGET), folder / "out", data, _symbolic_shapes(proto, arrays), decision=decision
+        )
     except HetmapError as error:
         message = str(error).replace(f"{path.parent}/", "").replace(f"{folder}/", "")  # no machine paths in results
         if "\n" in message.strip():
@@ -166,8 +167,15 @@ def show(console: Console, outcomes: list[Outcome], notes: list[str]) -> dict[st
         table.add_column(column, overflow="fold")
     styles = {"compiled": "green", "refused": "yellow", "bug": "bold red", "skipped": "dim"}
     for o in outcomes:
-        table.add_row(o.model, o.exporter, str(o.opset or "-"), "-" if o.layers is None else str(o.layers),
-                      f"[{styles[o.result]}]{o.result}[/]", o.reason, f"{o.seconds:.1f}")  # fmt: skip
+        table.add_row(
+            o.model,
+            o.exporter,
+            str(o.opset or "-"),
+            "-" if o.layers is None else str(o.layers),
+            f"[{styles[o.result]}]{o.result}[/]",
+            o.reason,
+            f"{o.seconds:.1f}",
+        )
     console.print(table)
     for note in notes:
         console.print(f"note: {note}", style="dim")
@@ -182,8 +190,12 @@ def show(console: Console, outcomes: list[Outcome], notes: list[str]) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few models only (seconds)")
-    parser.add_argument("--json", type=Path, help=f"where to write the results (default: {RESULTS.name} in "
-                        "bench/results for a full sweep; none for --quick)")  # fmt: skip
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help=f"where to write the results (default: {RESULTS.name} in "
+        "bench/results for a full sweep; none for --quick)",
+    )
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)
     cases, notes = all_cases(args.quick)
@@ -199,8 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.json or (None if args.quick else RESULTS)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"target": TARGET, "counts": counts, "notes": notes, "versions": versions(),
-                  "models": [asdict(o) for o in outcomes]}  # fmt: skip
+        record = {
+            "target": TARGET,
+            "counts": counts,
+            "notes": notes,
+            "versions": versions(),
+            "models": [asdict(o) for o in outcomes],
+        }
         json_path.write_text(json.dumps(record, indent=2) + "\n")
         console.print(f"wrote {json_path}")
     return 1 if counts["bug"] else 0

@@ -97,8 +97,22 @@ def sklearn_cases() -> list[Case]:
 
     no_zipmap = {"zipmap": False}
     specs = [
-        ("MLPClassifier", lambda: MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=50, random_state=0), "labels", 3, no_zipmap, True),
-        ("MLPRegressor", lambda: MLPRegressor(hidden_layer_sizes=(16,), max_iter=50, random_state=0), "values", 3, None, False),
+        (
+            "MLPClassifier",
+            lambda: MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=50, random_state=0),
+            "labels",
+            3,
+            no_zipmap,
+            True,
+        ),
+        (
+            "MLPRegressor",
+            lambda: MLPRegressor(hidden_layer_sizes=(16,), max_iter=50, random_state=0),
+            "values",
+            3,
+            None,
+            False,
+        ),
         ("LogisticRegression binary", LogisticRegression, "labels", 2, no_zipmap, True),
         ("LogisticRegression 3 classes", LogisticRegression, "labels", 3, no_zipmap, False),
         ("LogisticRegression ZipMap", LogisticRegression, "labels", 3, None, False),
@@ -132,12 +146,27 @@ def _torch(family: str, dynamo: bool, example_shape: tuple[int, ...], dynamic: d
             warnings.simplefilter("ignore")
             if dynamo:
                 dims = {axis: torch.export.Dim.AUTO for axis in dynamic}
-                program = torch.onnx.export(net, (example,), dynamo=True, verbose=False, dynamic_shapes=(dims,),
-                                            input_names=["x"], output_names=["y"])  # fmt: skip
+                program = torch.onnx.export(
+                    net,
+                    (example,),
+                    dynamo=True,
+                    verbose=False,
+                    dynamic_shapes=(dims,),
+                    input_names=["x"],
+                    output_names=["y"],
+                )
                 program.save(str(path))
             else:
-                torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=17, input_names=["x"],
-                                  output_names=["y"], dynamic_axes={"x": dynamic})  # fmt: skip
+                torch.onnx.export(
+                    net,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=17,
+                    input_names=["x"],
+                    output_names=["y"],
+                    dynamic_axes={"x": dynamic},
+                )
         return path
 
     return build
@@ -155,8 +184,14 @@ def torch_cases() -> list[Case]:
     for family, shape, dynamic, tokens in families:
         for dynamo, exporter in ((True, "torch dynamo"), (False, "torch TorchScript")):
             cases.append(
-                Case(family, exporter, _torch(family, dynamo, shape, dynamic, tokens), shapes={"x": shape},
-                     int_high=tokens or 4, quick=not dynamo and family in ("ResNet", "GPT"))  # fmt: skip
+                Case(
+                    family,
+                    exporter,
+                    _torch(family, dynamo, shape, dynamic, tokens),
+                    shapes={"x": shape},
+                    int_high=tokens or 4,
+                    quick=not dynamo and family in ("ResNet", "GPT"),
+                )
             )
     return cases
 
@@ -178,11 +213,20 @@ def _shipped(path: Path) -> Callable[[Path], Path]:
 
 # package -> (model path inside it, case options); shapes keep each model small and valid for it
 SHIPPED = {
-    "onnxruntime": [("datasets/logreg_iris.onnx", {"quick": True}), ("datasets/mul_1.onnx", {}), ("datasets/sigmoid.onnx", {})],
+    "onnxruntime": [
+        ("datasets/logreg_iris.onnx", {"quick": True}),
+        ("datasets/mul_1.onnx", {}),
+        ("datasets/sigmoid.onnx", {}),
+    ],
     "magika": [("models/standard_v3_3/model.onnx", {"name": "magika standard_v3_3", "int_high": 257})],
     "silero_vad": [
-        (f"data/{name}.onnx", {"values": {"sr": np.array(16000, dtype=np.int64)},
-                               "shapes": {"input": (BATCH, 512), "state": (2, BATCH, 128)}})  # fmt: skip
+        (
+            f"data/{name}.onnx",
+            {
+                "values": {"sr": np.array(16000, dtype=np.int64)},
+                "shapes": {"input": (BATCH, 512), "state": (2, BATCH, 128)},
+            },
+        )
         for name in ("silero_vad", "silero_vad_16k_op15", "silero_vad_half", "silero_vad_op18_ifless")
     ]
     + [
@@ -196,8 +240,17 @@ SHIPPED = {
     ],
     "nudenet": [("320n.onnx", {"shapes": {"images": (1, 3, 320, 320)}, "mapping": "all-digital-int8"})],
 }
-LIGHT_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
-                "squeezenet", "vgg19", "zfnet512")  # fmt: skip
+LIGHT_MODELS = (
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
+)
 
 
 def shipped_cases() -> tuple[list[Case], list[str]]:
@@ -213,8 +266,14 @@ def shipped_cases() -> tuple[list[Case], list[str]]:
             cases.append(Case(exporter=f"shipped in {package}", build=_shipped(folder / relative), **options))
     onnx_data = package_folder("onnx") / "backend" / "test" / "data"
     for name in LIGHT_MODELS:  # model-zoo graphs whose weights onnx replaced by ConstantOfShape fills
-        cases.append(Case(name, "shipped in onnx (weights filled)", _shipped(onnx_data / "light" / f"light_{name}.onnx"),
-                          mapping="all-digital-int8"))  # fmt: skip
+        cases.append(
+            Case(
+                name,
+                "shipped in onnx (weights filled)",
+                _shipped(onnx_data / "light" / f"light_{name}.onnx"),
+                mapping="all-digital-int8",
+            )
+        )
     return cases, notes
 
 

@@ -24,9 +24,17 @@ class VGG(nn.Module):
     def __init__(self, classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            *_conv_bn(3, 8), nn.ReLU(), *_conv_bn(8, 8), nn.ReLU(), nn.MaxPool2d(2),
-            *_conv_bn(8, 16), nn.ReLU(), *_conv_bn(16, 16), nn.ReLU(), nn.MaxPool2d(2),
-        )  # fmt: skip
+            *_conv_bn(3, 8),
+            nn.ReLU(),
+            *_conv_bn(8, 8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            *_conv_bn(8, 16),
+            nn.ReLU(),
+            *_conv_bn(16, 16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(16 * 8 * 8, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, classes)
         )
@@ -71,10 +79,12 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = channels_in * expand
         self.body = nn.Sequential(
-            *_conv_bn(channels_in, hidden, kernel=1), nn.ReLU6(),
-            *_conv_bn(hidden, hidden, stride=stride, groups=hidden), nn.ReLU6(),
+            *_conv_bn(channels_in, hidden, kernel=1),
+            nn.ReLU6(),
+            *_conv_bn(hidden, hidden, stride=stride, groups=hidden),
+            nn.ReLU6(),
             *_conv_bn(hidden, channels_out, kernel=1),
-        )  # fmt: skip
+        )
         self.skip = stride == 1 and channels_in == channels_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,11 +97,17 @@ class MobileNetV2(nn.Module):
     def __init__(self, classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            *_conv_bn(3, 8, stride=2), nn.ReLU6(),
-            *_conv_bn(8, 8, groups=8), nn.ReLU6(), *_conv_bn(8, 8, kernel=1),
-            InvertedResidual(8, 12, 2, 4), InvertedResidual(12, 12, 1, 4), InvertedResidual(12, 16, 2, 4),
-            *_conv_bn(16, 32, kernel=1), nn.ReLU6(),
-        )  # fmt: skip
+            *_conv_bn(3, 8, stride=2),
+            nn.ReLU6(),
+            *_conv_bn(8, 8, groups=8),
+            nn.ReLU6(),
+            *_conv_bn(8, 8, kernel=1),
+            InvertedResidual(8, 12, 2, 4),
+            InvertedResidual(12, 12, 1, 4),
+            InvertedResidual(12, 16, 2, 4),
+            *_conv_bn(16, 32, kernel=1),
+            nn.ReLU6(),
+        )
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(32, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -50,29 +50,96 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
-@click.option("-t", "--target", default=DEFAULT_TARGET, show_default=True, help="Built-in target name or a target .toml file.")
+@click.option(
+    "-t", "--target", default=DEFAULT_TARGET, show_default=True, help="Built-in target name or a target .toml file."
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder (default: build/<model name>).")
 @click.option("--data", type=click.Path(path_type=Path), help="Calibration .npz (x, optional y): shapes and checks.")
-@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1,3,32,32", help="Concrete shape of an input with symbolic dimensions.")
-@click.option("--mapping", metavar="FILE|PRESET", help="Use this mapping (JSON file, or all-analog, all-digital-int8, all-digital-int4) instead of the solver.")
-@click.option("--max-drop", default=0.5, show_default=True, type=FiniteFloat(min=0), help="Accuracy budget in percentage points.")
-@click.option("--objective", type=click.Choice(OBJECTIVES), default="energy", show_default=True, help="Minimise energy or maximise the analog weight share.")
+@click.option(
+    "--input-shape",
+    "input_shape",
+    multiple=True,
+    metavar="NAME=1,3,32,32",
+    help="Concrete shape of an input with symbolic dimensions.",
+)
+@click.option(
+    "--mapping",
+    metavar="FILE|PRESET",
+    help="Use this mapping (JSON file, or all-analog, all-digital-int8, all-digital-int4) instead of the solver.",
+)
+@click.option(
+    "--max-drop", default=0.5, show_default=True, type=FiniteFloat(min=0), help="Accuracy budget in percentage points."
+)
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="energy",
+    show_default=True,
+    help="Minimise energy or maximise the analog weight share.",
+)
 @click.option("--drift", default="1d", show_default=True, help="Drift time at which the budget holds.")
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws per measurement.")
+@click.option(
+    "--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws per measurement."
+)
 @click.option("--pareto", is_flag=True, help="Also sweep the budget and write the Pareto front.")
 @click.option("--seed", default=0, show_default=True, help="Seed for every random draw.")
-@click.option("--finetune", "finetune_epochs", default=0, show_default=True, type=click.IntRange(min=0), metavar="EPOCHS",
-              help="Fine-tune the weights for mixed mappings this many epochs (needs --train).")
-@click.option("--train", "train", type=click.Path(path_type=Path), help="Training .npz for --finetune (x, optional y; without y: distillation).")
-@click.option("--finetune-scope", type=click.Choice(SCOPES), default="all", show_default=True,
-              help="Which weights fine-tuning changes: all, the last layer (head), or norms and biases (norm).")
-@click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
-              help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.")
+@click.option(
+    "--finetune",
+    "finetune_epochs",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="EPOCHS",
+    help="Fine-tune the weights for mixed mappings this many epochs (needs --train).",
+)
+@click.option(
+    "--train",
+    "train",
+    type=click.Path(path_type=Path),
+    help="Training .npz for --finetune (x, optional y; without y: distillation).",
+)
+@click.option(
+    "--finetune-scope",
+    type=click.Choice(SCOPES),
+    default="all",
+    show_default=True,
+    help="Which weights fine-tuning changes: all, the last layer (head), or norms and biases (norm).",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default="auto",
+    show_default=True,
+    help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.",
+)
 @click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when no measured mapping meets --max-drop.")
-@click.option("--finetune-lr", default=Adaptation.learning_rate, show_default=True, type=FiniteFloat(min=0, min_open=True),
-              help="Fine-tuning's initial learning rate (Adam, cosine schedule).")
-def compile(model, target, output, data, input_shape, mapping, max_drop, objective, drift, seeds, pareto, seed,
-            finetune_epochs, train, finetune_scope, metric, allow_over_budget, finetune_lr) -> None:  # fmt: skip
+@click.option(
+    "--finetune-lr",
+    default=Adaptation.learning_rate,
+    show_default=True,
+    type=FiniteFloat(min=0, min_open=True),
+    help="Fine-tuning's initial learning rate (Adam, cosine schedule).",
+)
+def compile(
+    model,
+    target,
+    output,
+    data,
+    input_shape,
+    mapping,
+    max_drop,
+    objective,
+    drift,
+    seeds,
+    pareto,
+    seed,
+    finetune_epochs,
+    train,
+    finetune_scope,
+    metric,
+    allow_over_budget,
+    finetune_lr,
+) -> None:
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
         from hetmap.models import DEFAULT_MODEL, reference_path
@@ -86,7 +153,14 @@ def compile(model, target, output, data, input_shape, mapping, max_drop, objecti
     parse_drift(drift)
     if finetune_epochs and train is None:
         raise click.UsageError("--finetune needs training data: add --train train.npz")
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         passes = progress.add_task("compiling", total=None, info="")
         steps = None
@@ -98,11 +172,19 @@ def compile(model, target, output, data, input_shape, mapping, max_drop, objecti
             progress.update(steps, completed=done, info=info)
 
         result = compile_model(
-            model, chosen, output, data_path=data, input_shapes=shapes, seed=seed, metric=metric,
+            model,
+            chosen,
+            output,
+            data_path=data,
+            input_shapes=shapes,
+            seed=seed,
+            metric=metric,
             decision=Decision(mapping, max_drop, objective, drift, seeds, pareto),
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
-            train_path=train, adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr), on_step=on_step,
-        )  # fmt: skip
+            train_path=train,
+            adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr),
+            on_step=on_step,
+        )
     show_reports(out, result.reports)
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
@@ -125,11 +207,23 @@ def inspect(build_dir) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Test .npz (x, optional y).")
 @click.option("--drift", default="1s,1h,1d,1y", show_default=True, help="Times after programming, comma-separated.")
-@click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws of device noise.")
+@click.option(
+    "--seeds", default=5, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws of device noise."
+)
 @click.option("--seed", default=0, show_default=True, help="Base seed of the draws.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Where to write the JSON result (default: beside MODEL).")
-@click.option("--metric", type=click.Choice(METRICS), default="auto", show_default=True,
-              help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    help="Where to write the JSON result (default: beside MODEL).",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default="auto",
+    show_default=True,
+    help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.",
+)
 def run(model, data, drift, seeds, seed, json_path, metric) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
     annotated = read_model(model)
@@ -140,7 +234,9 @@ def run(model, data, drift, seeds, seed, json_path, metric) -> None:
     drifts = [text.strip() for text in drift.split(",") if text.strip()]
     for text in drifts:
         parse_drift(text)
-    with Progress(*Progress.get_default_columns(), console=err, transient=True, disable=not err.is_terminal) as progress:
+    with Progress(
+        *Progress.get_default_columns(), console=err, transient=True, disable=not err.is_terminal
+    ) as progress:
         task = progress.add_task("simulating", total=seeds * len(drifts))
         report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, lambda: progress.advance(task), metric)
     result = report_to_dict(report)
@@ -175,7 +271,9 @@ def main() -> None:
     except click.ClickException as error:  # a bad flag or argument: one line too, not click's usage block
         context = getattr(error, "ctx", None)
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
-        err.print(f"[red]error:[/] {escape(error.format_message())}{hint}", highlight=False, markup=True, soft_wrap=True)
+        err.print(
+            f"[red]error:[/] {escape(error.format_message())}{hint}", highlight=False, markup=True, soft_wrap=True
+        )
         sys.exit(error.exit_code)
     except (click.Abort, KeyboardInterrupt):
         err.print("aborted")
@@ -183,7 +281,11 @@ def main() -> None:
     except Exception as error:  # a bug: one line unless debugging
         if os.environ.get("HETMAP_DEBUG"):
             raise
-        err.print(f"internal error: {type(error).__name__}: {error} (set HETMAP_DEBUG=1 for the traceback)", markup=False, soft_wrap=True)
+        err.print(
+            f"internal error: {type(error).__name__}: {error} (set HETMAP_DEBUG=1 for the traceback)",
+            markup=False,
+            soft_wrap=True,
+        )
         sys.exit(3)
 
 

@@ -24,9 +24,9 @@ from hetmap.passes.partition import Partition
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity, SensitivityBeforeFinetune
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
+from hetmap.report.facts import chosen_attempt
 from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
-from hetmap.report.views import chosen_attempt
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.measure import Measurement
 from hetmap.sim.simulation import build_simulation, draw_generators
@@ -38,7 +38,18 @@ MAPPING_FILE = "mapping.json"
 REPORTS_DIR = "reports"
 REPORT_HTML = "report.html"
 COMPLETION_REPORT = "pipeline"  # written last: a folder without it holds an interrupted compile
-REPORT_NAMES = ("canonicalize", "partition", "calibrate", "sensitivity_before", "finetune", "sensitivity", "assign", "schedule", "emit", "pipeline")
+REPORT_NAMES = (
+    "canonicalize",
+    "partition",
+    "calibrate",
+    "sensitivity_before",
+    "finetune",
+    "sensitivity",
+    "assign",
+    "schedule",
+    "emit",
+    "pipeline",
+)
 
 
 @dataclass
@@ -68,7 +79,9 @@ def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
     given = resolve_mapping(decision.mapping) if decision.mapping is not None else None
     source = decision.mapping or ""
     adapting = adaptation.epochs > 0
-    finetune = [Finetune(FinetuneOptions(adaptation, measurement, decision.max_drop, given, source))] if adapting else []
+    finetune = (
+        [Finetune(FinetuneOptions(adaptation, measurement, decision.max_drop, given, source))] if adapting else []
+    )
     assign = Assign(AssignOptions(given, source, decision.max_drop, decision.objective, measurement, decision.pareto))
     if given is not None:
         choose = [*finetune, assign]
@@ -82,21 +95,32 @@ def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
 def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise HetmapError(f"output folder '{output_dir}' exists and is a file; choose another -o")
-    outputs = {(output_dir / name).resolve() for name in (MAPPED_MODEL, SIMULATION_MODEL, MAPPING_FILE, REPORTS_DIR, REPORT_HTML)}
+    outputs = {
+        (output_dir / name).resolve()
+        for name in (MAPPED_MODEL, SIMULATION_MODEL, MAPPING_FILE, REPORTS_DIR, REPORT_HTML)
+    }
     for source in sources:
         resolved = source.resolve()
-        if resolved == output_dir.resolve() or resolved in outputs or (output_dir / REPORTS_DIR).resolve() in resolved.parents:
+        if (
+            resolved == output_dir.resolve()
+            or resolved in outputs
+            or (output_dir / REPORTS_DIR).resolve() in resolved.parents
+        ):
             raise HetmapError(f"output folder '{output_dir}' would overwrite the input '{source}'; choose another -o")
 
 
-def _input_shapes(model: ir.Model, dataset: Dataset | None, train: Dataset | None, overrides: dict) -> dict[str, tuple[int, ...]]:
+def _input_shapes(
+    model: ir.Model, dataset: Dataset | None, train: Dataset | None, overrides: dict
+) -> dict[str, tuple[int, ...]]:
     """The shapes the data gives (else the training data); training samples must have the same shape."""
     shapes = resolve_input_shapes(model, dataset or train, overrides)
     if dataset is not None and train is not None:
         for name, shape in resolve_input_shapes(model, train, overrides).items():
             if shape != shapes[name]:
-                raise HetmapError(f"training file '{train.source}': input '{name}' has samples of shape {list(shape[1:])} "
-                                  f"but the data file '{dataset.source}' has {list(shapes[name][1:])}")  # fmt: skip
+                raise HetmapError(
+                    f"training file '{train.source}': input '{name}' has samples of shape {list(shape[1:])} "
+                    f"but the data file '{dataset.source}' has {list(shapes[name][1:])}"
+                )
     return shapes
 
 

@@ -13,9 +13,14 @@ class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Linear(32 * 2 * 2, 10)
 
@@ -28,9 +33,7 @@ class MLP(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
-        )
+        self.layers = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -144,7 +147,9 @@ class EncoderLayer(nn.Module):
 class SmallTransformer(nn.Module):
     """Rows of the 8x8 image as 8 tokens: embedding, learned positions, two encoder layers, mean-pool, Linear head."""
 
-    def __init__(self, tokens: int = 8, token_dim: int = 8, dim: int = 32, heads: int = 2, hidden: int = 64, layers: int = 2) -> None:
+    def __init__(
+        self, tokens: int = 8, token_dim: int = 8, dim: int = 32, heads: int = 2, hidden: int = 64, layers: int = 2
+    ) -> None:
         super().__init__()
         self.embed = nn.Linear(token_dim, dim)
         self.position = nn.Parameter(0.02 * torch.randn(1, tokens, dim))
@@ -158,8 +163,12 @@ class SmallTransformer(nn.Module):
 
 
 ARCHITECTURES = {
-    "cnn": SmallCNN, "mlp": MLP, "resnet": SmallResNet, "transformer": SmallTransformer,
-    "resnet8": resnet8, "resnet20": resnet20,
+    "cnn": SmallCNN,
+    "mlp": MLP,
+    "resnet": SmallResNet,
+    "transformer": SmallTransformer,
+    "resnet8": resnet8,
+    "resnet20": resnet20,
 }
 
 

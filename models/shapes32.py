@@ -124,12 +124,14 @@ def _colour_pairs(rng: np.random.Generator, count: int, contrast: tuple[float, f
     return np.where(darker_background, shape, background), np.where(darker_background, background, shape)
 
 
-def generate(count: int, rng: np.random.Generator, difficulty: Difficulty = Difficulty()) -> tuple[np.ndarray, np.ndarray]:
+def generate(
+    count: int, rng: np.random.Generator, difficulty: Difficulty = Difficulty()
+) -> tuple[np.ndarray, np.ndarray]:
     """`count` images (a multiple of 10: each class count/10 times, shuffled) and their labels; drawn 500 at a time."""
     if count % len(CLASSES):
         raise ValueError(f"count must be a multiple of {len(CLASSES)} so the classes are balanced, got {count}")
     labels = rng.permutation(np.repeat(np.arange(len(CLASSES), dtype=np.int64), count // len(CLASSES)))
-    chunks = [_render(labels[start:start + CHUNK], rng, difficulty) for start in range(0, count, CHUNK)]
+    chunks = [_render(labels[start : start + CHUNK], rng, difficulty) for start in range(0, count, CHUNK)]
     return np.concatenate(chunks) if chunks else np.empty((0, 3, SIZE, SIZE), np.float32), labels
 
 

@@ -47,10 +47,26 @@ RECIPES = {
     "transformer": Recipe("tokens", epochs=80, learning_rate=2e-3, exporter="dynamo"),
     # shapes32's classes are closed under rotation and mirroring, so the dihedral turns are free extra data;
     # the epochs keep both trainings to about 7.5 minutes on one thread.
-    "resnet8": Recipe("image", epochs=30, learning_rate=3e-3, exporter="dynamo", data="shapes32",
-                      one_cycle=True, dihedral=True, channels_last=True),
-    "resnet20": Recipe("image", epochs=20, learning_rate=3e-3, exporter="dynamo", data="shapes32",
-                       one_cycle=True, dihedral=True, channels_last=True),
+    "resnet8": Recipe(
+        "image",
+        epochs=30,
+        learning_rate=3e-3,
+        exporter="dynamo",
+        data="shapes32",
+        one_cycle=True,
+        dihedral=True,
+        channels_last=True,
+    ),
+    "resnet20": Recipe(
+        "image",
+        epochs=20,
+        learning_rate=3e-3,
+        exporter="dynamo",
+        data="shapes32",
+        one_cycle=True,
+        dihedral=True,
+        channels_last=True,
+    ),
 }
 
 
@@ -101,7 +117,12 @@ def export(model: nn.Module, example: np.ndarray, recipe: Recipe, path: Path) ->
     args = (torch.from_numpy(example[:2]),)
     if recipe.exporter == "dynamo":
         program = torch.onnx.export(
-            model, args, dynamo=True, verbose=False, input_names=["x"], output_names=["logits"],
+            model,
+            args,
+            dynamo=True,
+            verbose=False,
+            input_names=["x"],
+            output_names=["logits"],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
         proto = program.model_proto
@@ -113,8 +134,15 @@ def export(model: nn.Module, example: np.ndarray, recipe: Recipe, path: Path) ->
         return
     # In eval mode the TorchScript exporter fuses Conv+BatchNorm while constant folding; without folding the BN stays.
     torch.onnx.export(
-        model, args, path, dynamo=False, opset_version=recipe.opset, input_names=["x"], output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, do_constant_folding=not recipe.keep_batchnorm,
+        model,
+        args,
+        path,
+        dynamo=False,
+        opset_version=recipe.opset,
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        do_constant_folding=not recipe.keep_batchnorm,
     )
 
 

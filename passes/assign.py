@@ -103,7 +103,9 @@ class Assign(Pass):
         )
         return model, report
 
-    def _decide(self, model: ir.Model, context: PassContext, sensitivity: str, change) -> tuple[Decision, Problem, _Measure]:
+    def _decide(
+        self, model: ir.Model, context: PassContext, sensitivity: str, change
+    ) -> tuple[Decision, Problem, _Measure]:
         """Solve and verify on the model's current weights, with the drops of report `sensitivity`."""
         reference = change.reference_outputs if change else None
         measure = _Measure(model, context, self.options.measurement, reference)

@@ -68,6 +68,8 @@ class Calibrate(Pass):
                 model.graph.outputs.pop()
         for name, value in inputs.items():
             require_finite(peaks[value.name], f"calibration: the input range of layer '{name}' (tensor '{value.name}')")
-        ranges = {name: max(peaks[value.name], PEAK_FLOOR) if peaks[value.name] else 1.0 for name, value in inputs.items()}
+        ranges = {
+            name: max(peaks[value.name], PEAK_FLOOR) if peaks[value.name] else 1.0 for name, value in inputs.items()
+        }
         samples = max((len(array) for array in feeds.values() if array.ndim), default=1 if feeds else 0)
         return model, CalibrateReport(source=source, samples=samples, input_range=ranges)

@@ -54,7 +54,10 @@ class Emit(Pass):
         nodes = {node.name: node for node in model.graph}
         for layer in partition.layers:
             option, tiles = mapping.layers[layer.name], placement.get(layer.name, [])
-            write_layer(nodes[layer.name], layer_annotation(layer, option, target, input_ranges[layer.name], tiles, total_weights))
+            write_layer(
+                nodes[layer.name],
+                layer_annotation(layer, option, target, input_ranges[layer.name], tiles, total_weights),
+            )
         analog = [layer for layer in partition.layers if mapping.layers[layer.name] == ANALOG]
         report = EmitReport(
             target=target.name,

@@ -105,7 +105,9 @@ class Finetune(Pass):
         began = time.perf_counter()
         layers = context.reports["partition"].layers
         names = [layer.name for layer in layers]
-        fixed = validate(options.mapping, names, context.target, options.mapping_source).layers if options.mapping else None
+        fixed = (
+            validate(options.mapping, names, context.target, options.mapping_source).layers if options.mapping else None
+        )
         dataset = scoring_dataset(model, config)
         scorer = Scorer(model, dataset, metric=config.metric)
         before = self._scores(self._measurer(model, context, scorer), layers, context, fixed)
@@ -115,14 +117,28 @@ class Finetune(Pass):
         input_range = context.reports["calibrate"].input_range
         net = Supernet(model, layers, input_range, context.target, trainable, options.measurement.t_inference_s)
         sensitivity = context.reports.get("sensitivity_before")
-        drops = {n: {o: d.drop_points for o, d in per.items()} for n, per in sensitivity.layers.items()} if sensitivity else None
+        drops = (
+            {n: {o: d.drop_points for o, d in per.items()} for n, per in sensitivity.layers.items()}
+            if sensitivity
+            else None
+        )
         sampler = MappingSampler(names, target_options(context.target), drops, options.max_drop, fixed)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         input_names = [value.name for value in graph_inputs(model)]
         run_id = fingerprint(
             *(model.graph.initializers[n].const_value.tobytes() for n in trainable),
             *(np.ascontiguousarray(train.inputs[n]).tobytes() for n in input_names),
-            repr((adaptation, fixed, options.max_drop, options.measurement.drift, config.seed, context.target.name, drops)),
+            repr(
+                (
+                    adaptation,
+                    fixed,
+                    options.max_drop,
+                    options.measurement.drift,
+                    config.seed,
+                    context.target.name,
+                    drops,
+                )
+            ),
         )
         adapt_config = AdaptConfig(
             epochs=adaptation.epochs,
@@ -164,7 +180,9 @@ class Finetune(Pass):
         ranges = context.reports["calibrate"].input_range
         return Measurer(model, context.target, context.reports["partition"].layers, ranges, scorer, context.config.seed)
 
-    def _scores(self, measurer: Measurer, layers, context: PassContext, fixed: dict[str, str] | None) -> list[MappingScore]:
+    def _scores(
+        self, measurer: Measurer, layers, context: PassContext, fixed: dict[str, str] | None
+    ) -> list[MappingScore]:
         """Full precision, all-analog and all-digital (or the fixed mapping) simulated at the budget's drift."""
         options = target_options(context.target)
         digital = [o for o in options if o != ANALOG]

@@ -25,9 +25,16 @@ from hetmap.pipeline import Pass, PassContext
 MAPPABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that carry MACs but have no analog lowering here; listed so users see them.
 DIGITAL_ONLY_OPS = (
-    "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "Einsum",
-    "LSTM", "GRU", "RNN", "Attention",
-)  # fmt: skip
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "Einsum",
+    "LSTM",
+    "GRU",
+    "RNN",
+    "Attention",
+)
 
 
 @dataclass
@@ -207,7 +214,9 @@ def _no_layer_message(unmappable: list[UnmappableLayer]) -> str:
     message = "model has no mappable layer (Conv, ConvTranspose, Gemm, or MatMul with a constant weight)"
     if unmappable:
         first, more = unmappable[0], len(unmappable) - 1
-        message += f": {first.op_type} '{first.name}' is not ({first.reason})" + (f" nor are {more} more" if more else "")
+        message += f": {first.op_type} '{first.name}' is not ({first.reason})" + (
+            f" nor are {more} more" if more else ""
+        )
     return message + "; nothing to map onto analog tiles"
 
 
@@ -220,7 +229,9 @@ class Partition(Pass):
         report = PartitionReport(context.target.name, tiles.rows, tiles.cols, tiles.count, layers=[])
         for node in model.graph:
             if node.op_type in DIGITAL_ONLY_OPS and node.domain in ("", "ai.onnx"):
-                report.unmappable.append(UnmappableLayer(node.name, node.op_type, "operator has no analog lowering; runs digital"))
+                report.unmappable.append(
+                    UnmappableLayer(node.name, node.op_type, "operator has no analog lowering; runs digital")
+                )
             if node.op_type not in MAPPABLE_OPS or node.domain not in ("", "ai.onnx"):
                 continue
             try:

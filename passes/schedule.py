@@ -207,7 +207,10 @@ class Schedule(Pass):
         costs = mapping_costs(layers, mapping.layers, target)
         units = {name: ANALOG if option == ANALOG else option for name, option in mapping.layers.items()}
         # Reloaded tiles serve one layer at a time, like a digital unit.
-        turns = {n: RELOADED_TILES if u == ANALOG and reloads(layers, mapping.layers, target) else u for n, u in units.items()}
+        turns = {
+            n: RELOADED_TILES if u == ANALOG and reloads(layers, mapping.layers, target) else u
+            for n, u in units.items()
+        }
         graph = dataflow_graph(model)
         ready, start, end, bound_by = _timed(graph, {n: (turns[n], c.latency_ns) for n, c in costs.items()})
         critical = [name for name in _critical_chain(graph, end, bound_by) if name in costs]

@@ -57,7 +57,9 @@ class Sensitivity(Pass):
         dataset = scoring_dataset(model, context.config)
         reference = finetune.weights.reference_outputs if finetune else None
         scorer = Scorer(model, dataset, reference, context.config.metric)
-        measurer = Measurer(model, target, partition.layers, context.reports["calibrate"].input_range, scorer, context.config.seed)
+        measurer = Measurer(
+            model, target, partition.layers, context.reports["calibrate"].input_range, scorer, context.config.seed
+        )
         t_inference_s = self.measurement.t_inference_s
         layers = {}
         for layer in partition.layers:

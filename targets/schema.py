@@ -115,15 +115,36 @@ class Target:
 
 
 _POSITIVE_FIELDS = {
-    "rows", "cols", "count", "dac_bits", "adc_bits", "bits", "macs_per_cycle", "weight_bits",
-    "clock_mhz", "mvm_latency_ns", "adc_bound", "g_max_us", "t0_s", "t_read_s",
-}  # fmt: skip
+    "rows",
+    "cols",
+    "count",
+    "dac_bits",
+    "adc_bits",
+    "bits",
+    "macs_per_cycle",
+    "weight_bits",
+    "clock_mhz",
+    "mvm_latency_ns",
+    "adc_bound",
+    "g_max_us",
+    "t0_s",
+    "t_read_s",
+}
 _NON_NEGATIVE_FIELDS = {
-    "energy_per_mac_pj", "energy_per_dac_pj", "energy_per_adc_pj", "energy_per_output_pj",
-    "prog_noise_scale", "read_noise_scale", "drift_scale",
-    "weight_sram_bytes", "weight_sram_pj_per_byte", "activation_sram_pj_per_byte", "dram_pj_per_byte",
-    "sram_bytes_per_cycle", "dram_bytes_per_cycle",
-}  # fmt: skip
+    "energy_per_mac_pj",
+    "energy_per_dac_pj",
+    "energy_per_adc_pj",
+    "energy_per_output_pj",
+    "prog_noise_scale",
+    "read_noise_scale",
+    "drift_scale",
+    "weight_sram_bytes",
+    "weight_sram_pj_per_byte",
+    "activation_sram_pj_per_byte",
+    "dram_pj_per_byte",
+    "sram_bytes_per_cycle",
+    "dram_bytes_per_cycle",
+}
 
 
 class _FieldError(Exception):
@@ -178,9 +199,7 @@ def _build(cls, table: dict, prefix: str):
     for name, f in fields.items():
         path = f"{prefix}.{name}" if prefix else name
         if name not in table:
-            has_default = f.default is not dataclasses.MISSING or (
-                f.default_factory is not dataclasses.MISSING
-            )
+            has_default = f.default is not dataclasses.MISSING or (f.default_factory is not dataclasses.MISSING)
             if not has_default:
                 raise _FieldError(path, "is missing")
             continue

@@ -47,9 +47,13 @@ def _torch_cnn():
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 10),
-    )  # fmt: skip
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 4 * 4, 10),
+    )
     with torch.no_grad():
         net[1].running_mean.uniform_(-1, 1)
         net[1].running_var.uniform_(0.5, 2)
@@ -65,8 +69,17 @@ def torch_legacy_export() -> onnx.ModelProto:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=9, do_constant_folding=False,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+        torch.onnx.export(
+            net,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=9,
+            do_constant_folding=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -78,8 +91,9 @@ def torch_dynamo_export() -> onnx.ModelProto:
     net, example = _torch_cnn()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(net, (example,), dynamo=True, verbose=False,
-                                    dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
+        program = torch.onnx.export(
+            net, (example,), dynamo=True, verbose=False, dynamic_shapes=({0: torch.export.Dim("batch")},)
+        )
     return program.model_proto
 
 

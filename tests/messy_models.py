@@ -54,8 +54,13 @@ def batchnorm(name: str, x: str, y: str, channels: int, seed: int = 1) -> tuple[
 def conv_bn_relu_gemm_opset9() -> onnx.ModelProto:
     """Opset 9, IR 3, unfolded BN, initializers repeated as graph inputs (old PyTorch)."""
     bn, bn_params = batchnorm("bn1", "c1", "b1", 4)
-    weights = [init("conv1.W", _weights(4, 3, 3, 3)), init("conv1.B", _weights(4)), *bn_params,
-               init("fc.W", _weights(10, 4 * 6 * 6)), init("fc.B", _weights(10))]  # fmt: skip
+    weights = [
+        init("conv1.W", _weights(4, 3, 3, 3)),
+        init("conv1.B", _weights(4)),
+        *bn_params,
+        init("fc.W", _weights(10, 4 * 6 * 6)),
+        init("fc.B", _weights(10)),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "conv1.W", "conv1.B"], ["c1"], name="conv1", kernel_shape=[3, 3]),
         bn,
@@ -87,8 +92,9 @@ def constant_of_shape_weight() -> onnx.ModelProto:
     bn, bn_params = batchnorm("bn", "c", "y", 4)
     nodes = [
         const("w_shape", np.array([4, 2, 3, 3], dtype=np.int64)),
-        helper.make_node("ConstantOfShape", ["w_shape"], ["w_half"], name="w_fill",
-                         value=helper.make_tensor("v", FLOAT, [1], [0.5])),  # fmt: skip
+        helper.make_node(
+            "ConstantOfShape", ["w_shape"], ["w_half"], name="w_fill", value=helper.make_tensor("v", FLOAT, [1], [0.5])
+        ),
         helper.make_node("Mul", ["w_half", "w_scale"], ["w_scaled"], name="w_mul"),
         helper.make_node("Add", ["w_scaled", "w_offset"], ["conv.W"], name="w_add"),
         helper.make_node("Conv", ["x", "conv.W"], ["c"], name="conv", kernel_shape=[3, 3]),
@@ -152,18 +158,24 @@ def multi_input_int64_scalar() -> onnx.ModelProto:
 def if_and_loop() -> onnx.ModelProto:
     """An If whose branches hold a MatMul and a Loop whose body holds a Gemm, each with a constant weight."""
     then_branch = helper.make_graph(
-        [const("then.W", _weights(8, 8, seed=1), name="then_w"),
-         helper.make_node("MatMul", ["h", "then.W"], ["t"], name="then_matmul")],  # fmt: skip
-        "then", [], [tensor("t", [1, 8])],
+        [
+            const("then.W", _weights(8, 8, seed=1), name="then_w"),
+            helper.make_node("MatMul", ["h", "then.W"], ["t"], name="then_matmul"),
+        ],
+        "then",
+        [],
+        [tensor("t", [1, 8])],
     )
     else_branch = helper.make_graph(
         [helper.make_node("Neg", ["h"], ["e"], name="else_neg")], "else", [], [tensor("e", [1, 8])]
     )
     body = helper.make_graph(
-        [const("loop.W", _weights(8, 8, seed=2), name="loop_w"),
-         helper.make_node("Gemm", ["state", "loop.W"], ["g"], name="loop_gemm"),
-         helper.make_node("Tanh", ["g"], ["state_out"], name="loop_tanh"),
-         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="loop_cond")],  # fmt: skip
+        [
+            const("loop.W", _weights(8, 8, seed=2), name="loop_w"),
+            helper.make_node("Gemm", ["state", "loop.W"], ["g"], name="loop_gemm"),
+            helper.make_node("Tanh", ["g"], ["state_out"], name="loop_tanh"),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="loop_cond"),
+        ],
         "body",
         [tensor("i", [], INT64), tensor("cond_in", [], BOOL), tensor("state", [1, 8])],
         [tensor("cond_out", [], BOOL), tensor("state_out", [1, 8])],
@@ -172,24 +184,39 @@ def if_and_loop() -> onnx.ModelProto:
         helper.make_node("Gemm", ["x", "in.W"], ["h"], name="in_fc"),
         helper.make_node("ReduceSum", ["h"], ["s"], name="sum", keepdims=0),
         helper.make_node("Greater", ["s", "zero"], ["positive"], name="is_positive"),
-        helper.make_node("If", ["positive"], ["branched"], name="branch",
-                         then_branch=then_branch, else_branch=else_branch),  # fmt: skip
+        helper.make_node(
+            "If", ["positive"], ["branched"], name="branch", then_branch=then_branch, else_branch=else_branch
+        ),
         helper.make_node("Loop", ["trips", "", "branched"], ["looped"], name="repeat", body=body),
         helper.make_node("Gemm", ["looped", "out.W"], ["y"], name="out_fc"),
     ]
-    weights = [init("in.W", _weights(4, 8)), init("out.W", _weights(8, 3)),
-               init("zero", np.float32(0.0)), init("trips", np.int64(2))]  # fmt: skip
+    weights = [
+        init("in.W", _weights(4, 8)),
+        init("out.W", _weights(8, 3)),
+        init("zero", np.float32(0.0)),
+        init("trips", np.int64(2)),
+    ]
     return model(nodes, [tensor("x", [1, 4])], [tensor("y", [1, 3])], weights, opset=13)
 
 
 def grouped_and_depthwise_conv() -> onnx.ModelProto:
     """A grouped Conv (group 2) then a depthwise Conv (group = channels), strided."""
-    weights = [init("grouped.W", _weights(8, 2, 3, 3)), init("depthwise.W", _weights(8, 1, 3, 3)),
-               init("depthwise.B", _weights(8))]  # fmt: skip
+    weights = [
+        init("grouped.W", _weights(8, 2, 3, 3)),
+        init("depthwise.W", _weights(8, 1, 3, 3)),
+        init("depthwise.B", _weights(8)),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "grouped.W"], ["g"], name="grouped", group=2, pads=[1, 1, 1, 1]),
-        helper.make_node("Conv", ["g", "depthwise.W", "depthwise.B"], ["y"], name="depthwise",
-                         group=8, strides=[2, 2], pads=[1, 1, 1, 1]),  # fmt: skip
+        helper.make_node(
+            "Conv",
+            ["g", "depthwise.W", "depthwise.B"],
+            ["y"],
+            name="depthwise",
+            group=8,
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+        ),
     ]
     return model(nodes, [tensor("x", [1, 4, 8, 8])], [tensor("y", [1, 8, 4, 4])], weights)
 

@@ -19,8 +19,16 @@ HERMES = load_target("hermes")
 
 def problem(drop, energy, tiles=(1, 1, 1), tile_count=10, weights=(1, 1, 1)):
     drop, energy = np.array(drop, float), np.array(energy, float)
-    return Problem([f"l{i}" for i in range(len(drop))], ["analog", "int8"], drop, energy,
-                   np.array(weights, float), np.array(tiles, float), tile_count, np.ones(drop.shape, bool))  # fmt: skip
+    return Problem(
+        [f"l{i}" for i in range(len(drop))],
+        ["analog", "int8"],
+        drop,
+        energy,
+        np.array(weights, float),
+        np.array(tiles, float),
+        tile_count,
+        np.ones(drop.shape, bool),
+    )
 
 
 # The MILP.
@@ -59,8 +67,13 @@ def test_no_mapping_meets_an_impossible_budget():
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlp")
-    compile_model(reference_path("mlp.onnx"), HERMES, folder / "out", reference_path("mlp.test.npz"),
-                  decision=Decision(None, max_drop=0.5, objective="analog-share", seeds=2))  # fmt: skip
+    compile_model(
+        reference_path("mlp.onnx"),
+        HERMES,
+        folder / "out",
+        reference_path("mlp.test.npz"),
+        decision=Decision(None, max_drop=0.5, objective="analog-share", seeds=2),
+    )
     return folder / "out"
 
 

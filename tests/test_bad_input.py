@@ -43,7 +43,9 @@ def _sequence_model() -> onnx.ModelProto:
     """x (N, 6, 8) -> MatMul (8, 5): class scores per position, as text recognisers emit them."""
     weight = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
     nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="classifier")]
-    return messy.model(nodes, [messy.tensor("x", ["N", 6, 8])], [messy.tensor("y", ["N", 6, 5])], [messy.init("W", weight)])
+    return messy.model(
+        nodes, [messy.tensor("x", ["N", 6, 8])], [messy.tensor("y", ["N", 6, 5])], [messy.init("W", weight)]
+    )
 
 
 def _gemm_with_denormal_columns() -> onnx.ModelProto:
@@ -73,8 +75,19 @@ def test_compile_of_a_model_with_near_zero_columns_is_finite_and_silent(hetmap):
     np.savez("calib.npz", x=x)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        result = hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out", "--data", "calib.npz", "--seeds", "2",
-                        "--allow-over-budget")  # fmt: skip
+        result = hetmap(
+            "compile",
+            "model.onnx",
+            "-t",
+            "tiny",
+            "-o",
+            "out",
+            "--data",
+            "calib.npz",
+            "--seeds",
+            "2",
+            "--allow-over-budget",
+        )
     assert result.exit_code == 0, result.stderr
     assert "nan" not in result.stdout.lower()
     sensitivity = Path("out/reports/sensitivity.json").read_text()
@@ -121,10 +134,12 @@ def test_non_finite_data_is_refused_naming_array_and_index(hetmap, array, value)
 # 5. Labels must be class indices of the model's outputs, one per sample.
 @pytest.mark.parametrize(
     "labels, message",
-    [(lambda y: y + 100, "labels 'y' must be class indices 0..9"),
-     (lambda y: y - 1 - y.max(), "labels 'y' must be class indices 0..9"),
-     (lambda y: y[:-1], "arrays disagree on the number of samples"),
-     (lambda y: y + 0.5, "found the fraction")],  # fmt: skip
+    [
+        (lambda y: y + 100, "labels 'y' must be class indices 0..9"),
+        (lambda y: y - 1 - y.max(), "labels 'y' must be class indices 0..9"),
+        (lambda y: y[:-1], "arrays disagree on the number of samples"),
+        (lambda y: y + 0.5, "found the fraction"),
+    ],
     ids=["above", "negative", "count", "fraction"],
 )
 def test_bad_labels_are_refused(hetmap, labels, message):
@@ -165,12 +180,25 @@ def test_per_position_labels_give_accuracy_per_position():
 def test_compile_and_run_of_a_sequence_model_say_which_metric(hetmap):
     onnx.save(_sequence_model(), "model.onnx")
     np.savez("calib.npz", x=np.random.default_rng(3).standard_normal((16, 6, 8)).astype(np.float32))
-    result = hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out", "--data", "calib.npz", "--seeds", "1",
-                    "--allow-over-budget")  # fmt: skip
+    result = hetmap(
+        "compile", "model.onnx", "-t", "tiny", "-o", "out", "--data", "calib.npz", "--seeds", "1", "--allow-over-budget"
+    )
     assert result.exit_code == 0, result.stderr
     assert '"metric": "agreement per position"' in Path("out/reports/sensitivity.json").read_text()
-    result = hetmap("run", "out/model.mapped.onnx", "--data", "calib.npz", "--seeds", "1", "--drift", "1d",
-                    "--metric", "snr", "--json", "run.json")  # fmt: skip
+    result = hetmap(
+        "run",
+        "out/model.mapped.onnx",
+        "--data",
+        "calib.npz",
+        "--seeds",
+        "1",
+        "--drift",
+        "1d",
+        "--metric",
+        "snr",
+        "--json",
+        "run.json",
+    )
     assert result.exit_code == 0, result.stderr
     assert '"metric": "snr"' in Path("run.json").read_text()
 
@@ -204,9 +232,11 @@ def test_truncated_model(hetmap):
 
 @pytest.mark.parametrize(
     "arrays, message",
-    [({"x": np.zeros((0, 1, 8, 8), np.float32)}, "holds no samples"),
-     ({"x": np.zeros((4, 1, 8, 8), np.complex64)}, "is complex64, the model expects float32"),
-     ({"x": np.array([["a"] * 64] * 4).reshape(4, 1, 8, 8)}, "the model expects float32")],  # fmt: skip
+    [
+        ({"x": np.zeros((0, 1, 8, 8), np.float32)}, "holds no samples"),
+        ({"x": np.zeros((4, 1, 8, 8), np.complex64)}, "is complex64, the model expects float32"),
+        ({"x": np.array([["a"] * 64] * 4).reshape(4, 1, 8, 8)}, "the model expects float32"),
+    ],
     ids=["empty", "complex", "strings"],
 )
 def test_unusable_data_arrays(hetmap, arrays, message):
@@ -221,7 +251,9 @@ def test_pickled_arrays_are_not_loaded(hetmap):
 
 def test_target_with_zero_tiles(hetmap):
     Path("none.toml").write_text(TINY_TOML.replace("count = 8", "count = 0"))
-    assert_one_line_error(hetmap("compile", CNN, "-t", "none.toml", "-o", "out"), "field 'analog.count' must be positive")
+    assert_one_line_error(
+        hetmap("compile", CNN, "-t", "none.toml", "-o", "out"), "field 'analog.count' must be positive"
+    )
 
 
 def test_mapping_naming_an_unknown_layer(hetmap):

@@ -17,7 +17,12 @@ HWA_TOLERANCE_POINTS = 0.5
 
 @pytest.fixture(scope="module")
 def mlp():
-    return prepare(reference_path("mlp.onnx"), load_target("hermes"), reference_path("mlp.test.npz"), reference_path("mlp.train.npz"))
+    return prepare(
+        reference_path("mlp.onnx"),
+        load_target("hermes"),
+        reference_path("mlp.test.npz"),
+        reference_path("mlp.train.npz"),
+    )
 
 
 def test_layer_by_layer_moves_the_largest_layers_first_and_keeps_the_budget(mlp):
@@ -47,7 +52,9 @@ def test_hessian_ranks_every_layer_and_moves_them_in_that_order(mlp):
     assert [sensitivity[n] for n in ranking] == sorted(sensitivity.values())
     moved = [m["layer"] for m in result.details["moves"]]
     assert moved == ranking[: len(moved)]
-    assert {n for n, o in result.mapping.items() if o == ANALOG} == {m["layer"] for m in result.details["moves"] if m["kept"]}
+    assert {n for n, o in result.mapping.items() if o == ANALOG} == {
+        m["layer"] for m in result.details["moves"] if m["kept"]
+    }
     assert result.drop_points <= QUICK.max_drop
 
 

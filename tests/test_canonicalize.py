@@ -56,11 +56,12 @@ def test_sklearn_export_keeps_its_outputs(sklearn_exports, name):
 
 
 @pytest.mark.xfail(
-    raises=HetmapError, strict=True,
+    raises=HetmapError,
+    strict=True,
     reason="design question: onnx-ir has no map types, so skl2onnx's default ZipMap output "
     "(a sequence of maps) is refused with a one-line error naming options={'zipmap': False}; "
     "compiling it needs ZipMap unwrapped to its probability tensor (or kept outside the IR)",
-)  # fmt: skip
+)
 def test_sklearn_default_zipmap_export_compiles(sklearn_exports, tmp_path):
     onnx.save(sklearn_exports["mlp_zipmap"], tmp_path / "mlp.onnx")
     compile_model(tmp_path / "mlp.onnx", load_target("tiny"), tmp_path / "out")

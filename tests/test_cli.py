@@ -14,10 +14,22 @@ import messy_models as messy
 from helpers import assert_same_outputs, ort_outputs, random_inputs, run_console_script
 
 OUTPUT_FILES = {
-    "model.mapped.onnx", "model.sim.onnx", "mapping.json", "report.html", "reports/canonicalize.json",
-    "reports/partition.json", "reports/calibrate.json", "reports/sensitivity.json", "reports/assign.json",
-    "reports/emit.json", "reports/schedule.json", "reports/pipeline.json", "reports/schedule.png",
-    "reports/sensitivity.png", "reports/tiles.png", "reports/energy.png",
+    "model.mapped.onnx",
+    "model.sim.onnx",
+    "mapping.json",
+    "report.html",
+    "reports/canonicalize.json",
+    "reports/partition.json",
+    "reports/calibrate.json",
+    "reports/sensitivity.json",
+    "reports/assign.json",
+    "reports/emit.json",
+    "reports/schedule.json",
+    "reports/pipeline.json",
+    "reports/schedule.png",
+    "reports/sensitivity.png",
+    "reports/tiles.png",
+    "reports/energy.png",
 }
 
 
@@ -53,14 +65,41 @@ def test_written_canonical_model_is_checker_clean_and_computes_the_same_outputs(
 @pytest.mark.parametrize(
     "report, keys",
     [
-        ("canonicalize", {"producer", "ir_version_in", "opset_in", "opset_out", "nodes_in", "nodes_out",
-                          "op_counts_in", "op_counts_out", "initializers_out", "weight_count",
-                          "batchnorms_folded", "batchnorms_left"}),
-        ("partition", {"target", "tile_rows", "tile_cols", "tile_count", "layers", "unmappable",
-                       "mappable_weights", "mappable_macs", "tiles_needed", "fits_on_chip"}),
+        (
+            "canonicalize",
+            {
+                "producer",
+                "ir_version_in",
+                "opset_in",
+                "opset_out",
+                "nodes_in",
+                "nodes_out",
+                "op_counts_in",
+                "op_counts_out",
+                "initializers_out",
+                "weight_count",
+                "batchnorms_folded",
+                "batchnorms_left",
+            },
+        ),
+        (
+            "partition",
+            {
+                "target",
+                "tile_rows",
+                "tile_cols",
+                "tile_count",
+                "layers",
+                "unmappable",
+                "mappable_weights",
+                "mappable_macs",
+                "tiles_needed",
+                "fits_on_chip",
+            },
+        ),
         ("pipeline", {"target", "seed", "input_shapes", "passes"}),
     ],
-)  # fmt: skip
+)
 def test_reports_are_json_with_the_expected_keys(compiled, report, keys):
     assert set(json.loads((compiled / "out" / "reports" / f"{report}.json").read_text())) == keys
 
@@ -76,7 +115,15 @@ def test_partition_report_lists_the_layers_with_their_matrices(compiled):
 def test_pipeline_report_records_each_pass_and_its_parity(compiled):
     report = json.loads((compiled / "out" / "reports" / "pipeline.json").read_text())
     assert (report["target"], report["seed"], report["input_shapes"]) == ("tiny", 0, {"x": [1, 3, 8, 8]})
-    assert [p["name"] for p in report["passes"]] == ["canonicalize", "partition", "calibrate", "sensitivity", "assign", "schedule", "emit"]
+    assert [p["name"] for p in report["passes"]] == [
+        "canonicalize",
+        "partition",
+        "calibrate",
+        "sensitivity",
+        "assign",
+        "schedule",
+        "emit",
+    ]
     assert report["passes"][0]["parity_relative_error"] < 1e-4
 
 

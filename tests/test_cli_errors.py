@@ -100,8 +100,10 @@ def test_symbolic_non_batch_dimension_without_shapes_names_both_flags(hetmap):
 
 @pytest.mark.parametrize(
     "shape, message",
-    [((4, 3, 9, 9), "has shape N x 3x9x9 per sample but the model expects N x 3x8x8"),
-     ((4, 3, 8), "has rank 3 but the model expects rank 4")],  # fmt: skip
+    [
+        ((4, 3, 9, 9), "has shape N x 3x9x9 per sample but the model expects N x 3x8x8"),
+        ((4, 3, 8), "has rank 3 but the model expects rank 4"),
+    ],
     ids=["wrong size", "wrong rank"],
 )
 def test_data_file_whose_shapes_do_not_match_the_model(hetmap, model_file, shape, message):
@@ -147,9 +149,11 @@ def test_inspect_a_folder_without_reports(hetmap):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(("compile", "absent.onnx", "-t", "tiny"), "does not exist"),
-     (("targets", "show", "board.toml"), "does not exist"),
-     (("compile", "sym.onnx", "-t", "tiny"), "add --data FILE.npz or --input-shape")],  # fmt: skip
+    [
+        (("compile", "absent.onnx", "-t", "tiny"), "does not exist"),
+        (("targets", "show", "board.toml"), "does not exist"),
+        (("compile", "sym.onnx", "-t", "tiny"), "add --data FILE.npz or --input-shape"),
+    ],
     ids=["missing model", "missing target file", "symbolic dims"],
 )
 def test_console_script_prints_one_line_and_exits_2(tmp_path, args, message):
@@ -162,6 +166,18 @@ def test_console_script_prints_one_line_and_exits_2(tmp_path, args, message):
 
 def test_training_data_of_the_wrong_shape(hetmap):
     np.savez("train.npz", x=np.zeros((4, 7), np.float32), y=np.zeros(4, np.int64))
-    result = hetmap("compile", reference_path("mlp.onnx"), "-t", "hermes", "-o", "out", "--data", reference_path("mlp.test.npz"),
-                    "--train", "train.npz", "--finetune", "1")  # fmt: skip
+    result = hetmap(
+        "compile",
+        reference_path("mlp.onnx"),
+        "-t",
+        "hermes",
+        "-o",
+        "out",
+        "--data",
+        reference_path("mlp.test.npz"),
+        "--train",
+        "train.npz",
+        "--finetune",
+        "1",
+    )
     assert_one_line_error(result, "data file 'train.npz'", "N x 7")

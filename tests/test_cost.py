@@ -6,28 +6,59 @@ import numpy as np
 import pytest
 
 from hetmap.mapping.cost import layer_cost, mapping_costs, mapping_energy_pj
+from hetmap.mapping.solver import Problem, solve
 from hetmap.passes.partition import MappableLayer
 from hetmap.passes.schedule import pipeline_interval_ns, tile_utilisation
-from hetmap.mapping.solver import Problem, solve
 from hetmap.targets import AnalogTiles, DigitalUnit, MemorySystem, Target
 
 # A 3x3 convolution, 8 -> 16 channels, on a 4x4 output: rows 72, cols 16, 16 input vectors.
 CONV = MappableLayer(
-    name="conv", op_type="Conv", weight="w", weight_operand=1, weight_transposed=False, activation_rank=4,
-    rows=72, cols=16, groups=1, weight_count=72 * 16, macs=16 * 72 * 16, block_rows=36, row_blocks=2,
-    col_blocks=1, tiles=2, input_elements=8 * 6 * 6, output_elements=16 * 4 * 4,
-)  # fmt: skip
+    name="conv",
+    op_type="Conv",
+    weight="w",
+    weight_operand=1,
+    weight_transposed=False,
+    activation_rank=4,
+    rows=72,
+    cols=16,
+    groups=1,
+    weight_count=72 * 16,
+    macs=16 * 72 * 16,
+    block_rows=36,
+    row_blocks=2,
+    col_blocks=1,
+    tiles=2,
+    input_elements=8 * 6 * 6,
+    output_elements=16 * 4 * 4,
+)
 TARGET = Target(
     name="hand",
     description="round numbers",
     clock_mhz=1000.0,
-    analog=AnalogTiles(rows=36, cols=32, count=4, dac_bits=8, adc_bits=8, energy_per_mac_pj=0.01,
-                       energy_per_dac_pj=1.0, energy_per_adc_pj=2.0, mvm_latency_ns=100.0,
-                       energy_per_output_pj=0.5),  # fmt: skip
-    digital=(DigitalUnit(bits=8, energy_per_mac_pj=0.2, macs_per_cycle=64, energy_per_output_pj=3.0),
-             DigitalUnit(bits=4, energy_per_mac_pj=0.1, macs_per_cycle=128, energy_per_output_pj=3.0)),  # fmt: skip
-    memory=MemorySystem(weight_sram_bytes=4096, weight_sram_pj_per_byte=10.0, activation_sram_pj_per_byte=2.0,
-                        dram_pj_per_byte=100.0, sram_bytes_per_cycle=8.0, dram_bytes_per_cycle=1.0),  # fmt: skip
+    analog=AnalogTiles(
+        rows=36,
+        cols=32,
+        count=4,
+        dac_bits=8,
+        adc_bits=8,
+        energy_per_mac_pj=0.01,
+        energy_per_dac_pj=1.0,
+        energy_per_adc_pj=2.0,
+        mvm_latency_ns=100.0,
+        energy_per_output_pj=0.5,
+    ),
+    digital=(
+        DigitalUnit(bits=8, energy_per_mac_pj=0.2, macs_per_cycle=64, energy_per_output_pj=3.0),
+        DigitalUnit(bits=4, energy_per_mac_pj=0.1, macs_per_cycle=128, energy_per_output_pj=3.0),
+    ),
+    memory=MemorySystem(
+        weight_sram_bytes=4096,
+        weight_sram_pj_per_byte=10.0,
+        activation_sram_pj_per_byte=2.0,
+        dram_pj_per_byte=100.0,
+        sram_bytes_per_cycle=8.0,
+        dram_bytes_per_cycle=1.0,
+    ),
 )
 
 
@@ -51,7 +82,9 @@ def test_gated_adcs_convert_only_the_columns_holding_weights():
 def test_weight_movement_reads_digital_weights_from_sram_and_dram_beyond_it():
     assert layer_cost(CONV, "int8", TARGET).weight_movement_pj == pytest.approx(1152 * 10.0)
     assert layer_cost(CONV, "int4", TARGET).weight_movement_pj == pytest.approx(576 * 10.0)
-    assert layer_cost(CONV, "int8", TARGET, dram_bytes=100).weight_movement_pj == pytest.approx(1052 * 10.0 + 100 * 100.0)
+    assert layer_cost(CONV, "int8", TARGET, dram_bytes=100).weight_movement_pj == pytest.approx(
+        1052 * 10.0 + 100 * 100.0
+    )
     assert layer_cost(CONV, "analog", TARGET).weight_movement_pj == 0  # the tiles hold them
 
 
@@ -93,16 +126,27 @@ def test_the_solver_pays_the_dram_surcharge_of_spilled_weights():
     layers = [dataclasses.replace(CONV, name=f"conv{i}") for i in range(2)]
     energy = np.array([[1000.0, 900.0]] * 2)  # [analog, int8] without spilling: int8 is cheaper
     problem = Problem(
-        ["conv0", "conv1"], ["analog", "int8"], np.zeros((2, 2)), energy, np.ones(2), np.ones(2), 4, np.ones((2, 2), bool),
-        weight_bytes=np.array([[0, 1152.0]] * 2), weight_sram_bytes=1500, dram_surcharge_pj_per_byte=90.0,
-    )  # fmt: skip
+        ["conv0", "conv1"],
+        ["analog", "int8"],
+        np.zeros((2, 2)),
+        energy,
+        np.ones(2),
+        np.ones(2),
+        4,
+        np.ones((2, 2), bool),
+        weight_bytes=np.array([[0, 1152.0]] * 2),
+        weight_sram_bytes=1500,
+        dram_surcharge_pj_per_byte=90.0,
+    )
     chosen = solve(problem, budget=1.0)
     assert sorted(chosen.values()) == ["analog", "int8"]  # both int8 would spill 804 B: +72 nJ
     small = dataclasses.replace(TARGET, memory=dataclasses.replace(TARGET.memory, weight_sram_bytes=1500))
     both_int8 = mapping_energy_pj(layers, {"conv0": "int8", "conv1": "int8"}, small)
     one_int8 = mapping_energy_pj(layers, {"conv0": "int8", "conv1": "analog"}, small)
     assert both_int8 - 2 * layer_cost(CONV, "int8", small).energy_pj == pytest.approx(804 * 90.0)
-    assert one_int8 == pytest.approx(layer_cost(CONV, "int8", small).energy_pj + layer_cost(CONV, "analog", small).energy_pj)
+    assert one_int8 == pytest.approx(
+        layer_cost(CONV, "int8", small).energy_pj + layer_cost(CONV, "analog", small).energy_pj
+    )
 
 
 def test_tile_utilisation_is_cells_holding_weights_over_cells_held():

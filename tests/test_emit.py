@@ -17,8 +17,16 @@ from hetmap.mapping.annotations import read_target
 from hetmap.targets import load_target
 
 HERMES = load_target("hermes")
-COMMON_KEYS = {"hetmap.target", "hetmap.option", "hetmap.weight_share", "hetmap.matrix", "hetmap.blocks",
-               "hetmap.input_range", "hetmap.weight", "hetmap.block_rows"}  # fmt: skip
+COMMON_KEYS = {
+    "hetmap.target",
+    "hetmap.option",
+    "hetmap.weight_share",
+    "hetmap.matrix",
+    "hetmap.blocks",
+    "hetmap.input_range",
+    "hetmap.weight",
+    "hetmap.block_rows",
+}
 ANALOG_KEYS = {"hetmap.dac_bits", "hetmap.adc_bits", "hetmap.tiles"}
 DIGITAL_KEYS = {"hetmap.bits"}
 
@@ -70,8 +78,12 @@ def test_matrix_and_blocks_follow_the_targets_tile_size():
 
 
 def tile_ids(model: ir.Model) -> list[int]:
-    return [int(tile) for props in annotated_nodes(model).values() if "hetmap.tiles" in props
-            for tile in props["hetmap.tiles"].split(",")]  # fmt: skip
+    return [
+        int(tile)
+        for props in annotated_nodes(model).values()
+        if "hetmap.tiles" in props
+        for tile in props["hetmap.tiles"].split(",")
+    ]
 
 
 def test_tile_ids_are_distinct_across_layers_and_within_the_target():
@@ -97,7 +109,9 @@ def test_model_metadata_carries_version_target_and_summary():
     summary = json.loads(meta["hetmap.summary"])
     assert set(summary) == {"target", "analog_weight_share", "analog_mac_share", "tiles_used", "tile_count"}
     analog = [p for p in annotated_nodes(model).values() if p["hetmap.option"] == "analog"]
-    assert summary["analog_weight_share"] == pytest.approx(sum(float(p["hetmap.weight_share"]) for p in analog), abs=1e-5)
+    assert summary["analog_weight_share"] == pytest.approx(
+        sum(float(p["hetmap.weight_share"]) for p in analog), abs=1e-5
+    )
     assert (summary["tiles_used"], summary["tile_count"]) == (1, 64)
 
 

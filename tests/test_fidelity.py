@@ -43,7 +43,9 @@ def noiseless(bits: int):
     """hermes with every noise scale at 0 and `bits`-bit converters."""
     target = load_target("hermes")
     noise = dataclasses.replace(target.analog.noise, prog_noise_scale=0.0, read_noise_scale=0.0, drift_scale=0.0)
-    return dataclasses.replace(target, analog=dataclasses.replace(target.analog, noise=noise, dac_bits=bits, adc_bits=bits))
+    return dataclasses.replace(
+        target, analog=dataclasses.replace(target.analog, noise=noise, dac_bits=bits, adc_bits=bits)
+    )
 
 
 def reference_data():
@@ -63,7 +65,9 @@ def hetmap_outputs(model: ir.Model, target, x: np.ndarray, t_inference_s: float)
     simulation.bake(simulation.read(simulation.program(rng), t_inference_s, rng))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(ir.to_proto(simulation.model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        ir.to_proto(simulation.model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return session.run(None, {simulation.model.graph.inputs[0].name: x})[0]
 
 
@@ -81,7 +85,11 @@ def test_torch_reference_computes_the_compiled_model(tmp_path):
     module = reference.torch_reference(MODEL, model)
     assert reference.check_parity(module, model, reference_data()[0]) < reference.PARITY_TOLERANCE
     analog = reference.analog_reference(module, model, load_target("hermes"))
-    ranges = {path: [float(tile.input_range) for tile in layer.analog_tiles()] for path, layer in analog.named_analog_layers() if path}
+    ranges = {
+        path: [float(tile.input_range) for tile in layer.analog_tiles()]
+        for path, layer in analog.named_analog_layers()
+        if path
+    }
     for layer in reference.mapped_layers(model, module):
         assert ranges[layer.module] and all(r == pytest.approx(layer.input_range) for r in ranges[layer.module])
 

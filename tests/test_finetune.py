@@ -111,11 +111,29 @@ def test_adaptation_is_seeded_and_resumes_where_it_stopped(tmp_path):
 
 def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
     epochs = 2
-    result = hetmap("compile", reference_path("mlp.onnx"), "-t", "hermes", "-o", "out", "--objective", "analog-share",
-                    "--data", reference_path("mlp.test.npz"), "--train", reference_path("mlp.train.npz"),
-                    "--finetune", str(epochs), "--seeds", "2")  # fmt: skip
+    result = hetmap(
+        "compile",
+        reference_path("mlp.onnx"),
+        "-t",
+        "hermes",
+        "-o",
+        "out",
+        "--objective",
+        "analog-share",
+        "--data",
+        reference_path("mlp.test.npz"),
+        "--train",
+        reference_path("mlp.train.npz"),
+        "--finetune",
+        str(epochs),
+        "--seeds",
+        "2",
+    )
     assert result.exit_code == 0, result.stderr
-    reports = {name: json.loads(open(f"out/reports/{name}.json").read()) for name in ("finetune", "sensitivity_before", "sensitivity")}
+    reports = {
+        name: json.loads(open(f"out/reports/{name}.json").read())
+        for name in ("finetune", "sensitivity_before", "sensitivity")
+    }
     finetune = reports["finetune"]
     assert len(finetune["history"]) == epochs and finetune["paths"] == ["all-analog", "all-int8", "sampled"]
     before = {s["mapping"]: s["mean"] for s in finetune["before"]}
@@ -125,7 +143,11 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
     adapted, original = onnx.load("out/model.mapped.onnx"), onnx.load(reference_path("mlp.onnx"))
     onnx.checker.check_model(adapted, full_check=True)
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in adapted.graph.initializer}
-    assert any(not np.array_equal(weights[t.name], onnx.numpy_helper.to_array(t)) for t in original.graph.initializer if t.name in weights)
+    assert any(
+        not np.array_equal(weights[t.name], onnx.numpy_helper.to_array(t))
+        for t in original.graph.initializer
+        if t.name in weights
+    )
     assert "fine-tun" in open("out/report.html").read()
 
 
@@ -137,21 +159,45 @@ def test_finetune_without_training_data_is_one_line(hetmap):
 def test_finetune_of_a_model_with_control_flow_names_the_op(hetmap):
     onnx.save(messy.if_and_loop(), "model.onnx")
     np.savez("train.npz", x=np.ones((1, 4), np.float32))
-    result = hetmap("compile", "model.onnx", "-t", "tiny", "--mapping", "all-analog", "--finetune", "1", "--train", "train.npz")
+    result = hetmap(
+        "compile", "model.onnx", "-t", "tiny", "--mapping", "all-analog", "--finetune", "1", "--train", "train.npz"
+    )
     assert_one_line_error(result, "If", "Loop")
 
 
 def test_labels_outside_the_model_classes_are_one_line(hetmap):
     np.savez("train.npz", x=np.load(reference_path("mlp.train.npz"))["x"][:8], y=np.full(8, 99))
-    result = hetmap("compile", reference_path("mlp.onnx"), "-t", "hermes", "--mapping", "all-analog", "--finetune", "1", "--train", "train.npz")
+    result = hetmap(
+        "compile",
+        reference_path("mlp.onnx"),
+        "-t",
+        "hermes",
+        "--mapping",
+        "all-analog",
+        "--finetune",
+        "1",
+        "--train",
+        "train.npz",
+    )
     assert_one_line_error(result, "class indices 0..9", "99")
 
 
 def test_a_fine_tune_that_maps_worse_ships_the_weights_from_before_it(hetmap):
     common = ("-t", "hermes", "--objective", "analog-share", "--data", reference_path("mlp.test.npz"), "--seeds", "2")
     plain = hetmap("compile", reference_path("mlp.onnx"), "-o", "plain", *common)
-    wrecked = hetmap("compile", reference_path("mlp.onnx"), "-o", "wrecked", *common, "--train", reference_path("mlp.train.npz"),
-                     "--finetune", "1", "--finetune-lr", "0.5")  # fmt: skip
+    wrecked = hetmap(
+        "compile",
+        reference_path("mlp.onnx"),
+        "-o",
+        "wrecked",
+        *common,
+        "--train",
+        reference_path("mlp.train.npz"),
+        "--finetune",
+        "1",
+        "--finetune-lr",
+        "0.5",
+    )
     assert plain.exit_code == 0 and wrecked.exit_code == 0, plain.stderr + wrecked.stderr
     finetune = json.loads(open("wrecked/reports/finetune.json").read())
     assert {s["mapping"]: s["mean"] for s in finetune["after"]}["full-precision"] < 90  # the fine-tune broke the model

@@ -141,10 +141,12 @@ def test_mapping_file_that_is_not_json(hetmap, model_file):
 
 @pytest.mark.parametrize(
     "content",
-    [{"format": "hetmap.mapping/2", "layers": {"trans_b": "analog", "plain": "analog"}},
-     {"layers": {"trans_b": "analog", "plain": "analog"}},
-     {"format": FORMAT, "layers": ["analog", "analog"]},
-     ["analog", "analog"]],  # fmt: skip
+    [
+        {"format": "hetmap.mapping/2", "layers": {"trans_b": "analog", "plain": "analog"}},
+        {"layers": {"trans_b": "analog", "plain": "analog"}},
+        {"format": FORMAT, "layers": ["analog", "analog"]},
+        ["analog", "analog"],
+    ],
     ids=["wrong format", "no format", "layers not an object", "a list"],
 )
 def test_mapping_file_with_a_wrong_format(hetmap, model_file, content):

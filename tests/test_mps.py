@@ -44,7 +44,12 @@ def test_rank_loss_makes_better_mappings_more_likely():
 
 @pytest.fixture(scope="module")
 def mlp():
-    return prepare(reference_path("mlp.onnx"), load_target("hermes"), reference_path("mlp.test.npz"), reference_path("mlp.train.npz"))
+    return prepare(
+        reference_path("mlp.onnx"),
+        load_target("hermes"),
+        reference_path("mlp.test.npz"),
+        reference_path("mlp.train.npz"),
+    )
 
 
 def test_mps_moves_the_logits_and_maps_every_layer(mlp):
@@ -56,7 +61,11 @@ def test_mps_moves_the_logits_and_maps_every_layer(mlp):
     moved = [np.abs(np.subtract(result.logits[n], result.initial_logits[n])).max() for n in names]
     assert max(moved) > 0
     assert result.mapping == {n: OPTIONS[int(np.argmax(result.logits[n]))] for n in names}
-    weights = {n: v.const_value.numpy() for n, v in result.model.graph.initializers.items() if n in mlp.model.graph.initializers}
+    weights = {
+        n: v.const_value.numpy()
+        for n, v in result.model.graph.initializers.items()
+        if n in mlp.model.graph.initializers
+    }
     assert any(not np.array_equal(w, mlp.model.graph.initializers[n].const_value.numpy()) for n, w in weights.items())
 
 
@@ -71,7 +80,11 @@ def test_quick_comparison_has_every_row_within_bounds(tmp_path):
         assert row["seconds"] >= 0, method
     assert rows["all-analog"]["analog_weight_share"] == 1 and rows["all-int8"]["energy_vs_int8"] == 1
     assert len(rows["mps"]["accuracy"]["1d"]["per_seed"]) == payload["seeds"] == 2
-    assert sum(rows["mps"]["details"]["phase_steps"]) == rows["mps"]["details"]["steps"] == payload["models"]["mlp"]["steps"]
+    assert (
+        sum(rows["mps"]["details"]["phase_steps"])
+        == rows["mps"]["details"]["steps"]
+        == payload["models"]["mlp"]["steps"]
+    )
     assert {g["goal"] for g in payload["goals"]} and all(g["status"] for g in payload["goals"])
     assert json.loads((tmp_path / "compare.quick.json").read_text())["command"].startswith("python -m bench.compare")
     assert "Nature Communications" in (tmp_path / "compare.quick.md").read_text()

@@ -98,8 +98,9 @@ def test_drift_compensation_restores_the_mean_conductance():
     drift_only = dataclasses.replace(QUIET, drift_scale=1.0)
     year_s = DRIFT_TIMES_S["1y"]
     compensated = noisy_weights(weights, drift_only, year_s, np.random.default_rng(1))
-    raw = noisy_weights(weights, dataclasses.replace(drift_only, drift_compensation=False),
-                        year_s, np.random.default_rng(1))  # fmt: skip
+    raw = noisy_weights(
+        weights, dataclasses.replace(drift_only, drift_compensation=False), year_s, np.random.default_rng(1)
+    )
     assert np.abs(compensated).mean() == pytest.approx(np.abs(weights).mean(), rel=1e-5)
     assert np.abs(raw).mean() < 0.5 * np.abs(weights).mean()  # nu >= 0.049: (1.6e6)^-0.049 < 0.5
     np.testing.assert_allclose(compensated / raw, compensated[0, 0] / raw[0, 0], rtol=1e-5)

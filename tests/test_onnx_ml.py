@@ -11,8 +11,15 @@ from helpers import assert_same_outputs, canonicalize, ort_outputs, partition
 from hetmap.errors import HetmapError
 
 FEATURES = 5
-SCORES = {"logistic_binary": 2, "logistic_3": 3, "logistic_strings": 3, "svc_binary": 2, "svc_3": 3,
-          "regression_2_targets": 2, "ridge": 1}  # fmt: skip
+SCORES = {
+    "logistic_binary": 2,
+    "logistic_3": 3,
+    "logistic_strings": 3,
+    "svc_binary": 2,
+    "svc_3": 3,
+    "regression_2_targets": 2,
+    "ridge": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +40,9 @@ def linear_exports() -> dict[str, onnx.ModelProto]:
         return {
             "logistic_binary": to_onnx(LogisticRegression().fit(x, two), x[:1], options=no_zipmap),
             "logistic_3": to_onnx(LogisticRegression().fit(x, three), x[:1], options=no_zipmap),
-            "logistic_strings": to_onnx(LogisticRegression().fit(x, np.array(["cat", "dog", "eel"])[three]), x[:1],
-                                        options=no_zipmap),  # fmt: skip
+            "logistic_strings": to_onnx(
+                LogisticRegression().fit(x, np.array(["cat", "dog", "eel"])[three]), x[:1], options=no_zipmap
+            ),
             "svc_binary": to_onnx(LinearSVC().fit(x, two), x[:1]),
             "svc_3": to_onnx(LinearSVC().fit(x, three), x[:1]),
             "regression_2_targets": to_onnx(LinearRegression().fit(x, values), x[:1]),
@@ -71,12 +79,17 @@ def test_sklearn_linear_model_is_one_gemm_layer_of_features_by_scores(linear_exp
 
 def linear_classifier(input_shape, opsets=(("", 21), ("ai.onnx.ml", 1)), **attributes) -> onnx.ModelProto:
     """One LinearClassifier over 3 features; outputs label and scores."""
-    node = helper.make_node("LinearClassifier", ["x"], ["label", "scores"], name="classifier", domain="ai.onnx.ml",
-                            **attributes)  # fmt: skip
+    node = helper.make_node(
+        "LinearClassifier", ["x"], ["label", "scores"], name="classifier", domain="ai.onnx.ml", **attributes
+    )
     scores = len(attributes["intercepts"])
-    outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-               helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, None])]  # fmt: skip
-    graph = helper.make_graph([node], "ml", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)], outputs)
+    outputs = [
+        helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, None]),
+    ]
+    graph = helper.make_graph(
+        [node], "ml", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)], outputs
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
     proto.ir_version = 8
     onnx.checker.check_model(proto)

@@ -86,42 +86,52 @@ def test_matmul_between_two_activations_is_unmappable_with_reason():
 def test_matmul_with_a_vector_weight_has_one_column():
     model = messy.model(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="dot")],
-        [tensor("x", [1, 12])], [tensor("y", [1])], [init("w", np.ones(12, np.float32))],
-    )  # fmt: skip
+        [tensor("x", [1, 12])],
+        [tensor("y", [1])],
+        [init("w", np.ones(12, np.float32))],
+    )
     dot = layers_by_name(partition(model))["dot"]
     assert (dot.rows, dot.cols, dot.macs) == (12, 1, 12)
 
 
 def test_matmul_with_a_batch_of_constant_matrices_is_unmappable():
     model = messy.model(
-        [helper.make_node("MatMul", ["x", "w"], ["h"], name="batched"),
-         helper.make_node("Gemm", ["x0", "fc.W"], ["y"], name="fc")],  # fmt: skip
-        [tensor("x", [2, 1, 4]), tensor("x0", [1, 4])], [tensor("h", [2, 1, 3]), tensor("y", [1, 3])],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="batched"),
+            helper.make_node("Gemm", ["x0", "fc.W"], ["y"], name="fc"),
+        ],
+        [tensor("x", [2, 1, 4]), tensor("x0", [1, 4])],
+        [tensor("h", [2, 1, 3]), tensor("y", [1, 3])],
         [init("w", np.ones((2, 4, 3), np.float32)), init("fc.W", np.ones((4, 3), np.float32))],
-    )  # fmt: skip
+    )
     [batched] = partition(model).unmappable
     assert batched.name == "batched" and "rank 3" in batched.reason
 
 
 def test_integer_matmul_weight_is_unmappable():
     model = messy.model(
-        [helper.make_node("MatMul", ["i", "w"], ["h"], name="int_matmul"),
-         helper.make_node("Gemm", ["x", "fc.W"], ["y"], name="fc")],  # fmt: skip
+        [
+            helper.make_node("MatMul", ["i", "w"], ["h"], name="int_matmul"),
+            helper.make_node("Gemm", ["x", "fc.W"], ["y"], name="fc"),
+        ],
         [tensor("i", [1, 4], onnx.TensorProto.INT32), tensor("x", [1, 4])],
         [tensor("h", [1, 3], onnx.TensorProto.INT32), tensor("y", [1, 3])],
         [init("w", np.ones((4, 3), np.int32)), init("fc.W", np.ones((4, 3), np.float32))],
-    )  # fmt: skip
+    )
     [int_matmul] = partition(model).unmappable
     assert int_matmul.name == "int_matmul" and "floating-point" in int_matmul.reason
 
 
 def test_einsum_is_listed_as_digital_only():
     model = messy.model(
-        [helper.make_node("Einsum", ["x", "w"], ["h"], name="einsum", equation="ij,jk->ik"),
-         helper.make_node("Gemm", ["h", "fc.W"], ["y"], name="fc")],  # fmt: skip
-        [tensor("x", [1, 4])], [tensor("y", [1, 3])],
+        [
+            helper.make_node("Einsum", ["x", "w"], ["h"], name="einsum", equation="ij,jk->ik"),
+            helper.make_node("Gemm", ["h", "fc.W"], ["y"], name="fc"),
+        ],
+        [tensor("x", [1, 4])],
+        [tensor("y", [1, 3])],
         [init("w", np.ones((4, 4), np.float32)), init("fc.W", np.ones((4, 3), np.float32))],
-    )  # fmt: skip
+    )
     [einsum] = partition(model).unmappable
     assert (einsum.name, einsum.op_type) == ("einsum", "Einsum") and "no analog lowering" in einsum.reason
 
@@ -165,8 +175,10 @@ def test_layer_larger_than_a_tile_is_split_into_row_and_column_blocks():
 def conv_16_channels_3x3():
     return messy.model(
         [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
-        [tensor("x", [1, 16, 8, 8])], [tensor("y", [1, 8, 8, 8])], [init("w", messy._weights(8, 16, 3, 3))],
-    )  # fmt: skip
+        [tensor("x", [1, 16, 8, 8])],
+        [tensor("y", [1, 8, 8, 8])],
+        [init("w", messy._weights(8, 16, 3, 3))],
+    )
 
 
 def test_conv_row_blocks_hold_whole_input_channels():

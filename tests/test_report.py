@@ -40,9 +40,21 @@ def compiled(tmp_path_factory) -> Path:
     """
     folder = tmp_path_factory.mktemp("report")
     result = run_console_script(
-        "compile", reference_path("cnn.onnx"), "--target", "hermes", "--data", reference_path("cnn.test.npz"),
-        "--objective", "analog-share", "--max-drop", "1", "--pareto", "-o", "build", cwd=folder,
-    )  # fmt: skip
+        "compile",
+        reference_path("cnn.onnx"),
+        "--target",
+        "hermes",
+        "--data",
+        reference_path("cnn.test.npz"),
+        "--objective",
+        "analog-share",
+        "--max-drop",
+        "1",
+        "--pareto",
+        "-o",
+        "build",
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stderr
     return folder / "build"
 
@@ -74,8 +86,19 @@ def test_compile_writes_the_page_the_pictures_and_the_simulation_model(compiled)
 def test_page_has_every_section(page):
     for key in SECTIONS:
         assert f'<section id="{key}">' in page, key
-    for heading in ("Summary", "Mapping per layer", "Sensitivity", "Pareto front", "Tile map", "Timeline",
-                    "Solver", "Budget sweep (Pareto)", "Import and canonicalize", "Partition", "Pipeline"):  # fmt: skip
+    for heading in (
+        "Summary",
+        "Mapping per layer",
+        "Sensitivity",
+        "Pareto front",
+        "Tile map",
+        "Timeline",
+        "Solver",
+        "Budget sweep (Pareto)",
+        "Import and canonicalize",
+        "Partition",
+        "Pipeline",
+    ):
         assert f">{heading}</h" in page, heading
 
 
@@ -127,8 +150,14 @@ def test_a_compile_with_a_given_mapping_notes_what_it_lacks_and_drops_stale_outp
     assert not (tmp_path / "out/reports/pareto.png").exists()
     assert not (tmp_path / "out/reports/sensitivity.json").exists()
     page = (tmp_path / "out/report.html").read_text()
-    for note in ("No sensitivity report", "No sensitivity picture", "No pareto front picture", "the solver did not run",
-                 "not measured", "both operands are activations"):  # fmt: skip
+    for note in (
+        "No sensitivity report",
+        "No sensitivity picture",
+        "No pareto front picture",
+        "the solver did not run",
+        "not measured",
+        "both operands are activations",
+    ):
         assert note in page, note
     assert len(embedded_images(page)) == 3  # tile map, timeline and energy by layer
 
@@ -182,7 +211,12 @@ def test_inspect_prints_the_summary_first_with_the_numbers_of_the_reports(compil
     result = hetmap("inspect", compiled)
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.replace("│", " ").split())  # rich wraps long cells
-    emit, schedule, sensitivity, assign = reports["emit"], reports["schedule"], reports["sensitivity"], reports["assign"]
+    emit, schedule, sensitivity, assign = (
+        reports["emit"],
+        reports["schedule"],
+        reports["sensitivity"],
+        reports["assign"],
+    )
     chosen = next(a for a in assign["attempts"] if a["mapping"] == assign["mapping"]["layers"])
     assert text.index("Summary") < text.index("canonicalize")
     for figure in (
@@ -219,10 +253,21 @@ def images_loaded_in_chromium(page: Path, tmp_path: Path) -> tuple[int, int]:
     probe = tmp_path / f"probe-{page.name}"
     probe.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri(),
-    ]  # fmt: skip
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     match = re.search(r'<pre id="image-check">images (\d+) of (\d+)</pre>', done.stdout)
     assert match, f"chromium gave no image count (exit {done.returncode}): {done.stderr[-2000:]}"

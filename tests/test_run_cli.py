@@ -67,15 +67,20 @@ def test_default_drift_times_are_a_second_an_hour_a_day_and_a_year(hetmap, build
     assert run(hetmap, build, "--seeds", "1").exit_code == 0
     drifts = result_json()["drifts"]
     assert [(d["drift"], d["t_inference_s"]) for d in drifts] == [
-        ("1s", 1.0), ("1h", 3600.0), ("1d", 86400.0), ("1y", 365.25 * 86400.0)
-    ]  # fmt: skip
+        ("1s", 1.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("1y", 365.25 * 86400.0),
+    ]
 
 
 def test_drift_flag_chooses_the_times(hetmap, build):
     assert run(hetmap, build, "--seeds", "1", "--drift", "10m, 2w,0.5h").exit_code == 0
     assert [(d["drift"], d["t_inference_s"]) for d in result_json()["drifts"]] == [
-        ("10m", 600.0), ("2w", 1209600.0), ("0.5h", 1800.0)
-    ]  # fmt: skip
+        ("10m", 600.0),
+        ("2w", 1209600.0),
+        ("0.5h", 1800.0),
+    ]
 
 
 def test_each_drift_time_gets_mean_and_std_over_seeds(hetmap, build):
@@ -118,7 +123,9 @@ def compile_and_run(hetmap, proto: onnx.ModelProto, arrays: dict):
     onnx.save(proto, "model.onnx")
     np.savez("data.npz", **arrays)
     assert hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out", "--data", "data.npz").exit_code == 0
-    return hetmap("run", "out/model.mapped.onnx", "--data", "data.npz", "--seeds", "1", "--drift", "1d", "--json", "result.json")
+    return hetmap(
+        "run", "out/model.mapped.onnx", "--data", "data.npz", "--seeds", "1", "--drift", "1d", "--json", "result.json"
+    )
 
 
 def test_model_with_an_int64_scalar_input_runs(hetmap):

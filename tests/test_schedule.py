@@ -79,8 +79,14 @@ def graph_of(name: str, target="hermes") -> nx.DiGraph:
     return dataflow_graph(partitioned(name, target)[0])
 
 
-CASES = [("cnn", "hermes", "mixed"), ("resnet", "hermes", "mixed"), ("resnet", TINY_64, "analog"),
-         ("resnet", "hermes", "int8"), ("transformer", "hermes", "mixed"), ("if_and_loop", "tiny", "mixed")]  # fmt: skip
+CASES = [
+    ("cnn", "hermes", "mixed"),
+    ("resnet", "hermes", "mixed"),
+    ("resnet", TINY_64, "analog"),
+    ("resnet", "hermes", "int8"),
+    ("transformer", "hermes", "mixed"),
+    ("if_and_loop", "tiny", "mixed"),
+]
 CASE_IDS = ["cnn-mixed", "resnet-mixed", "resnet-analog", "resnet-int8", "transformer-mixed", "if_and_loop"]
 
 
@@ -111,8 +117,13 @@ def test_each_analog_layer_gets_one_tile_per_weight_block(name, target, mapping)
 def test_blocks_record_the_rows_and_columns_they_occupy():
     report, _ = schedule(*canonical_partition(messy.wide_gemm(), "tiny"), "analog")  # 70x40 on 32x32 tiles
     assert [(b.tile, b.rows, b.cols) for b in report.layers[0].tiles] == [
-        (0, 32, 32), (1, 32, 8), (2, 32, 32), (3, 32, 8), (4, 6, 32), (5, 6, 8)
-    ]  # fmt: skip
+        (0, 32, 32),
+        (1, 32, 8),
+        (2, 32, 32),
+        (3, 32, 8),
+        (4, 6, 32),
+        (5, 6, 8),
+    ]
 
 
 def test_convolution_row_blocks_hold_whole_channels():
@@ -133,8 +144,14 @@ def test_too_many_tiles_names_the_need_and_a_mapping_that_fits():
     assert "leave out --mapping" in message
     suggested = re.search(r"or set (.*) to (int\d)", message)
     moved = re.findall(r"(\S+) \(\d+ tiles\)", suggested.group(1))
-    report, _ = schedule(model, context, {layer.name: suggested.group(2) if layer.name in moved else "analog"
-                                          for layer in context.reports["partition"].layers})  # fmt: skip
+    report, _ = schedule(
+        model,
+        context,
+        {
+            layer.name: suggested.group(2) if layer.name in moved else "analog"
+            for layer in context.reports["partition"].layers
+        },
+    )
     assert report.tiles_used <= 8
 
 
@@ -210,7 +227,7 @@ def test_critical_path_is_a_gapless_chain_of_dependent_layers_ending_at_the_make
 @pytest.mark.parametrize("name, target, mapping", CASES, ids=CASE_IDS)
 def test_latency_and_energy_are_the_cost_models(name, target, mapping):
     report, partition = scheduled(name, target, mapping)
-    layers, target = layers_by_name(partition), as_target(target)
+    target = as_target(target)
     costs = mapping_costs(partition.layers, {l.name: l.option for l in report.layers}, target)
     for scheduled_layer in report.layers:
         cost = costs[scheduled_layer.name]
@@ -228,15 +245,38 @@ def test_report_lists_layers_in_graph_order_with_the_documented_keys():
     report, partition = scheduled("cnn")
     data = json.loads(json.dumps(report_to_dict(report)))
     assert set(data) == {
-        "target", "tile_count", "tiles_used", "makespan_ns", "pipeline_interval_ns", "throughput_per_s",
-        "total_energy_pj", "energy_breakdown_pj", "digital_baseline_option", "digital_baseline_energy_pj",
-        "digital_baseline_energy_breakdown_pj", "digital_baseline_latency_ns", "critical_path", "zero_cost_nodes",
+        "target",
+        "tile_count",
+        "tiles_used",
+        "makespan_ns",
+        "pipeline_interval_ns",
+        "throughput_per_s",
+        "total_energy_pj",
+        "energy_breakdown_pj",
+        "digital_baseline_option",
+        "digital_baseline_energy_pj",
+        "digital_baseline_energy_breakdown_pj",
+        "digital_baseline_latency_ns",
+        "critical_path",
+        "zero_cost_nodes",
         "layers",
-    }  # fmt: skip
+    }
     assert [layer["name"] for layer in data["layers"]] == [layer.name for layer in partition.layers]
-    assert set(data["layers"][0]) == {"name", "op_type", "option", "unit", "tiles", "ready_ns", "start_ns",
-                                      "end_ns", "latency_ns", "energy_pj", "energy_breakdown_pj",
-                                      "tile_utilisation", "critical"}  # fmt: skip
+    assert set(data["layers"][0]) == {
+        "name",
+        "op_type",
+        "option",
+        "unit",
+        "tiles",
+        "ready_ns",
+        "start_ns",
+        "end_ns",
+        "latency_ns",
+        "energy_pj",
+        "energy_breakdown_pj",
+        "tile_utilisation",
+        "critical",
+    }
     assert data["layers"][0]["tiles"] == [{"tile": 0, "row_block": 0, "col_block": 0, "rows": 9, "cols": 16}]
     assert [layer["unit"] for layer in data["layers"]] == list(MIXED)
 
@@ -248,13 +288,18 @@ def emitted_tiles(mapping: str, edit_schedule=None) -> dict[str, str]:
     """hetmap.tiles of each analog node after schedule (its report edited by `edit_schedule`) then emit."""
     proto, feeds = example_model("resnet")
     model, context = canonical_partition(proto, TINY_64, {"x": feeds["x"].shape}, [Calibrate()])
-    reports = {**context.reports, "assign": SimpleNamespace(mapping=mapping_for(context.reports["partition"].layers, mapping))}
+    reports = {
+        **context.reports,
+        "assign": SimpleNamespace(mapping=mapping_for(context.reports["partition"].layers, mapping)),
+    }
     passes = [Emit()] if edit_schedule is None else [Schedule(), Emit()]
     for graph_pass in passes:
         model, reports[graph_pass.name] = graph_pass.run(model, context.with_reports(reports))
         if graph_pass.name == "schedule":
             edit_schedule(reports["schedule"])
-    return {node.name: node.metadata_props["hetmap.tiles"] for node in model.graph if "hetmap.tiles" in node.metadata_props}
+    return {
+        node.name: node.metadata_props["hetmap.tiles"] for node in model.graph if "hetmap.tiles" in node.metadata_props
+    }
 
 
 def test_emit_annotates_the_schedules_tiles():
@@ -266,7 +311,9 @@ def test_emit_annotates_the_schedules_tiles():
     plain = emitted_tiles("analog")
     assert emitted_tiles("analog", edit_schedule=lambda report: None) == plain  # the same placement either way
     reversed_tiles = emitted_tiles("analog", edit_schedule=reverse)
-    assert reversed_tiles == {name: ",".join(str(63 - int(t)) for t in tiles.split(",")) for name, tiles in plain.items()}
+    assert reversed_tiles == {
+        name: ",".join(str(63 - int(t)) for t in tiles.split(",")) for name, tiles in plain.items()
+    }
 
 
 # Timeline picture

@@ -24,10 +24,14 @@ PERFECT = dataclasses.replace(
     _TINY,
     name="perfect",
     analog=dataclasses.replace(
-        _TINY.analog, dac_bits=16, adc_bits=16, adc_bound=50.0, count=1000,
+        _TINY.analog,
+        dac_bits=16,
+        adc_bits=16,
+        adc_bound=50.0,
+        count=1000,
         noise=dataclasses.replace(_TINY.analog.noise, prog_noise_scale=0.0, read_noise_scale=0.0, drift_scale=0.0),
     ),
-)  # fmt: skip
+)
 ROOMY_TINY = dataclasses.replace(_TINY, analog=dataclasses.replace(_TINY.analog, count=1000))  # real converters
 ONE_YEAR_S = 365.25 * 86400
 
@@ -57,8 +61,14 @@ def test_simulation_graph_has_only_standard_deterministic_ops_and_passes_the_che
     onnx.checker.check_model(proto, full_check=True)
     nodes = list(proto.graph.node)
     assert {node.domain for node in nodes} <= {"", "ai.onnx"}
-    assert not {node.op_type for node in nodes} & {"RandomNormal", "RandomUniform", "RandomNormalLike",
-                                                    "RandomUniformLike", "Multinomial", "Bernoulli"}  # fmt: skip
+    assert not {node.op_type for node in nodes} & {
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
     # converters as float Round/Clip: no QDQ pair for onnxruntime to fuse into integer kernels
     assert {"Round", "Clip"} <= {node.op_type for node in nodes}
     assert "QuantizeLinear" not in {node.op_type for node in nodes}
@@ -126,8 +136,10 @@ def test_perfect_hardware_reproduces_the_outputs_after_noise_free_programming_an
 
 
 def test_narrower_digital_widths_give_larger_errors():
-    errors = [relative_error(*simulated_outputs("mlp", HERMES, mapping))
-              for mapping in ("all-digital-int8", "all-digital-int4", "int2")]  # fmt: skip
+    errors = [
+        relative_error(*simulated_outputs("mlp", HERMES, mapping))
+        for mapping in ("all-digital-int8", "all-digital-int4", "int2")
+    ]
     assert 0 < errors[0] < errors[1] < errors[2]
     assert errors[0] < 0.03  # INT8 weights and activations: a slight change
 
@@ -160,7 +172,9 @@ def draw(name: str, seed: int, t_inference_s: float = 3600.0) -> tuple[dict, np.
     """One Monte-Carlo chip of an example model on hermes, read at t: (block weights, outputs)."""
     proto, feeds = example_model(name)
     simulation = build_simulation(compiled_example(name, "hermes", "all-analog")[0], HERMES)
-    weights = simulation.read(simulation.program(np.random.default_rng(seed)), t_inference_s, np.random.default_rng([seed, 1]))
+    weights = simulation.read(
+        simulation.program(np.random.default_rng(seed)), t_inference_s, np.random.default_rng([seed, 1])
+    )
     simulation.bake(weights)
     payload = ir.to_proto(simulation.model).SerializeToString()
     return weights, outputs_at(payload, feeds, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
@@ -193,7 +207,9 @@ def test_error_after_a_year_of_drift_exceeds_the_error_after_a_second():
     want = ort_outputs(proto, feeds)[0]
 
     def mean_error(t_inference_s: float) -> float:
-        errors = [np.linalg.norm(draw("mlp", seed, t_inference_s)[1] - want) / np.linalg.norm(want) for seed in range(4)]
+        errors = [
+            np.linalg.norm(draw("mlp", seed, t_inference_s)[1] - want) / np.linalg.norm(want) for seed in range(4)
+        ]
         return float(np.mean(errors))
 
     assert mean_error(ONE_YEAR_S) > 1.1 * mean_error(1.0)

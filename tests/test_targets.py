@@ -81,10 +81,12 @@ BAD_FIELDS = {
     "bool for a number": (("clock_mhz = 100.0", "clock_mhz = true"), "field 'clock_mhz' must be a number"),
     "unknown field": (("rows = 32", "rows = 32\ncolour = 1"), "field 'analog.colour' is not a known field"),
     "missing field": (("count = 8\n", ""), "field 'analog.count' is missing"),
-    "negative energy": (("energy_per_adc_pj = 2.0", "energy_per_adc_pj = -2.0"),
-                        "field 'analog.energy_per_adc_pj' must not be negative"),
+    "negative energy": (
+        ("energy_per_adc_pj = 2.0", "energy_per_adc_pj = -2.0"),
+        "field 'analog.energy_per_adc_pj' must not be negative",
+    ),
     "zero bits in a list entry": (("bits = 4", "bits = 0"), "field 'digital[1].bits' must be positive"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FIELDS))

@@ -47,7 +47,9 @@ def _payload_with_weights_as_inputs(model: ir.Model) -> tuple[bytes, dict[str, n
     for value in moved:
         if value.name not in declared:
             tensor = value.const_value
-            proto.graph.input.append(onnx.helper.make_tensor_value_info(value.name, int(tensor.dtype), list(tensor.shape)))
+            proto.graph.input.append(
+                onnx.helper.make_tensor_value_info(value.name, int(tensor.dtype), list(tensor.shape))
+            )
     return proto.SerializeToString(), {value.name: value.const_value.numpy() for value in moved}
 
 
@@ -79,7 +81,9 @@ def run_model_batches(model: ir.Model, feeds: dict[str, np.ndarray], batch: int 
     except Exception as error:  # ORT raises its own exception types for unsupported graphs
         raise HetmapError(f"onnxruntime cannot load the model: {str(error).splitlines()[0]}") from None
     declared = {value.name: value.shape for value in model.graph.inputs}
-    whole = {name for name, array in feeds.items() if array.ndim == 0 or _fixed_shape(declared.get(name)) == array.shape}
+    whole = {
+        name for name, array in feeds.items() if array.ndim == 0 or _fixed_shape(declared.get(name)) == array.shape
+    }
     size = max((len(array) for name, array in feeds.items() if name not in whole), default=1)
     step = batch or size
     for start in range(0, max(size - step, 0) + 1, step):

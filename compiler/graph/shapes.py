@@ -62,9 +62,7 @@ def resolve_input_shapes(
         elif declared is None:
             raise HetmapError(f"model input '{name}' has no declared shape: add --data or --input-shape {name}=...")
         else:
-            candidate = tuple(
-                1 if (i == 0 and not isinstance(d, int)) else d for i, d in enumerate(declared)
-            )
+            candidate = tuple(1 if (i == 0 and not isinstance(d, int)) else d for i, d in enumerate(declared))
             symbolic = [str(d) for d in candidate if not isinstance(d, int)]
             if symbolic:
                 example = ",".join("N" if not isinstance(d, int) else str(d) for d in candidate)

@@ -43,7 +43,13 @@ class LayerCost:
 
     @property
     def energy_pj(self) -> float:
-        return self.compute_pj + self.conversions_pj + self.weight_movement_pj + self.activation_movement_pj + self.periphery_pj
+        return (
+            self.compute_pj
+            + self.conversions_pj
+            + self.weight_movement_pj
+            + self.activation_movement_pj
+            + self.periphery_pj
+        )
 
     def breakdown(self) -> dict[str, float]:
         """The energy terms by name, pJ."""
@@ -90,7 +96,9 @@ def layer_cost(layer, option: str, target: Target, dram_bytes: float = 0.0, relo
             latency_ns=passes * analog.mvm_latency_ns + load_cycles * 1e3 / target.clock_mhz,
         )
     unit = target.digital_unit(option_bits(option))
-    cycles = max(layer.macs / unit.macs_per_cycle, _memory_cycles(fetched - dram_bytes + activation_bytes, dram_bytes, target))
+    cycles = max(
+        layer.macs / unit.macs_per_cycle, _memory_cycles(fetched - dram_bytes + activation_bytes, dram_bytes, target)
+    )
     return LayerCost(
         compute_pj=layer.macs * unit.energy_per_mac_pj,
         conversions_pj=0.0,
@@ -139,10 +147,11 @@ def mapping_costs(layers, mapping: dict[str, str], target: Target) -> dict[str, 
     """Every layer's cost under `mapping`: weights beyond the on-chip SRAM from DRAM, reloaded tiles loaded."""
     reloading = reloads(layers, mapping, target)
     spilled = dram_weight_bytes(layers, mapping, target, reloading)
-    return {layer.name: layer_cost(layer, mapping[layer.name], target, spilled[layer.name], reloading) for layer in layers}
+    return {
+        layer.name: layer_cost(layer, mapping[layer.name], target, spilled[layer.name], reloading) for layer in layers
+    }
 
 
 def mapping_energy_pj(layers, mapping: dict[str, str], target: Target) -> float:
     """Energy of one inference under `mapping`, pJ."""
     return sum(cost.energy_pj for cost in mapping_costs(layers, mapping, target).values())
-

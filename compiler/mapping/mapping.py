@@ -56,7 +56,7 @@ def load_mapping(path: Path) -> Mapping:
     except (ValueError, UnicodeDecodeError) as error:
         raise HetmapError(f"mapping file '{path}' is not valid JSON ({error})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("layers"), dict):
-        raise HetmapError(f"mapping file '{path}' must be {{\"format\": \"{FORMAT}\", \"layers\": {{NODE: OPTION}}}}")
+        raise HetmapError(f'mapping file \'{path}\' must be {{"format": "{FORMAT}", "layers": {{NODE: OPTION}}}}')
     return Mapping({str(name): str(option) for name, option in data["layers"].items()})
 
 

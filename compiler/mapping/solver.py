@@ -51,7 +51,9 @@ class Problem:
                 raise NonFiniteError(f"solver: the {figure} of layer '{self.layers[index[0]]}' is {array[index]}")
 
 
-def solve(problem: Problem, budget: float, objective: str = "energy", excluded: list[dict[str, str]] = ()) -> dict[str, str] | None:
+def solve(
+    problem: Problem, budget: float, objective: str = "energy", excluded: list[dict[str, str]] = ()
+) -> dict[str, str] | None:
     """The optimal mapping {layer: option}, or None when no mapping meets the constraints.
 
     `excluded` mappings are cut off (used when a measured mapping broke the budget).
@@ -61,7 +63,9 @@ def solve(problem: Problem, budget: float, objective: str = "energy", excluded: 
     n_layers, n_options = problem.drop.shape
     size = n_layers * n_options
     analog = problem.options.index(ANALOG)
-    spill = problem.weight_sram_bytes > 0 and problem.dram_surcharge_pj_per_byte > 0 and problem.weight_bytes is not None
+    spill = (
+        problem.weight_sram_bytes > 0 and problem.dram_surcharge_pj_per_byte > 0 and problem.weight_bytes is not None
+    )
     # The last variable is s, the bytes spilled to DRAM (held at 0 when nothing can spill).
     energy = np.append(problem.energy_pj.reshape(-1), problem.dram_surcharge_pj_per_byte if spill else 0.0)
     scale = max(problem.energy_pj.max(), 1e-30)

@@ -20,8 +20,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from hetmap.graph.modelio import write_bytes_atomic
+from hetmap.report.facts import chosen_attempt, unique_attempts
 from hetmap.report.timeline import render_timeline
-from hetmap.report.views import chosen_attempt, unique_attempts
 
 OPTION_COLOURS = {"analog": "#4c78a8", "int8": "#54a24b", "int4": "#f2a33a", "int2": "#e45756"}
 CHOSEN_COLOUR = "#d1495b"
@@ -74,9 +74,17 @@ def render_sensitivity(sensitivity: dict, mapping: dict[str, str] | None = None)
         values = [d.get("drop_points", np.nan) for d in drops]
         errors = [d.get("std_points", 0.0) for d in drops]
         chosen = [mapping is not None and mapping.get(name) == option for name in layers]
-        axes.barh(offsets, values, height=bar * 0.92, xerr=errors, color=OPTION_COLOURS.get(option, "#999999"),
-                  edgecolor=["#111111" if c else "none" for c in chosen], linewidth=[1.6 if c else 0 for c in chosen],
-                  error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"}, label=option)  # fmt: skip
+        axes.barh(
+            offsets,
+            values,
+            height=bar * 0.92,
+            xerr=errors,
+            color=OPTION_COLOURS.get(option, "#999999"),
+            edgecolor=["#111111" if c else "none" for c in chosen],
+            linewidth=[1.6 if c else 0 for c in chosen],
+            error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"},
+            label=option,
+        )
     axes.axvline(0, color="#333333", linewidth=0.8)
     axes.set_yticks(range(len(layers)), layers, fontsize=8)
     axes.set_ylim(len(layers) - 0.5, -0.5)
@@ -122,33 +130,91 @@ def render_pareto(assign: dict, schedule: dict | None = None, metric: str = "acc
     norm, cmap = Normalize(0, 100), colormaps["viridis"]
     front = _front(everything)
     if len(front) > 1:  # one point alone dominates every other: no line to draw
-        axes.plot([a["energy_pj"] / divisor for a in front], [a["measured_drop_points"] for a in front],
-                  color="#555555", linewidth=1, linestyle="--", zorder=1, label="non-dominated in energy and drop")  # fmt: skip
+        axes.plot(
+            [a["energy_pj"] / divisor for a in front],
+            [a["measured_drop_points"] for a in front],
+            color="#555555",
+            linewidth=1,
+            linestyle="--",
+            zorder=1,
+            label="non-dominated in energy and drop",
+        )
     for a in sweep:
-        axes.errorbar(a["energy_pj"] / divisor, a["measured_drop_points"], yerr=a["measured_std_points"],
-                      color="#777777", linewidth=0.8, capsize=2, zorder=2)  # fmt: skip
-    scatter = axes.scatter([a["energy_pj"] / divisor for a in sweep], [a["measured_drop_points"] for a in sweep],
-                           c=[100 * a["analog_weight_share"] for a in sweep], cmap=cmap, norm=norm, s=70,
-                           edgecolors="#222222", linewidths=0.7, zorder=3, label="budget sweep")  # fmt: skip
+        axes.errorbar(
+            a["energy_pj"] / divisor,
+            a["measured_drop_points"],
+            yerr=a["measured_std_points"],
+            color="#777777",
+            linewidth=0.8,
+            capsize=2,
+            zorder=2,
+        )
+    scatter = axes.scatter(
+        [a["energy_pj"] / divisor for a in sweep],
+        [a["measured_drop_points"] for a in sweep],
+        c=[100 * a["analog_weight_share"] for a in sweep],
+        cmap=cmap,
+        norm=norm,
+        s=70,
+        edgecolors="#222222",
+        linewidths=0.7,
+        zorder=3,
+        label="budget sweep",
+    )
     for a in sweep:
-        axes.annotate(f"{a['analog_weight_share']:.0%}", (a["energy_pj"] / divisor, a["measured_drop_points"]),
-                      xytext=(6, 5), textcoords="offset points", fontsize=7, color="#333333")  # fmt: skip
+        axes.annotate(
+            f"{a['analog_weight_share']:.0%}",
+            (a["energy_pj"] / divisor, a["measured_drop_points"]),
+            xytext=(6, 5),
+            textcoords="offset points",
+            fontsize=7,
+            color="#333333",
+        )
     if others:
-        axes.scatter([a["energy_pj"] / divisor for a in others], [a["measured_drop_points"] for a in others],
-                     facecolors="none", edgecolors="#888888", s=40, zorder=2, label="other solver attempts")  # fmt: skip
+        axes.scatter(
+            [a["energy_pj"] / divisor for a in others],
+            [a["measured_drop_points"] for a in others],
+            facecolors="none",
+            edgecolors="#888888",
+            s=40,
+            zorder=2,
+            label="other solver attempts",
+        )
     chosen = chosen_attempt(assign)
     if chosen is not None:
-        axes.scatter([chosen["energy_pj"] / divisor], [chosen["measured_drop_points"]], marker="*", s=380,
-                     facecolors="none", edgecolors=CHOSEN_COLOUR, linewidths=1.6, zorder=4, label="chosen mapping")  # fmt: skip
+        axes.scatter(
+            [chosen["energy_pj"] / divisor],
+            [chosen["measured_drop_points"]],
+            marker="*",
+            s=380,
+            facecolors="none",
+            edgecolors=CHOSEN_COLOUR,
+            linewidths=1.6,
+            zorder=4,
+            label="chosen mapping",
+        )
     if assign.get("max_drop_points") is not None:
-        axes.axhline(assign["max_drop_points"], color=CHOSEN_COLOUR, linestyle=":", linewidth=1,
-                     label=f"budget {assign['max_drop_points']:g} points")  # fmt: skip
+        axes.axhline(
+            assign["max_drop_points"],
+            color=CHOSEN_COLOUR,
+            linestyle=":",
+            linewidth=1,
+            label=f"budget {assign['max_drop_points']:g} points",
+        )
     if schedule is not None:
-        axes.axvline(schedule["digital_baseline_energy_pj"] / divisor, color="#333333", linestyle="-.", linewidth=1,
-                     label=f"all-{schedule['digital_baseline_option'].upper()} energy")  # fmt: skip
+        axes.axvline(
+            schedule["digital_baseline_energy_pj"] / divisor,
+            color="#333333",
+            linestyle="-.",
+            linewidth=1,
+            label=f"all-{schedule['digital_baseline_option'].upper()} energy",
+        )
     axes.set_xlabel(f"energy per inference ({unit})")
     axes.set_ylabel(f"measured {metric} drop at {assign.get('drift') or '?'} (percentage points)")
-    axes.set_title(f"Pareto front: accuracy vs energy vs analog share ({len(sweep)} distinct mappings from the budget sweep)", fontsize=9)
+    axes.set_title(
+        f"Pareto front: accuracy vs energy vs analog share ({len(sweep)} distinct mappings from the budget sweep)",
+        fontsize=9,
+    )
     axes.grid(linestyle=":", linewidth=0.6)
     axes.set_axisbelow(True)
     colourbar = figure.colorbar(scatter, ax=axes, pad=0.01)
@@ -194,22 +260,49 @@ def render_tiles(schedule: dict, partition: dict | None = None) -> bytes:
     for tile in range(count):
         x, y = tile % grid_columns, tile // grid_columns
         if tile not in blocks:
-            axes.add_patch(Rectangle((x + 0.05, y + 0.05), 0.9, 0.9, facecolor=FREE_TILE_COLOUR, edgecolor="#bbbbbb", linewidth=0.6))
+            axes.add_patch(
+                Rectangle(
+                    (x + 0.05, y + 0.05), 0.9, 0.9, facecolor=FREE_TILE_COLOUR, edgecolor="#bbbbbb", linewidth=0.6
+                )
+            )
         else:
             number, layer, block = blocks[tile]
             colour = LAYER_COLOURS((number - 1) % 20)
-            axes.add_patch(Rectangle((x + 0.05, y + 0.05), 0.9, 0.9, facecolor=colour, alpha=0.25, edgecolor="#555555", linewidth=0.8))
+            axes.add_patch(
+                Rectangle(
+                    (x + 0.05, y + 0.05), 0.9, 0.9, facecolor=colour, alpha=0.25, edgecolor="#555555", linewidth=0.8
+                )
+            )
             height = 0.9 * (block["rows"] / tile_rows if tile_rows else 1.0)
             width = 0.9 * (block["cols"] / tile_cols if tile_cols else 1.0)
             axes.add_patch(Rectangle((x + 0.05, y + 0.05), width, height, facecolor=colour, edgecolor="none"))
             if show_numbers:
-                label = str(number) if len(layer["tiles"]) == 1 else f"{number}\n{block['row_block']},{block['col_block']}"
-                axes.text(x + 0.5, y + 0.5, label, ha="center", va="center", fontsize=font, fontweight="bold",
-                          color="#111111", linespacing=0.9)  # fmt: skip
+                label = (
+                    str(number) if len(layer["tiles"]) == 1 else f"{number}\n{block['row_block']},{block['col_block']}"
+                )
+                axes.text(
+                    x + 0.5,
+                    y + 0.5,
+                    label,
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    fontweight="bold",
+                    color="#111111",
+                    linespacing=0.9,
+                )
         if show_ids:
             backing = {"facecolor": "white", "alpha": 0.7, "pad": 0.6, "edgecolor": "none"} if tile in blocks else None
-            axes.text(x + 0.1, y + 0.1, str(tile), ha="left", va="top", fontsize=max(4.5, font * 0.7), color="#555555",
-                      bbox=backing)  # fmt: skip
+            axes.text(
+                x + 0.1,
+                y + 0.1,
+                str(tile),
+                ha="left",
+                va="top",
+                fontsize=max(4.5, font * 0.7),
+                color="#555555",
+                bbox=backing,
+            )
     axes.set_xlim(0, grid_columns)
     axes.set_ylim(grid_rows, 0)
     axes.set_xticks([])
@@ -228,7 +321,9 @@ def render_tiles(schedule: dict, partition: dict | None = None) -> bytes:
     handles.append(Patch(facecolor=FREE_TILE_COLOUR, edgecolor="#bbbbbb", label="free tile"))
     digital = len(schedule["layers"]) - len(analog)
     if digital:
-        handles.append(Line2D([], [], linestyle="none", label=f"({digital} layer{'s' * (digital > 1)} on digital units)"))
+        handles.append(
+            Line2D([], [], linestyle="none", label=f"({digital} layer{'s' * (digital > 1)} on digital units)")
+        )
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
     return _png(figure)
 

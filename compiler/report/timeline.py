@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from hetmap.report.views import energy_text
+from hetmap.report.facts import energy_text
 
 ANALOG_COLOUR, DIGITAL_COLOUR, CRITICAL_COLOUR = "#8fb8de", "#c9c9c9", "#d1495b"
 FONT_SIZE = 7.0
@@ -55,8 +55,9 @@ class _RowLabels:
         x, align = spots[0]
         if align != "center":
             self.taken.append((x, x + width) if align == "left" else (x - width, x))
-        self.axes.text(x, self.row, text, ha=align, va="center", fontsize=FONT_SIZE,
-                       fontweight="bold" if bold else "normal")  # fmt: skip
+        self.axes.text(
+            x, self.row, text, ha=align, va="center", fontsize=FONT_SIZE, fontweight="bold" if bold else "normal"
+        )
         return True
 
 
@@ -136,8 +137,15 @@ def render_timeline(report: dict) -> bytes:
     ]
     keyed = [name for name in numbers if name in in_key]
     handles += [Patch(visible=False, label=f"{numbers[name]}  {name}") for name in keyed]
-    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=FONT_SIZE, frameon=False,
-                handlelength=1.4, labelspacing=0.3)  # fmt: skip
+    axes.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=FONT_SIZE,
+        frameon=False,
+        handlelength=1.4,
+        labelspacing=0.3,
+    )
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

@@ -1,116 +1,33 @@
-"""Terminal views of the JSON reports (rich tables); the JSON is the data."""
+"""Terminal views of the JSON reports (rich tables); the JSON is the data, hetmap.report.facts its figures."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
+from hetmap.report.facts import (
+    ENERGY_TERM_LABELS,
+    breakdown_text,
+    chosen_attempt,
+    count_text,
+    drop_text,
+    energy_text,
+    finetune_tables,
+    mapping_mix,
+    plural,
+    summary,
+    time_text,
+    unique_attempts,
+)
 from hetmap.targets import Target
-
-
-def _count(n: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
-def energy_text(picojoules: float) -> str:
-    for divisor, unit in ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
-        if picojoules >= divisor:
-            return f"{picojoules / divisor:.4g} {unit}"
-    return f"{picojoules:.4g} pJ"
-
-
-def time_text(nanoseconds: float) -> str:
-    for divisor, unit in ((1e6, "ms"), (1e3, "µs")):
-        if nanoseconds >= divisor:
-            return f"{nanoseconds / divisor:.3g} {unit}"
-    return f"{nanoseconds:.3g} ns"
-
-
-def mapping_mix(options) -> str:
-    """'3 analog, 1 int8' from the options of a mapping's layers."""
-    counts: dict[str, int] = {}
-    for option in options:
-        counts[option] = counts.get(option, 0) + 1
-    return ", ".join(f"{count} {option}" for option, count in sorted(counts.items()))
-
-
-def chosen_attempt(assign: dict) -> dict | None:
-    """The measured solver attempt whose mapping shipped (None when the mapping was given)."""
-    chosen = assign["mapping"]["layers"]
-    return next((a for a in [*assign.get("attempts", []), *assign.get("pareto", [])] if a["mapping"] == chosen), None)
-
-
-def unique_attempts(attempts: list[dict]) -> list[dict]:
-    """The attempts with distinct mappings, first of each kept (a sweep repeats a mapping over budgets)."""
-    seen, unique = set(), []
-    for attempt in attempts:
-        key = tuple(sorted(attempt["mapping"].items()))
-        if key not in seen:
-            seen.add(key)
-            unique.append(attempt)
-    return unique
-
-
-def summary(reports: dict[str, dict]) -> dict:
-    """The headline figures of a compile, from its reports; a figure whose report is missing is None.
-
-    accuracy: metric, full_precision and mapped (fractions), drop_points and
-    std_points (of the chosen mapping, measured at `drift`), max_drop_points,
-    within_budget; None when the mapping was given (no measurement at compile).
-    """
-    emit, schedule = reports.get("emit"), reports.get("schedule")
-    assign, sensitivity = reports.get("assign"), reports.get("sensitivity")
-    facts: dict = {
-        "target": (emit or schedule or reports.get("partition") or {}).get("target"),
-        "analog_weight_share": emit["analog_weight_share"] if emit else None,
-        "analog_mac_share": emit["analog_mac_share"] if emit else None,
-        "mapping": mapping_mix(emit["layers"].values()) if emit else None,
-        "tiles_used": (emit or schedule or {}).get("tiles_used"),
-        "tile_count": (emit or schedule or {}).get("tile_count"),
-        "energy": None,
-        "accuracy": None,
-    }
-    if schedule is not None:
-        baseline = schedule["digital_baseline_energy_pj"]
-        facts["energy"] = {
-            "energy_pj": schedule["total_energy_pj"],
-            "baseline_option": schedule["digital_baseline_option"],
-            "baseline_energy_pj": baseline,
-            "ratio": schedule["total_energy_pj"] / baseline if baseline else None,
-            "makespan_ns": schedule["makespan_ns"],
-            "baseline_latency_ns": schedule["digital_baseline_latency_ns"],
-            "throughput_per_s": schedule["throughput_per_s"],
-            "breakdown_pj": schedule["energy_breakdown_pj"],
-            "baseline_breakdown_pj": schedule["digital_baseline_energy_breakdown_pj"],
-        }
-    chosen = chosen_attempt(assign) if assign else None
-    if chosen is not None and sensitivity is not None:
-        full = sensitivity["full_precision"]
-        facts["accuracy"] = {
-            "metric": sensitivity["metric"],
-            "full_precision": full,
-            "mapped": full - chosen["measured_drop_points"] / 100,
-            "drop_points": chosen["measured_drop_points"],
-            "std_points": chosen["measured_std_points"],
-            "drift": assign["drift"],
-            "max_drop_points": assign["max_drop_points"],
-            "within_budget": chosen["measured_drop_points"] <= assign["max_drop_points"],
-            "seeds": sensitivity["seeds"],
-        }
-    return facts
 
 
 def show_summary(console: Console, reports: dict[str, dict], title: str = "Summary") -> None:
     """The headline: analog share, accuracy vs full precision, energy vs all-digital, tiles."""
     facts = summary(reports)
-    table = Table(title=f"{title} ({facts['target']})" if facts["target"] else title, show_header=False, title_justify="left")
+    table = Table(
+        title=f"{title} ({facts['target']})" if facts["target"] else title, show_header=False, title_justify="left"
+    )
     table.add_column("figure", style="bold")
     table.add_column("value")
     if facts["analog_weight_share"] is not None:
@@ -128,7 +45,9 @@ def show_summary(console: Console, reports: dict[str, dict], title: str = "Summa
             f"{accuracy['seeds']} seeds; {verdict} the {accuracy['max_drop_points']:g}-point budget)",
         )
     elif "assign" in reports:
-        table.add_row("accuracy", f"not measured: mapping given ({reports['assign']['source']}); measure it with hetmap run")
+        table.add_row(
+            "accuracy", f"not measured: mapping given ({reports['assign']['source']}); measure it with hetmap run"
+        )
     energy = facts["energy"]
     if energy is not None:
         ratio = f" = {energy['ratio']:.2f}x" if energy["ratio"] is not None else " vs"
@@ -155,7 +74,7 @@ def show_canonicalize(console: Console, report: dict) -> None:
         f"[bold]canonicalize[/]: {report['producer'] or 'unknown producer'}, opset "
         f"{report['opset_in']} -> {report['opset_out']}, nodes {report['nodes_in']} -> "
         f"{report['nodes_out']}, BatchNorm folded {report['batchnorms_folded']} "
-        f"(left {report['batchnorms_left']}), {_count(report['weight_count'])} weights"
+        f"(left {report['batchnorms_left']}), {count_text(report['weight_count'])} weights"
     )
 
 
@@ -169,8 +88,8 @@ def show_partition(console: Console, report: dict) -> None:
             layer["op_type"],
             f"{layer['rows']} x {layer['cols']}",
             str(layer["groups"]),
-            _count(layer["weight_count"]),
-            _count(layer["macs"]),
+            count_text(layer["weight_count"]),
+            count_text(layer["macs"]),
             f"{layer['tiles']} ({layer['row_blocks']}x{layer['col_blocks']})",
         )
     console.print(table)
@@ -183,8 +102,8 @@ def show_partition(console: Console, report: dict) -> None:
         console.print(skipped)
     fits = "fits" if report["fits_on_chip"] else "[red]does not fit[/]"
     console.print(
-        f"{len(report['layers'])} mappable layers, {_count(report['mappable_weights'])} weights, "
-        f"{_count(report['mappable_macs'])} MACs per inference; all-analog needs "
+        f"{len(report['layers'])} mappable layers, {count_text(report['mappable_weights'])} weights, "
+        f"{count_text(report['mappable_macs'])} MACs per inference; all-analog needs "
         f"{report['tiles_needed']} of {report['tile_count']} tiles ({fits})"
     )
 
@@ -211,10 +130,8 @@ def show_emit(console: Console, report: dict) -> None:
 
 
 def _drop(option: dict | None, chosen: bool) -> str:
-    if option is None:
-        return ""
-    text = f"{option['drop_points']:+.2f}" + (f"±{option['std_points']:.2f}" if option["std_points"] else "")
-    return f"[bold]{text}*[/]" if chosen else text
+    text = drop_text(option)
+    return f"[bold]{text}*[/]" if chosen and text else text
 
 
 def show_sensitivity(console: Console, report: dict, mapping: dict[str, str] | None = None) -> None:
@@ -232,28 +149,6 @@ def show_sensitivity(console: Console, report: dict, mapping: dict[str, str] | N
     console.print(table)
 
 
-def _mean_spread(score: dict) -> str:
-    return f"{score['mean']:.2f}" + (f" ± {score['std']:.2f}" if round(score["std"], 2) else "")
-
-
-def finetune_tables(reports: dict[str, dict]) -> tuple[list[list[str]], list[list[str]]]:
-    """Rows of the fine-tuning views: [mapping, before, after, change] per scored mapping, and
-    [layer, analog drop before, after] from the two sensitivity reports (when the solver ran)."""
-    report = reports["finetune"]
-    after = {score["mapping"]: score for score in report["after"]}
-    scores = []
-    for score in report["before"]:
-        new = after[score["mapping"]]
-        label = score["mapping"] + (f" at {score['drift']}" if score["drift"] else "")
-        scores.append([label, _mean_spread(score), _mean_spread(new), f"{new['mean'] - score['mean']:+.2f}"])
-    layers = []
-    before, again = reports.get("sensitivity_before"), reports.get("sensitivity")
-    if before is not None and again is not None:
-        for name, drops in before["layers"].items():
-            layers.append([name, _drop(drops.get("analog"), False), _drop(again["layers"][name].get("analog"), False)])
-    return scores, layers
-
-
 def _text_table(title: str, columns: tuple[str, ...], rows: list[list[str]], caption: str | None = None) -> Table:
     """The first column a label, the others numbers."""
     table = Table(title=title, caption=caption)
@@ -267,12 +162,18 @@ def _text_table(title: str, columns: tuple[str, ...], rows: list[list[str]], cap
 def show_finetune(console: Console, report: dict, reports: dict[str, dict]) -> None:
     scores, layers = finetune_tables(reports)
     last = report["history"][-1] if report["history"] else None
-    title = (f"Fine-tuning: {report['epochs']} epochs ({report['scope']} weights, {_count(report['trainable_parameters'])} "
-             f"parameters, paths {', '.join(report['paths'])}) on {report['device']}, {report['seconds']:.0f} s")  # fmt: skip
+    title = (
+        f"Fine-tuning: {report['epochs']} epochs ({report['scope']} weights, {count_text(report['trainable_parameters'])} "
+        f"parameters, paths {', '.join(report['paths'])}) on {report['device']}, {report['seconds']:.0f} s"
+    )
     caption = f"metric in percent; final training loss {last['loss']:.3f}" if last else None
     console.print(_text_table(title, ("mapping", "before", "after", "change"), scores, caption))
     if layers:
-        console.print(_text_table("Analog drop per layer (points) before and after fine-tuning", ("layer", "before", "after"), layers))
+        console.print(
+            _text_table(
+                "Analog drop per layer (points) before and after fine-tuning", ("layer", "before", "after"), layers
+            )
+        )
 
 
 def _attempt_rows(table: Table, attempts: list[dict], chosen: dict | None) -> None:
@@ -302,8 +203,10 @@ def show_assign(console: Console, report: dict) -> None:
     chosen = chosen_attempt(report)
     verdict = "within budget" if report["within_budget"] else "[red]no attempt within budget: the least drop ships[/]"
     unadapted = "; [yellow]the weights from before fine-tuning ship (the fine-tuned ones mapped worse)[/]"
-    console.print(f"[bold]assign[/]: objective {report['objective']}, budget {report['max_drop_points']:g} points at {report['drift']}; "
-                  f"{len(report['attempts'])} measured attempts, {verdict}{unadapted if report.get('weights') == 'before fine-tuning' else ''}")  # fmt: skip
+    console.print(
+        f"[bold]assign[/]: objective {report['objective']}, budget {report['max_drop_points']:g} points at {report['drift']}; "
+        f"{len(report['attempts'])} measured attempts, {verdict}{unadapted if report.get('weights') == 'before fine-tuning' else ''}"
+    )
     table = _attempt_table("Solver attempts (drops in points; * = chosen)")
     _attempt_rows(table, report["attempts"], chosen)
     console.print(table)
@@ -312,21 +215,6 @@ def show_assign(console: Console, report: dict) -> None:
         table = _attempt_table(f"Pareto sweep: {len(report['pareto'])} budgets, {len(sweep)} distinct mappings")
         _attempt_rows(table, sweep, chosen)
         console.print(table)
-
-
-def breakdown_text(breakdown_pj: dict[str, float]) -> str:
-    """'compute 1.2 nJ, conversions 3 nJ, ...' with the zero terms left out."""
-    parts = [f"{ENERGY_TERM_LABELS[term]} {energy_text(value)}" for term, value in breakdown_pj.items() if value]
-    return ", ".join(parts) or "0 pJ"
-
-
-ENERGY_TERM_LABELS = {
-    "compute": "compute",
-    "conversions": "conversions",
-    "weight_movement": "weights",
-    "activation_movement": "activations",
-    "periphery": "periphery",
-}
 
 
 def show_schedule(console: Console, report: dict) -> None:
@@ -338,16 +226,21 @@ def show_schedule(console: Console, report: dict) -> None:
         name = f"[bold]{layer['name']}[/]" if layer["critical"] else layer["name"]
         use = layer["tile_utilisation"]
         table.add_row(
-            name, layer["unit"], str(len(layer["tiles"])) if layer["tiles"] else "", f"{use:.0%}" if use is not None else "",
-            time_text(layer["start_ns"]), time_text(layer["latency_ns"]), energy_text(layer["energy_pj"]),
+            name,
+            layer["unit"],
+            str(len(layer["tiles"])) if layer["tiles"] else "",
+            f"{use:.0%}" if use is not None else "",
+            time_text(layer["start_ns"]),
+            time_text(layer["latency_ns"]),
+            energy_text(layer["energy_pj"]),
             *(energy_text(layer["energy_breakdown_pj"][term]) for term in ENERGY_TERM_LABELS),
-        )  # fmt: skip
+        )
     console.print(table)
     path = " -> ".join(report["critical_path"]) or "none"
     console.print(
         f"[bold]schedule[/]: makespan {time_text(report['makespan_ns'])}, pipelined "
         f"{report['throughput_per_s']:,.0f} inferences/s, {energy_text(report['total_energy_pj'])}; "
-        f"critical path ({_plural(len(report['critical_path']), 'layer')}, bold): {path}; "
+        f"critical path ({plural(len(report['critical_path']), 'layer')}, bold): {path}; "
         f"{report['zero_cost_nodes']} other nodes costed at 0"
     )
 
@@ -358,10 +251,15 @@ def show_run(console: Console, report: dict) -> None:
     for column in ("drift", f"{metric} mean", "std", "vs full precision"):
         table.add_column(column, justify="right")
     table.add_row("full precision", f"{report['full_precision']:.2%}", "", "")
-    table.add_row("converters only", f"{report['nominal']:.2%}", "", f"{report['nominal'] - report['full_precision']:+.2%}")
+    table.add_row(
+        "converters only", f"{report['nominal']:.2%}", "", f"{report['nominal'] - report['full_precision']:+.2%}"
+    )
     for drift in report["drifts"]:
         table.add_row(
-            drift["drift"], f"{drift['mean']:.2%}", f"{drift['std']:.2%}", f"{drift['mean'] - report['full_precision']:+.2%}"
+            drift["drift"],
+            f"{drift['mean']:.2%}",
+            f"{drift['std']:.2%}",
+            f"{drift['mean'] - report['full_precision']:+.2%}",
         )
     console.print(table)
 

@@ -43,7 +43,9 @@ class Measurer:
         self.scorer = scorer
         self.seed = seed
 
-    def measure(self, mapping: dict[str, str], times: list[float], seeds: int, what: str = "the mapped model") -> list[list[float]]:
+    def measure(
+        self, mapping: dict[str, str], times: list[float], seeds: int, what: str = "the mapped model"
+    ) -> list[list[float]]:
         """The metric per drift time per seed; layers `mapping` leaves out stay full precision.
 
         The live graph carries the annotations only while it is simulated;

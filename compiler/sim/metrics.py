@@ -89,7 +89,8 @@ def _labelled_metric(reference: np.ndarray, labels: np.ndarray, source: str) -> 
     if not per_position and labels.size != samples:
         raise HetmapError(
             f"data file '{source}': labels 'y' have shape {list(labels.shape)}, but the model's output {list(shape)} "
-            f"takes one label per sample ({samples})" + (f" or per position ({samples}x{positions})" if positions > 1 else "")
+            f"takes one label per sample ({samples})"
+            + (f" or per position ({samples}x{positions})" if positions > 1 else "")
         )
     classes = shape[-1] if per_position else math.prod(shape[1:])
     _check_labels(labels, classes, source)
@@ -98,7 +99,9 @@ def _labelled_metric(reference: np.ndarray, labels: np.ndarray, source: str) -> 
 
 def _check_labels(labels: np.ndarray, classes: int, source: str) -> None:
     if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
-        raise HetmapError(f"data file '{source}': labels 'y' must be class indices, found the fraction {labels[labels != np.round(labels)][0]}")
+        raise HetmapError(
+            f"data file '{source}': labels 'y' must be class indices, found the fraction {labels[labels != np.round(labels)][0]}"
+        )
     if labels.dtype.kind not in "fiub":
         raise HetmapError(f"data file '{source}': labels 'y' must be integer class indices, got {labels.dtype}")
     low, high = labels.min(), labels.max()

@@ -39,7 +39,9 @@ def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _predict(session: ort.InferenceSession, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray], batch: int) -> np.ndarray:
+def _predict(
+    session: ort.InferenceSession, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray], batch: int
+) -> np.ndarray:
     """Outputs over every sample, `batch` at a time; a 0-d input (a scalar) goes whole into each run."""
     size = max((len(array) for array in inputs.values() if array.ndim), default=1)
     parts = []
@@ -86,7 +88,9 @@ class Scorer:
     def _score(self, session, weights, what: str) -> float:
         outputs = _predict(session, self.dataset.inputs, weights, self.batch)
         if not np.isfinite(outputs).all():
-            raise NonFiniteError(f"the simulation of {what} computed a non-finite output on data file '{self.dataset.source}'")
+            raise NonFiniteError(
+                f"the simulation of {what} computed a non-finite output on data file '{self.dataset.source}'"
+            )
         return self.metric.score(outputs, self.dataset.labels, self.reference)
 
     def simulate(

@@ -76,8 +76,11 @@ class Simulation:
 
     def nominal(self) -> dict[str, np.ndarray]:
         """The drawn initializers without device noise (converters only)."""
-        return {name: value.const_value.numpy() for block in self.blocks for name, value in
-                ((block.weight.name, block.weight), (block.output_scale.name, block.output_scale))}  # fmt: skip
+        return {
+            name: value.const_value.numpy()
+            for block in self.blocks
+            for name, value in ((block.weight.name, block.weight), (block.output_scale.name, block.output_scale))
+        }
 
     def program(self, rng: np.random.Generator) -> list[list[pcm.ProgrammedArray]]:
         """Program every tile once (programming noise and drift exponents)."""
@@ -162,7 +165,9 @@ class _Builder:
         codes = self.codes(x, step, levels, suffix)
         return self.op("Mul", [codes, self.constant(f"{suffix}_scale", np.array(step, np.float32))], f"{suffix}_mul")
 
-    def digital(self, node: ir.Node, layout: WeightLayout, operand: int, activation: int, bits: int, input_range: float):
+    def digital(
+        self, node: ir.Node, layout: WeightLayout, operand: int, activation: int, bits: int, input_range: float
+    ):
         x = self.input_quantizer(node.inputs[activation], input_range, ACTIVATION_BITS, "act")
         q, scale = quantize_symmetric(node.inputs[operand].const_value.numpy(), bits, layout.output_axis)
         if bits == 4:
@@ -177,8 +182,15 @@ class _Builder:
 
     def codes(self, x: ir.Value, step: float, levels: int, suffix: str) -> ir.Value:
         """x as integer converter codes (in float): round(x / step), saturated at +-levels."""
-        q = self.op("Round", [self.op("Div", [x, self.constant(f"{suffix}_step", np.array(step, np.float32))], f"{suffix}_div")], f"{suffix}_round")
-        bounds = [self.constant(f"{suffix}_{side}", np.array(v, np.float32)) for side, v in (("low", -levels), ("high", levels))]
+        q = self.op(
+            "Round",
+            [self.op("Div", [x, self.constant(f"{suffix}_step", np.array(step, np.float32))], f"{suffix}_div")],
+            f"{suffix}_round",
+        )
+        bounds = [
+            self.constant(f"{suffix}_{side}", np.array(v, np.float32))
+            for side, v in (("low", -levels), ("high", levels))
+        ]
         return self.op("Clip", [q, *bounds], f"{suffix}_clip")
 
     def analog(
@@ -221,18 +233,31 @@ class _Builder:
             inputs = features
             if len(ranges) > 1 and layout.is_conv:
                 indices = layout.block_channels(start // layout.kernel, channels)
-                inputs = self.op("Gather", [features, self.constant(f"rows{index}_indices", indices)], f"rows{index}", axis=1)
+                inputs = self.op(
+                    "Gather", [features, self.constant(f"rows{index}_indices", indices)], f"rows{index}", axis=1
+                )
             elif len(ranges) > 1:
-                bounds = [self.constant(f"rows{index}_{k}", np.array([v], np.int64)) for k, v in (("start", start), ("stop", stop), ("axis", -1))]
+                bounds = [
+                    self.constant(f"rows{index}_{k}", np.array([v], np.int64))
+                    for k, v in (("start", start), ("stop", stop), ("axis", -1))
+                ]
                 inputs = self.op("Slice", [features, *bounds], f"rows{index}")
             if layout.is_conv:
                 attributes = {name: attr.value for name, attr in node.attributes.items()}
                 partial = self.op(node.op_type, [inputs, weight], f"tile_mvm{index}", **attributes)
             else:
                 partial = self.op("MatMul", [inputs, weight], f"tile_mvm{index}")
-            adc_codes = self.op("Clip", [self.op("Round", [partial], f"adc{index}_round"),
-                                         *[self.constant(f"adc{index}_{side}", np.array(v, np.float32)) for side, v in (("low", -adc_levels), ("high", adc_levels))]],
-                                f"adc{index}_clip")  # fmt: skip
+            adc_codes = self.op(
+                "Clip",
+                [
+                    self.op("Round", [partial], f"adc{index}_round"),
+                    *[
+                        self.constant(f"adc{index}_{side}", np.array(v, np.float32))
+                        for side, v in (("low", -adc_levels), ("high", adc_levels))
+                    ],
+                ],
+                f"adc{index}_clip",
+            )
             partials.append(self.op("Mul", [adc_codes, output_scale], f"adc{index}_out"))
         y = partials[0] if len(partials) == 1 else self.op("Sum", partials, "tile_sum")
         if restore is not None and len(layout.shape) > 1:  # a vector weight's unit axis is squeezed instead
@@ -292,10 +317,20 @@ def build_simulation(annotated: ir.Model, target: Target) -> Simulation:
         operand = annotation.weight_operand
         activation = 0 if node.op_type in ("Conv", "ConvTranspose") else 1 - operand
         weight = node.inputs[operand].const_value
-        layout = WeightLayout(node.op_type, tuple(weight.shape), node.attributes.get_int("group", 1), annotation.weight_transposed)
+        layout = WeightLayout(
+            node.op_type, tuple(weight.shape), node.attributes.get_int("group", 1), annotation.weight_transposed
+        )
         builder.prefix = node.name
         if annotation.analog:
-            builder.analog(node, layout, operand, activation, annotation.input_range, annotation.block_rows, annotation.activation_rank)
+            builder.analog(
+                node,
+                layout,
+                operand,
+                activation,
+                annotation.input_range,
+                annotation.block_rows,
+                annotation.activation_rank,
+            )
         else:
             builder.digital(node, layout, operand, activation, annotation.bits, annotation.input_range)
     common_passes.RemoveUnusedNodesPass()(model)

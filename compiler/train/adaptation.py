@@ -62,8 +62,14 @@ class AdaptResult:
 class MappingSampler:
     """The paths one step trains: named mappings over the layer names."""
 
-    def __init__(self, layers: list[str], options: list[str], drops: dict[str, dict[str, float]] | None,
-                 temperature: float, fixed: dict[str, str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        layers: list[str],
+        options: list[str],
+        drops: dict[str, dict[str, float]] | None,
+        temperature: float,
+        fixed: dict[str, str] | None = None,
+    ):
         self.layers = layers
         self.options = options
         self.fixed = fixed
@@ -82,7 +88,9 @@ class MappingSampler:
         paths = {"all-analog": {name: ANALOG for name in self.layers}}
         if self.widest is not None:
             paths[f"all-{self.widest}"] = {name: self.widest for name in self.layers}
-        paths["sampled"] = {name: self.options[rng.choice(len(self.options), p=p)] for name, p in self.probabilities.items()}
+        paths["sampled"] = {
+            name: self.options[rng.choice(len(self.options), p=p)] for name, p in self.probabilities.items()
+        }
         return paths
 
 
@@ -132,7 +140,9 @@ def adapt(
     if not parameters:
         raise HetmapError("fine-tuning scope leaves no trainable parameter in this model; choose --finetune-scope all")
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
+    )
     result = AdaptResult()
     start = _resume(config.checkpoint, run_id, net, optimizer, schedule, result)
     net.train()
@@ -193,7 +203,10 @@ def _training_targets(net, input_names, inputs, train: Dataset, batch_size: int,
     chunks = []
     with torch.no_grad():
         for start in range(0, train.size, batch_size):
-            feeds = [(inputs[n][start : start + batch_size] if inputs[n].dim() else inputs[n]).to(device) for n in input_names]
+            feeds = [
+                (inputs[n][start : start + batch_size] if inputs[n].dim() else inputs[n]).to(device)
+                for n in input_names
+            ]
             chunks.append(_first(net(*feeds)).cpu())
     return torch.cat(chunks)
 

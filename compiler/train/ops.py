@@ -22,11 +22,19 @@ REGISTRY: dict[tuple[str, str], OpFunction] = {}
 LIMITS: dict[tuple[str, str], Callable[[ir.Node], str | None]] = {}
 
 TORCH_DTYPES = {
-    ir.DataType.FLOAT: torch.float32, ir.DataType.DOUBLE: torch.float64, ir.DataType.FLOAT16: torch.float16,
-    ir.DataType.BFLOAT16: torch.bfloat16, ir.DataType.INT8: torch.int8, ir.DataType.INT16: torch.int16,
-    ir.DataType.INT32: torch.int32, ir.DataType.INT64: torch.int64, ir.DataType.UINT8: torch.uint8,
-    ir.DataType.BOOL: torch.bool, ir.DataType.COMPLEX64: torch.complex64, ir.DataType.COMPLEX128: torch.complex128,
-}  # fmt: skip
+    ir.DataType.FLOAT: torch.float32,
+    ir.DataType.DOUBLE: torch.float64,
+    ir.DataType.FLOAT16: torch.float16,
+    ir.DataType.BFLOAT16: torch.bfloat16,
+    ir.DataType.INT8: torch.int8,
+    ir.DataType.INT16: torch.int16,
+    ir.DataType.INT32: torch.int32,
+    ir.DataType.INT64: torch.int64,
+    ir.DataType.UINT8: torch.uint8,
+    ir.DataType.BOOL: torch.bool,
+    ir.DataType.COMPLEX64: torch.complex64,
+    ir.DataType.COMPLEX128: torch.complex128,
+}
 
 
 def op_key(node: ir.Node) -> tuple[str, str]:
@@ -67,31 +75,61 @@ def from_ir(tensor: ir.TensorProtocol) -> torch.Tensor:
 # Element-wise ------------------------------------------------------------------------------------
 
 _UNARY = {
-    "Abs": torch.abs, "Neg": torch.neg, "Sqrt": torch.sqrt, "Exp": torch.exp, "Log": torch.log,
-    "Reciprocal": torch.reciprocal, "Relu": torch.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh,
-    "Erf": torch.erf, "Floor": torch.floor, "Ceil": torch.ceil, "Round": torch.round, "Sign": torch.sign,
-    "Sin": torch.sin, "Cos": torch.cos, "Tan": torch.tan, "Asin": torch.asin, "Acos": torch.acos,
-    "Atan": torch.atan, "Sinh": torch.sinh, "Cosh": torch.cosh, "Asinh": torch.asinh, "Acosh": torch.acosh,
-    "Atanh": torch.atanh, "Softplus": F.softplus, "Softsign": F.softsign, "HardSwish": F.hardswish,
-    "Mish": F.mish, "Not": torch.logical_not, "BitwiseNot": torch.bitwise_not, "IsNaN": torch.isnan,
+    "Abs": torch.abs,
+    "Neg": torch.neg,
+    "Sqrt": torch.sqrt,
+    "Exp": torch.exp,
+    "Log": torch.log,
+    "Reciprocal": torch.reciprocal,
+    "Relu": torch.relu,
+    "Sigmoid": torch.sigmoid,
+    "Tanh": torch.tanh,
+    "Erf": torch.erf,
+    "Floor": torch.floor,
+    "Ceil": torch.ceil,
+    "Round": torch.round,
+    "Sign": torch.sign,
+    "Sin": torch.sin,
+    "Cos": torch.cos,
+    "Tan": torch.tan,
+    "Asin": torch.asin,
+    "Acos": torch.acos,
+    "Atan": torch.atan,
+    "Sinh": torch.sinh,
+    "Cosh": torch.cosh,
+    "Asinh": torch.asinh,
+    "Acosh": torch.acosh,
+    "Atanh": torch.atanh,
+    "Softplus": F.softplus,
+    "Softsign": F.softsign,
+    "HardSwish": F.hardswish,
+    "Mish": F.mish,
+    "Not": torch.logical_not,
+    "BitwiseNot": torch.bitwise_not,
+    "IsNaN": torch.isnan,
     "Identity": lambda x: x,
-}  # fmt: skip
+}
 
 _UNARY_WITH_ATTRIBUTES = {
     "LeakyRelu": lambda x, a: F.leaky_relu(x, a.get_float("alpha", 0.01)),
     "Elu": lambda x, a: F.elu(x, a.get_float("alpha", 1.0)),
     "Celu": lambda x, a: F.celu(x, a.get_float("alpha", 1.0)),
-    "Selu": lambda x, a: a.get_float("gamma", 1.05070102214813232421875)
-    * F.elu(x, a.get_float("alpha", 1.67326319217681884765625)),
+    "Selu": lambda x, a: (
+        a.get_float("gamma", 1.05070102214813232421875) * F.elu(x, a.get_float("alpha", 1.67326319217681884765625))
+    ),
     "ThresholdedRelu": lambda x, a: torch.where(x > a.get_float("alpha", 1.0), x, 0.0),
     "HardSigmoid": lambda x, a: torch.clamp(a.get_float("alpha", 0.2) * x + a.get_float("beta", 0.5), 0, 1),
     "Gelu": lambda x, a: F.gelu(x, approximate=a.get_string("approximate", "none")),
     "Shrink": lambda x, a: torch.where(
-        x < -a.get_float("lambd", 0.5), x + a.get_float("bias", 0.0),
-        torch.where(x > a.get_float("lambd", 0.5), x - a.get_float("bias", 0.0), 0.0)),
-    "IsInf": lambda x, a: (torch.isposinf(x) & bool(a.get_int("detect_positive", 1)))
-    | (torch.isneginf(x) & bool(a.get_int("detect_negative", 1))),
-}  # fmt: skip
+        x < -a.get_float("lambd", 0.5),
+        x + a.get_float("bias", 0.0),
+        torch.where(x > a.get_float("lambd", 0.5), x - a.get_float("bias", 0.0), 0.0),
+    ),
+    "IsInf": lambda x, a: (
+        (torch.isposinf(x) & bool(a.get_int("detect_positive", 1)))
+        | (torch.isneginf(x) & bool(a.get_int("detect_negative", 1)))
+    ),
+}
 
 
 def _divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -99,12 +137,23 @@ def _divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 _BINARY = {
-    "Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": _divide,
+    "Add": torch.add,
+    "Sub": torch.sub,
+    "Mul": torch.mul,
+    "Div": _divide,
     "Pow": lambda a, b: torch.pow(a, b).to(a.dtype),  # ONNX keeps the base's type
-    "Equal": torch.eq, "Less": torch.lt, "Greater": torch.gt, "LessOrEqual": torch.le, "GreaterOrEqual": torch.ge,
-    "And": torch.logical_and, "Or": torch.logical_or, "Xor": torch.logical_xor,
-    "BitwiseAnd": torch.bitwise_and, "BitwiseOr": torch.bitwise_or, "BitwiseXor": torch.bitwise_xor,
-}  # fmt: skip
+    "Equal": torch.eq,
+    "Less": torch.lt,
+    "Greater": torch.gt,
+    "LessOrEqual": torch.le,
+    "GreaterOrEqual": torch.ge,
+    "And": torch.logical_and,
+    "Or": torch.logical_or,
+    "Xor": torch.logical_xor,
+    "BitwiseAnd": torch.bitwise_and,
+    "BitwiseOr": torch.bitwise_or,
+    "BitwiseXor": torch.bitwise_xor,
+}
 
 _VARIADIC = {"Max": torch.maximum, "Min": torch.minimum, "Sum": torch.add, "Mean": torch.add}
 
@@ -241,14 +290,17 @@ def _product(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Ten
 
 
 _REDUCTIONS = {
-    "ReduceSum": torch.sum, "ReduceMean": torch.mean, "ReduceMax": torch.amax, "ReduceMin": torch.amin,
+    "ReduceSum": torch.sum,
+    "ReduceMean": torch.mean,
+    "ReduceMax": torch.amax,
+    "ReduceMin": torch.amin,
     "ReduceProd": _product,
     "ReduceL1": lambda x, dims, keepdim: x.abs().sum(dims, keepdim=keepdim),
     "ReduceL2": lambda x, dims, keepdim: torch.linalg.vector_norm(x, 2, dims, keepdim),
     "ReduceSumSquare": lambda x, dims, keepdim: x.square().sum(dims, keepdim=keepdim),
     "ReduceLogSum": lambda x, dims, keepdim: x.sum(dims, keepdim=keepdim).log(),
     "ReduceLogSumExp": torch.logsumexp,
-}  # fmt: skip
+}
 
 
 @op(*_REDUCTIONS)

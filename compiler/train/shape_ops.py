@@ -147,8 +147,12 @@ def _trilu(node, inputs):
 # Constants ---------------------------------------------------------------------------------------
 
 
-_CONSTANT_ATTRIBUTES = {"value_float": torch.float32, "value_floats": torch.float32, "value_int": torch.int64,
-                        "value_ints": torch.int64}  # fmt: skip
+_CONSTANT_ATTRIBUTES = {
+    "value_float": torch.float32,
+    "value_floats": torch.float32,
+    "value_int": torch.int64,
+    "value_ints": torch.int64,
+}
 
 
 def _constant_limit(node: ir.Node) -> str | None:

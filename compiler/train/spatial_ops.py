@@ -202,9 +202,11 @@ def _pad(node, inputs):
 
 
 _ROUNDINGS = {
-    "round_prefer_floor": lambda x: torch.ceil(x - 0.5), "round_prefer_ceil": lambda x: torch.floor(x + 0.5),
-    "floor": torch.floor, "ceil": torch.ceil,
-}  # fmt: skip
+    "round_prefer_floor": lambda x: torch.ceil(x - 0.5),
+    "round_prefer_ceil": lambda x: torch.floor(x + 0.5),
+    "floor": torch.floor,
+    "ceil": torch.ceil,
+}
 
 
 def _source_coordinates(mode: str, out: torch.Tensor, scale: float, size: int, count: int, roi) -> torch.Tensor:
@@ -272,8 +274,10 @@ def _resize(node, inputs):
             factors, counts = [factor] * len(axes), [math.floor(factor * n + 0.5) for n in shape]
     else:
         factors = scales.tolist()
-        counts = [math.floor(n * (end - start if coordinates == "tf_crop_and_resize" else 1.0) * f)
-                  for n, f, (start, end) in zip(shape, factors, rois)]  # fmt: skip
+        counts = [
+            math.floor(n * (end - start if coordinates == "tf_crop_and_resize" else 1.0) * f)
+            for n, f, (start, end) in zip(shape, factors, rois)
+        ]
     fill = attributes.get_float("extrapolation_value", 0.0)
     for axis, size, count, factor, axis_roi in zip(axes, shape, counts, factors, rois):
         if count == size and factor == 1.0 and coordinates != "tf_crop_and_resize":

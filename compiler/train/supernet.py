@@ -88,7 +88,9 @@ class MixedLayer(torch.nn.Module):
         self.tiles = None
         if self.analog_reason is None:
             self.tiles = _analog_tiles(target, input_range, layer.block_rows, self.layout, weight_noise)
-            self.row_blocks = row_ranges(self.layout.to_matrix(np.empty(self.layout.shape, np.float32)).shape[0], layer.block_rows)
+            self.row_blocks = row_ranges(
+                self.layout.to_matrix(np.empty(self.layout.shape, np.float32)).shape[0], layer.block_rows
+            )
 
     def set_noise_scale(self, scale: float) -> None:
         """Train the analog mode with `scale` times the target's HWA weight noise (progressive noise schedules)."""
@@ -105,7 +107,9 @@ class MixedLayer(torch.nn.Module):
             return [self._analog(node, inputs)]
         inputs = list(inputs)
         levels = 2 ** (ACTIVATION_BITS - 1) - 1
-        step = torch.tensor(self.input_range / levels, dtype=inputs[self.activation].dtype, device=inputs[self.activation].device)
+        step = torch.tensor(
+            self.input_range / levels, dtype=inputs[self.activation].dtype, device=inputs[self.activation].device
+        )
         inputs[self.activation] = fake_quantize(inputs[self.activation], step, levels)
         inputs[self.operand] = quantize_weight(inputs[self.operand], option_bits(self.mode), self.layout.output_axis)
         return run_node(node, inputs)
@@ -143,7 +147,9 @@ class MixedLayer(torch.nn.Module):
         lead = x.shape[:-1]
         return self._mvm(x.reshape(-1, x.shape[-1]), matrix).reshape(*lead, matrix.shape[1])
 
-    def _analog_conv(self, node: ir.Node, x: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _analog_conv(
+        self, node: ir.Node, x: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         spatial = len(self.layout.shape) - 2
         kernel = tuple(self.layout.shape[2:])
         strides = tuple(node.attributes.get_ints("strides", [1] * spatial))
@@ -178,7 +184,9 @@ class _Tiles:
         self.split = hasattr(module.analog_module, "array")  # a TileModuleArray, else one tile
 
 
-def _analog_tiles(target: Target, input_range: float, block_rows: int, layout: WeightLayout, weight_noise: float) -> _Tiles:
+def _analog_tiles(
+    target: Target, input_range: float, block_rows: int, layout: WeightLayout, weight_noise: float
+) -> _Tiles:
     from aihwkit.nn import AnalogLinear
     from aihwkit.simulator.parameters.enums import WeightModifierType
 
@@ -230,13 +238,23 @@ def trainable_initializers(model: ir.Model, layers: list, scope: str) -> list[st
         return value is not None and value.dtype.is_floating_point()
 
     if scope == "all":
-        statistics = {v.name for node in model.graph if node.op_type == "BatchNormalization" for v in node.inputs[3:5] if v is not None}
+        statistics = {
+            v.name
+            for node in model.graph
+            if node.op_type == "BatchNormalization"
+            for v in node.inputs[3:5]
+            if v is not None
+        }
         names = [n for n, v in initializers.items() if is_float(n) and v.const_value.size > 1 and n not in statistics]
         return [n for n in names if np.isfinite(initializers[n].const_value.numpy()).all()]
     if scope == "head":
         last = nodes[layers[-1].name]
         return [v.name for v in last.inputs[1:] if v is not None and v.name in initializers and is_float(v.name)]
-    names = [nodes[layer.name].inputs[2].name for layer in layers if len(nodes[layer.name].inputs) > 2 and nodes[layer.name].inputs[2] is not None]
+    names = [
+        nodes[layer.name].inputs[2].name
+        for layer in layers
+        if len(nodes[layer.name].inputs) > 2 and nodes[layer.name].inputs[2] is not None
+    ]
     for node in model.graph:
         if node.op_type in NORMALIZATIONS:
             names += [v.name for v in node.inputs[1:3] if v is not None]
@@ -246,15 +264,26 @@ def trainable_initializers(model: ir.Model, layers: list, scope: str) -> list[st
 class Supernet(torch.nn.Module):
     """The model as a torch module whose mappable layers take their mode from `set_mapping`."""
 
-    def __init__(self, model: ir.Model, layers: list, input_ranges: dict[str, float], target: Target,
-                 trainable: Collection[str], t_inference_s: float):  # fmt: skip
+    def __init__(
+        self,
+        model: ir.Model,
+        layers: list,
+        input_ranges: dict[str, float],
+        target: Target,
+        trainable: Collection[str],
+        t_inference_s: float,
+    ):
         super().__init__()
         nodes = {node.name: node for node in model.graph}
         self.mixed = {}
         for layer in layers:
             node = nodes[layer.name]
-            matrix = WeightLayout(layer.op_type, tuple(node.inputs[layer.weight_operand].const_value.shape), layer.groups,
-                                  layer.weight_transposed).to_matrix(node.inputs[layer.weight_operand].const_value.numpy())  # fmt: skip
+            matrix = WeightLayout(
+                layer.op_type,
+                tuple(node.inputs[layer.weight_operand].const_value.shape),
+                layer.groups,
+                layer.weight_transposed,
+            ).to_matrix(node.inputs[layer.weight_operand].const_value.numpy())
             noise = relative_weight_error(matrix, target, t_inference_s)
             self.mixed[layer.name] = MixedLayer(layer, node, target, input_ranges[layer.name], noise)
         self.layers = torch.nn.ModuleList(self.mixed.values())

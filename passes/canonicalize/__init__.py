@@ -79,7 +79,9 @@ def _refuse_non_finite_weights(model: ir.Model) -> None:
         index = first_non_finite(array) if name in computing else _first_nan(array)
         if index is not None:
             where = f" at index {list(index)}" if index else ""
-            raise NonFiniteError(f"initializer '{name}' holds {array[index]}{where}: the model's weights must be finite")
+            raise NonFiniteError(
+                f"initializer '{name}' holds {array[index]}{where}: the model's weights must be finite"
+            )
 
 
 def _first_nan(array: np.ndarray) -> tuple[int, ...] | None:
@@ -153,9 +155,7 @@ class Canonicalize(Pass):
         lower_linear_models(model, CANONICAL_OPSET, CANONICAL_IR_VERSION)
         # Fold every node whose inputs are all constant, large weights and
         # ConstantOfShape included (the library's defaults keep those).
-        onnxscript.optimizer.fold_constants(
-            model, should_fold=lambda node: True, output_size_limit=2**40
-        )
+        onnxscript.optimizer.fold_constants(model, should_fold=lambda node: True, output_size_limit=2**40)
         common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         batchnorms_before = counts_in.get("BatchNormalization", 0)
         model = _fold_batchnorms(model)

@@ -57,7 +57,9 @@ class _Builder:
         if x.dtype != ir.DataType.FLOAT:  # onnxruntime casts other input types to float
             x = self.op("Cast", [x], "cast", to=ir.DataType.FLOAT)
         if x.shape is None or len(x.shape) != 2:
-            x = self.op("Reshape", [x, self.const("samples", np.array([-1, weight_rows.shape[1]], np.int64))], "samples")
+            x = self.op(
+                "Reshape", [x, self.const("samples", np.array([-1, weight_rows.shape[1]], np.int64))], "samples"
+            )
         inputs = [x, self.const("coefficients", weight_rows)]
         if bias is not None:
             inputs.append(self.const("intercepts", bias))
@@ -115,8 +117,15 @@ def _lower_classifier(graph: ir.Graph, node: ir.Node) -> None:
         negative, positive = labels if labels.size == 2 else default
         flat = build.op("Reshape", [scores, build.const("flat", np.array([-1], np.int64))], "flatten")
         positive_score = build.op("Greater", [flat, build.const("zero", np.array(0, np.float32))], "positive")
-        label = build.op("Where", [positive_score, build.const("positive_label", np.array(positive)),
-                                   build.const("negative_label", np.array(negative))], "label")  # fmt: skip
+        label = build.op(
+            "Where",
+            [
+                positive_score,
+                build.const("positive_label", np.array(positive)),
+                build.const("negative_label", np.array(negative)),
+            ],
+            "label",
+        )
     new_scores = None
     if scores_out is not None and _used(scores_out):
         if classes > 1:
