@@ -88,24 +88,22 @@ class _Builder:
 
 def build_resnet50(seed: int = 0) -> onnx.ModelProto:
     """ResNet-50 (25.5 M weights, 53 Conv + BatchNorm) with input 'input' of shape N x 3 x 224 x 224."""
-    b = _Builder(np.random.default_rng(seed))
-    x, channels = _stem(b), 64
-    for width, blocks, stride in STAGES:
-        for i in range(blocks):
-            x = b.bottleneck(x, channels, width, stride if i == 0 else 1)
-            channels = width * EXPANSION
-    return _finish(b, x, channels, "resnet50")
+    return _resnet(seed, STAGES, _Builder.bottleneck, EXPANSION, "resnet50")
 
 
 def build_resnet18(seed: int = 0) -> onnx.ModelProto:
     """ResNet-18 (11.7 M weights, 20 Conv + BatchNorm) with input 'input' of shape N x 3 x 224 x 224."""
+    return _resnet(seed, BASIC_STAGES, _Builder.basic, 1, "resnet18")
+
+
+def _resnet(seed: int, stages, block, expansion: int, name: str) -> onnx.ModelProto:
     b = _Builder(np.random.default_rng(seed))
     x, channels = _stem(b), 64
-    for width, blocks, stride in BASIC_STAGES:
+    for width, blocks, stride in stages:
         for i in range(blocks):
-            x = b.basic(x, channels, width, stride if i == 0 else 1)
-            channels = width
-    return _finish(b, x, channels, "resnet18")
+            x = block(b, x, channels, width, stride if i == 0 else 1)
+            channels = width * expansion
+    return _finish(b, x, channels, name)
 
 
 def _stem(b: _Builder) -> str:

@@ -32,6 +32,15 @@ out = Console()
 err = Console(stderr=True)
 
 
+metric_option = click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default="auto",
+    show_default=True,
+    help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.",
+)
+
+
 class FiniteFloat(click.FloatRange):
     """A float flag that refuses nan and inf (click's FloatRange lets nan through every bound)."""
 
@@ -105,13 +114,7 @@ def cli() -> None:
     show_default=True,
     help="Which weights fine-tuning changes: all, the last layer (head), or norms and biases (norm).",
 )
-@click.option(
-    "--metric",
-    type=click.Choice(METRICS),
-    default="auto",
-    show_default=True,
-    help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.",
-)
+@metric_option
 @click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when no measured mapping meets --max-drop.")
 @click.option(
     "--finetune-lr",
@@ -217,13 +220,7 @@ def inspect(build_dir) -> None:
     type=click.Path(path_type=Path),
     help="Where to write the JSON result (default: beside MODEL).",
 )
-@click.option(
-    "--metric",
-    type=click.Choice(METRICS),
-    default="auto",
-    show_default=True,
-    help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.",
-)
+@metric_option
 def run(model, data, drift, seeds, seed, json_path, metric) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
     annotated = read_model(model)
