@@ -13,7 +13,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from hetmap import __version__
-from hetmap.driver import REPORT_HTML, Adaptation, Decision, compile_model, over_budget, read_reports
+from hetmap.driver import (
+    REPORT_HTML,
+    Adaptation,
+    Decision,
+    compile_model,
+    over_budget,
+    read_reports,
+    verification_note,
+)
 from hetmap.errors import HetmapError
 from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model, write_json_atomic
@@ -115,7 +123,20 @@ def cli() -> None:
     help="Which weights fine-tuning changes: all, the last layer (head), or norms and biases (norm).",
 )
 @metric_option
-@click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when no measured mapping meets --max-drop.")
+@click.option(
+    "--verify",
+    "verify",
+    type=click.Path(path_type=Path),
+    help="Verification .npz for the chosen mapping (default: half of --data, held out of every decision).",
+)
+@click.option(
+    "--confidence",
+    default=0.95,
+    show_default=True,
+    type=FiniteFloat(min=0, max=1, max_open=True),
+    help="A mapping ships when this confidence interval of its verified drop is within --max-drop (0: the mean).",
+)
+@click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when the verified mapping is over --max-drop.")
 @click.option(
     "--finetune-lr",
     default=Adaptation.learning_rate,
@@ -140,6 +161,8 @@ def compile(
     train,
     finetune_scope,
     metric,
+    verify,
+    confidence,
     allow_over_budget,
     finetune_lr,
 ) -> None:
@@ -182,7 +205,8 @@ def compile(
             input_shapes=shapes,
             seed=seed,
             metric=metric,
-            decision=Decision(mapping, max_drop, objective, drift, seeds, pareto),
+            decision=Decision(mapping, max_drop, objective, drift, seeds, pareto, confidence),
+            verify_path=verify,
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
             train_path=train,
             adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr),
@@ -192,6 +216,9 @@ def compile(
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
     out.print(f"wrote {result.output_dir}/")
+    note = verification_note(result.reports)
+    if note:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     refusal = over_budget(result.reports)
     if refusal and not allow_over_budget:
         raise HetmapError(f"{refusal}; the reports are in {result.output_dir}/ (give --allow-over-budget to accept it)")
