@@ -1,9 +1,14 @@
 """Does the budget hold on unseen data? hetmap's mapping scored on each reference model's test set.
 
-For each reference model on hermes and each seed, compile with the solver
-(objective analog-share, 0.5-point budget at 1 day) on calibration data
-drawn from the model's training file, then score the shipped mapping on the
-test set, which no decision saw (5 noise draws, their own seeds). Two rules:
+For each reference model on hermes and each seed, the model's test set is
+split in two (seeded, stratified): compile with the solver (objective
+analog-share, 0.5-point budget at 1 day) on one half, then score the
+shipped mapping on the other, which no decision saw (5 noise draws, their
+own seeds). The training file will not do as calibration data: the models
+fit it, its samples sit far from the decision boundaries, and a drop
+measured there understates the drop on new data (measured: the digits
+ResNet verified at 0.0-0.3 points on training samples dropped 0.7-1.2 on
+test samples, every seed). Two rules:
 - verified: decisions on half of the calibration data, the mapping
   verified on the other half and shipped when its 95 % interval is within
   the budget (hetmap's default);
@@ -13,7 +18,7 @@ test set, which no decision saw (5 noise draws, their own seeds). Two rules:
 A run exceeds the budget when its test-set drop is over it. Goal (issue 18):
 at most 10 % of the verified runs.
 
-    python -m bench.budget [--models cnn,mlp] [--seeds 5] [--samples 1000] [--no-mean-rule]
+    python -m bench.budget [--models cnn,mlp] [--seeds 5] [--no-mean-rule]
 
 Writes bench/results/budget.{json,md}.
 """
@@ -30,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from hetmap.driver import Decision, compile_model
-from hetmap.graph.data import load_dataset
+from hetmap.graph.data import Dataset, load_dataset, split_dataset
 from hetmap.graph.modelio import read_model
 from hetmap.graph.shapes import graph_inputs
 from hetmap.models import reference_path
@@ -46,19 +51,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RULES = {"verified": 0.95, "mean rule": 0.0}
 
 
-def calibration_file(model: str, samples: int, seed: int, folder: Path) -> Path:
-    """A seeded draw of `samples` from the model's training file (all of it when smaller)."""
-    with np.load(reference_path(f"{model}.train.npz")) as archive:
+def split_test_set(model: str, seed: int, folder: Path) -> tuple[Path, Path]:
+    """(calibration file, unseen test file): the model's test set halved, seeded and stratified by class."""
+    with np.load(reference_path(f"{model}.test.npz")) as archive:
         arrays = {key: archive[key] for key in archive.files}
-    count = len(arrays["y"])
-    chosen = np.sort(np.random.default_rng([seed, 180]).permutation(count)[: min(samples, count)])
-    path = folder / f"{model}.calib{seed}.npz"
-    np.savez(path, **{key: array[chosen] for key, array in arrays.items()})
-    return path
+    dataset = Dataset({"x": arrays["x"]}, arrays["y"], "test")
+    calibration, unseen = split_dataset(dataset, 0.5, seed + 1000)
+    paths = folder / f"{model}.calib{seed}.npz", folder / f"{model}.unseen{seed}.npz"
+    for path, part in zip(paths, (calibration, unseen)):
+        np.savez(path, x=part.inputs["x"], y=part.labels)
+    return paths
 
 
-def run_one(model: str, seed: int, rule: str, samples: int, folder: Path) -> dict:
-    calib = calibration_file(model, samples, seed, folder)
+def run_one(model: str, seed: int, rule: str, folder: Path) -> dict:
+    calib, unseen = split_test_set(model, seed, folder)
     out = folder / f"{model}-{seed}-{rule.replace(' ', '-')}"
     confidence = RULES[rule]
     start = time.perf_counter()
@@ -74,7 +80,7 @@ def run_one(model: str, seed: int, rule: str, samples: int, folder: Path) -> dic
     seconds = time.perf_counter() - start
     annotated = read_model(out / "model.mapped.onnx")
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
-    test = load_dataset(reference_path(f"{model}.test.npz"), dtypes)
+    test = load_dataset(unseen, dtypes)
     report = evaluate(annotated, model, test, [DRIFT], TEST_SEEDS, seed=1000 + seed)
     test_drop = 100 * (report.full_precision - report.drifts[0].mean)
     assign, emit = result.reports["assign"], result.reports["emit"]
@@ -116,7 +122,7 @@ def markdown(runs: list[dict], totals: dict, command: str) -> str:
         f"    {command}",
         "",
         "hermes, objective analog-share, budget 0.5 points at 1 day, 3 seeds while deciding; the shipped mapping is",
-        f"scored on the model's test set over {TEST_SEEDS} noise draws. Interval: 95 % (verified rule).",
+        f"scored on the half of the test set no decision saw, over {TEST_SEEDS} noise draws. Interval: 95 % (verified).",
         "",
         "| model | seed | rule | analog share | verified drop [interval] | verdict | test drop | over budget |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -152,7 +158,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.budget", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=1000, help="calibration samples drawn from the training file")
     parser.add_argument("--no-mean-rule", action="store_true", help="skip the mean-rule runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         for model in models:
             for seed in range(args.seeds):
                 for rule in rules:
-                    run = run_one(model, seed, rule, args.samples, Path(tmp))
+                    run = run_one(model, seed, rule, Path(tmp))
                     runs.append(run)
                     print(
                         f"{model:12s} seed {seed} {rule:9s} share {run['analog_weight_share']:6.1%} verified "

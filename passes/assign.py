@@ -113,10 +113,10 @@ class Assign(Pass):
             else:
                 _swap_weights(model, change.after)
         decision, problem, measure = chosen
-        held_out = verification_dataset(model, context.config)
+        verify_data = verification_dataset(model, context.config)
         shipped, verification = decision.best, None
-        if held_out is not None:
-            verifier = _Verifier(model, context, options, held_out, change if weights == "fine-tuned" else None)
+        if verify_data is not None:
+            verifier = _Verifier(model, context, options, verify_data, change if weights == "fine-tuned" else None)
             shipped, drop = choose_verified(
                 decision, problem, measure, verifier, options.max_drop, options.objective, measure.offset
             )
