@@ -209,7 +209,7 @@ class _Measure:
         )
 
 
-MAX_VERIFIED = 3  # candidates verified on the held-out data, the safest mapping last
+MAX_VERIFIED = 4  # candidates verified on the held-out data: two by objective, the safest, all-digital
 
 
 def choose_verified(
@@ -224,22 +224,25 @@ def choose_verified(
     """Verify the best candidates on the held-out data, best first; the first within the budget ships.
 
     Candidates: the attempts within the budget on the decision data by
-    objective, then the others by measured drop, and the safest mapping
-    last (measured on the decision data first when it was not an attempt).
-    When none is within, the one with the lowest upper bound ships.
+    objective, then the others by measured drop; then the safest mapping
+    (each layer's least measured drop) and the all-widest-digital one, the
+    harbour when the data cannot vouch for analog layers (each measured on
+    the decision data first when it was not an attempt). When none is
+    within, the one with the lowest upper bound ships.
     `offset`: the drop the noiseless weights already have (see solve_and_verify).
     """
     feasible = [a for a in decision.attempts if a.measured_drop_points <= budget]
     ordered = sorted(feasible, key=lambda a: _rank(a, objective))
     ordered += sorted((a for a in decision.attempts if a not in feasible), key=lambda a: a.measured_drop_points)
-    candidates = ordered[: MAX_VERIFIED - 1]
-    safe = safest(problem)
-    safe_attempt = next((a for a in decision.attempts if a.mapping == safe), None)
-    if safe_attempt is None:
-        safe_attempt = measure(safe, offset + predicted_drop(problem, safe))
-        decision.attempts.append(safe_attempt)
-    if safe_attempt not in candidates:
-        candidates.append(safe_attempt)
+    candidates = ordered[: MAX_VERIFIED - 2]
+    digital = next(o for o in problem.options if o != ANALOG)  # the widest digital unit comes first
+    for harbour in (safest(problem), dict.fromkeys(problem.layers, digital)):
+        known = next((a for a in decision.attempts if a.mapping == harbour), None)
+        if known is None:
+            known = measure(harbour, offset + predicted_drop(problem, harbour))
+            decision.attempts.append(known)
+        if known not in candidates:
+            candidates.append(known)
     verified = []
     for attempt in candidates:
         drop = verify(attempt.mapping)

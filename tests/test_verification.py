@@ -74,7 +74,7 @@ def test_confidence_zero_is_the_mean_rule():
 
 # The rule that ships a mapping, with a synthetic verifier of known drops.
 
-TRUE_DROP = {"aggressive": 3.0, "moderate": 0.4, "safe": 0.2}
+TRUE_DROP = {"analog": 3.0, "int4": 0.4, "int8": 0.2}  # one layer: aggressive, moderate, safe
 
 
 def decision_with(measured: dict[str, float]) -> tuple[Decision, Problem]:
@@ -83,9 +83,9 @@ def decision_with(measured: dict[str, float]) -> tuple[Decision, Problem]:
         Attempt({"l0": name}, 0.0, drop, 0.0, energy_pj=1.0 + i, analog_weight_share=1.0 - i / 3)
         for i, (name, drop) in enumerate(measured.items())
     ]
-    options = list(TRUE_DROP)
+    options = ["analog", "int8", "int4"]  # as target_options orders them: the widest digital unit first
     problem = Problem(
-        ["l0"], options, np.array([[5.0, 1.0, 0.0]]), np.array([[1.0, 2.0, 3.0]]), np.ones(1), np.ones(1), 1,
+        ["l0"], options, np.array([[5.0, 0.0, 1.0]]), np.array([[1.0, 3.0, 2.0]]), np.ones(1), np.ones(1), 1,
         np.ones((1, 3), bool),
     )  # fmt: skip
     return Decision(attempts, attempts[0], True), problem
@@ -107,27 +107,27 @@ def no_measure(mapping, predicted):
 
 
 def test_a_lucky_measurement_is_refused_when_the_held_out_interval_breaks_the_budget():
-    """'aggressive' measured 0.2 on the decision data (a winner's curse); held out, its interval is near 3."""
-    decision, problem = decision_with({"aggressive": 0.2, "moderate": 0.3, "safe": 0.0})
+    """Analog measured 0.2 on the decision data (a winner's curse); held out, its interval is near 3."""
+    decision, problem = decision_with({"analog": 0.2, "int4": 0.3, "int8": 0.0})
     verify = synthetic_verifier(samples=20000)
     shipped, drop = choose_verified(decision, problem, no_measure, verify, budget=1.0, objective="analog-share")
-    assert verify.asked == ["aggressive", "moderate"]
-    assert shipped.mapping == {"l0": "moderate"} and drop.verdict(1.0) == WITHIN
+    assert verify.asked == ["analog", "int4"]
+    assert shipped.mapping == {"l0": "int4"} and drop.verdict(1.0) == WITHIN
     assert decision.attempts[0].verified_low_points > 1.0  # the refused one carries its interval
 
 
 def test_when_the_data_cannot_tell_the_lowest_upper_bound_ships_inconclusive():
-    decision, problem = decision_with({"aggressive": 0.2, "moderate": 0.3, "safe": 0.0})
+    decision, problem = decision_with({"analog": 0.2, "int4": 0.3, "int8": 0.0})
     verify = synthetic_verifier(samples=150)
     shipped, drop = choose_verified(decision, problem, no_measure, verify, 0.5, "analog-share")
-    assert verify.asked == ["aggressive", "moderate", "safe"]  # none was within: all were verified
+    assert verify.asked == ["analog", "int4", "int8"]  # none was within: all were verified
     lowest = min(decision.attempts, key=lambda a: a.verified_high_points)
     assert shipped is lowest and drop.high_points == lowest.verified_high_points
     assert drop.verdict(0.5) == INCONCLUSIVE and drop.high_points - drop.low_points > 0.5
 
 
 def test_the_safest_mapping_is_measured_then_verified_when_no_attempt_was_it():
-    decision, problem = decision_with({"aggressive": 0.2, "moderate": 0.3})
+    decision, problem = decision_with({"analog": 0.2, "int4": 0.3})
     measured = []
 
     def measure(mapping, predicted):
@@ -135,13 +135,13 @@ def test_the_safest_mapping_is_measured_then_verified_when_no_attempt_was_it():
         return Attempt(dict(mapping), predicted, 0.0, 0.0, 3.0, 0.0)
 
     shipped, _ = choose_verified(decision, problem, measure, synthetic_verifier(samples=20000), 0.1, "analog-share")
-    assert measured == [{"l0": "safe"}] and shipped.mapping == {"l0": "safe"}
-    assert decision.attempts[-1].mapping == {"l0": "safe"}  # the report lists it with the others
+    assert measured == [{"l0": "int8"}] and shipped.mapping == {"l0": "int8"}
+    assert decision.attempts[-1].mapping == {"l0": "int8"}  # the report lists it with the others
 
 
-@pytest.mark.parametrize("objective, first", [("energy", "aggressive"), ("analog-share", "aggressive")])
+@pytest.mark.parametrize("objective, first", [("energy", "analog"), ("analog-share", "analog")])
 def test_candidates_are_verified_best_objective_first(objective, first):
-    decision, problem = decision_with({"aggressive": 0.2, "moderate": 0.3, "safe": 0.0})
+    decision, problem = decision_with({"analog": 0.2, "int4": 0.3, "int8": 0.0})
     verify = synthetic_verifier(samples=20000)
     choose_verified(decision, problem, no_measure, verify, 5.0, objective)
     assert verify.asked == [first]

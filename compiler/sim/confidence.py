@@ -7,6 +7,13 @@ images were drawn) and the chips (which noise was drawn); the standard
 error adds both, var_i(mean_s d) / n + var_s(mean_i d) / S, which counts the
 draw-and-sample residual twice and so errs on the wide side. The interval is
 normal: mean +- z se, z the two-sided quantile of the confidence.
+
+A mapping that changed no held-out sample would get an interval of width
+0 (the Wald interval's known failure at a proportion of 0): the sample
+variance counts two pseudo-samples besides the real ones, one the mapping
+broke and one it fixed (as Agresti and Caffo's adjusted interval adds one
+success and one failure per arm), so no finite sample vouches for a drop of
+exactly 0. The mean is the real samples' own.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ def verified_drop(full_precision: np.ndarray, mapped: np.ndarray, confidence: fl
         return VerifiedDrop(mean, mean, mean, samples, seeds, confidence)
     if samples < 2:  # no spread to estimate: the interval is every drop there can be
         return VerifiedDrop(mean, -100.0, 100.0, samples, seeds, confidence)
-    per_sample = drops.mean(axis=0)
+    per_sample = np.concatenate([drops.mean(axis=0), [100.0, -100.0]])  # the two pseudo-samples
     per_seed = drops.mean(axis=1)
     variance = per_sample.var(ddof=1) / samples
     variance += per_seed.var(ddof=1) / seeds if seeds > 1 else 0.0
