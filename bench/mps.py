@@ -174,6 +174,7 @@ class Mps:
             base, Setting(drift=drift, learning_rate=setting.learning_rate, batch_size=setting.batch_size)
         )
         self.net = self.adaptable.net
+        self.draws = 0
         self.layers = base.layers
         self.names = [layer.name for layer in self.layers]
         self.logits = torch.zeros(len(self.layers), len(OPTIONS), requires_grad=True)
@@ -183,8 +184,7 @@ class Mps:
         self.weight_counts = np.array([layer.weight_count for layer in self.layers], dtype=float)
 
     def set_noise_scale(self, scale: float) -> None:
-        for layer in self.net.mixed.values():
-            layer.set_noise_scale(scale)
+        self.net.set_noise_scale(scale)
 
     def train_weights(self, phase: int, data: Dataset, noise_ramp: bool) -> list[float]:
         """One pass of hetmap's adaptation over `data` with the fairness sampler (one optimiser step per batch)."""
@@ -228,11 +228,10 @@ class Mps:
     ) -> list[tuple[float, float, float]]:
         """(accuracy with the analog noise on, analog MAC ratio, digital weight bits) of each mapping."""
         self.net.eval()
-        for layer in self.net.mixed.values():  # the HWA noise is the analog estimate's noise
-            if layer.tiles is not None:
-                layer.tiles.module.train(True)
         result = []
         for row in choices:
+            self.draws += 1  # the analog estimate sees one chip's noise, a new chip per estimate
+            self.net.draw_noise(*(np.random.default_rng([self.setting.seed, 4, self.draws, i]) for i in range(2)))
             self.net.set_mapping({name: OPTIONS[j] for name, j in zip(self.names, row)})
             outputs = self.net(*feeds)
             outputs = outputs[0] if isinstance(outputs, tuple) else outputs
@@ -241,7 +240,7 @@ class Mps:
             bits = sum(self.weight_counts[i] * WEIGHT_BITS[OPTIONS[j]] for i, j in enumerate(row))
             result.append((accuracy, float(self.mac_share[analog].sum()), float(bits)))
         self.net.set_mapping({})
-        self.net.eval()
+        self.net.clear_noise()
         return result
 
     def train_logits(self, steps: int) -> list[float]:
