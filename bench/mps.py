@@ -49,7 +49,7 @@ from bench.baselines import Calibrated, _Adaptable
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG
-from hetmap.passes.finetune import Adaptation
+from hetmap.passes.finetune import FIXED_LEARNING_RATE
 from hetmap.train.adaptation import AdaptConfig, adapt
 from hetmap.train.supernet import FULL_PRECISION
 
@@ -63,7 +63,7 @@ PHASE_SHARES = (0.4, 0.4, 0.2)
 class MpsSetting:
     steps: int  # total optimiser steps: weights in phases 1-2, logits in phase 3
     batch_size: int = 64
-    learning_rate: float = Adaptation.learning_rate  # the weights' (hetmap's fine-tune's)
+    learning_rate: float = FIXED_LEARNING_RATE  # the weights' (hetmap's fine-tune's without its sweep)
     logit_learning_rate: float = 3e-3  # the reference implementation's
     samples: int = 16  # mappings ranked per phase-3 step (reference implementation)
     margin: float = 0.1  # hinge margin on log-probability differences (reference implementation)

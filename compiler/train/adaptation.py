@@ -103,6 +103,15 @@ class MappingSampler:
         return paths
 
 
+def torch_device(name: str) -> str:
+    """The torch device `--device` names; auto picks CUDA when torch sees one."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HetmapError("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
+    return name
+
+
 def _step_seed(seed: int, epoch: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0])
 
@@ -116,7 +125,7 @@ def _loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(outputs, targets.reshape(outputs.shape).to(outputs.dtype))
 
 
-def _mixed_loss(outputs: torch.Tensor, labels, teacher, label_weight: float) -> torch.Tensor:
+def mixed_loss(outputs: torch.Tensor, labels, teacher, label_weight: float) -> torch.Tensor:
     """label_weight x the label loss + the rest x distillation from the full-precision outputs."""
     if labels is None or teacher is None:
         return _loss(outputs, teacher if labels is None else labels)
@@ -136,7 +145,7 @@ def fingerprint(*parts: bytes | str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _first(outputs) -> torch.Tensor:
+def first_output(outputs) -> torch.Tensor:
     return outputs[0] if isinstance(outputs, tuple) else outputs
 
 
@@ -154,10 +163,10 @@ def adapt(
     net.to(device)
     inputs = {name: torch.from_numpy(np.ascontiguousarray(train.inputs[name])) for name in input_names}
     batch_inputs = [name for name in input_names if inputs[name].dim() > 0]
-    labels = _labels(net, input_names, inputs, train, device) if config.label_weight > 0 else None
+    labels = labels_of(net, input_names, inputs, train, device) if config.label_weight > 0 else None
     teacher = None
     if labels is None or config.label_weight < 1:
-        teacher = _teacher_outputs(net, input_names, inputs, train.size, config.batch_size, device)
+        teacher = teacher_outputs(net, input_names, inputs, train.size, config.batch_size, device)
     size = train.size
     steps_per_epoch = math.ceil(size / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -191,8 +200,8 @@ def adapt(
             step_loss = 0.0
             for name, mapping in paths.items():
                 net.set_mapping(mapping)
-                outputs = _first(net(*feeds))
-                loss = _mixed_loss(outputs, label, soft, config.label_weight) / len(paths)
+                outputs = first_output(net(*feeds))
+                loss = mixed_loss(outputs, label, soft, config.label_weight) / len(paths)
                 if not torch.isfinite(loss):
                     raise HetmapError(
                         f"fine-tuning diverged: the {name} path's loss is {loss.item()} at step {done + 1}"
@@ -218,7 +227,7 @@ def adapt(
     return result
 
 
-def _labels(net, input_names, inputs, train: Dataset, device) -> torch.Tensor | None:
+def labels_of(net, input_names, inputs, train: Dataset, device) -> torch.Tensor | None:
     """The labels as class indices (checked against the model's outputs) or regression targets; None without."""
     if train.labels is None:
         return None
@@ -228,7 +237,7 @@ def _labels(net, input_names, inputs, train: Dataset, device) -> torch.Tensor | 
     net.set_mapping({})
     with torch.no_grad():
         first = [(inputs[n][:1] if inputs[n].dim() else inputs[n]).to(device) for n in input_names]
-        classes = _first(net(*first)).reshape(1, -1).shape[1]
+        classes = first_output(net(*first)).reshape(1, -1).shape[1]
     if labels.min() < 0 or labels.max() >= classes:
         raise HetmapError(
             f"training data '{train.source}': labels 'y' must be class indices 0..{classes - 1} "
@@ -237,7 +246,7 @@ def _labels(net, input_names, inputs, train: Dataset, device) -> torch.Tensor | 
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def _teacher_outputs(net, input_names, inputs, size: int, batch_size: int, device) -> torch.Tensor:
+def teacher_outputs(net, input_names, inputs, size: int, batch_size: int, device) -> torch.Tensor:
     """The full-precision model's own outputs on the training data: distillation's targets."""
     net.set_mapping({})
     net.clear_noise()
@@ -249,7 +258,7 @@ def _teacher_outputs(net, input_names, inputs, size: int, batch_size: int, devic
                 (inputs[n][start : start + batch_size] if inputs[n].dim() else inputs[n]).to(device)
                 for n in input_names
             ]
-            chunks.append(_first(net(*feeds)).cpu())
+            chunks.append(first_output(net(*feeds)).cpu())
     return torch.cat(chunks)
 
 
