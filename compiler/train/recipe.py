@@ -1,7 +1,7 @@
 """The fine-tuning recipe's choices that need measurements: the learning rate, by a small sweep.
 
-Each candidate rate trains a short run (a few dozen steps of hetmap's
-adaptation, noise ramp included) from the same starting weights on most of
+Each candidate rate trains a short run (a quarter of the run's steps,
+6 to 24, noise ramp included) from the same starting weights on most of
 the training data, and is scored by the loss of the sandwich paths (each
 analog path under one fixed chip draw) on the held-out rest; the best rate
 wins and the weights go back to where they started. A rate whose run
@@ -33,7 +33,7 @@ from hetmap.train.adaptation import (
 
 CANDIDATE_RATES = (1e-4, 3e-4, 1e-3)
 VALIDATION_SHARE = 0.2
-SWEEP_STEPS = 24  # per candidate, at most
+SWEEP_STEPS = (6, 24)  # per candidate: a quarter of the run's steps, within these bounds
 
 
 @dataclass
@@ -61,7 +61,8 @@ def choose_learning_rate(
     order = np.random.default_rng([config.seed, 17]).permutation(train.size)
     held_out = max(1, min(int(train.size * VALIDATION_SHARE), train.size - 1))
     validation, fit = subset(train, np.sort(order[:held_out])), subset(train, np.sort(order[held_out:]))
-    steps = min(SWEEP_STEPS, math.ceil(fit.size / config.batch_size))
+    run_steps = config.epochs * math.ceil(train.size / config.batch_size)
+    steps = min(max(SWEEP_STEPS[0], run_steps // 4), SWEEP_STEPS[1], math.ceil(fit.size / config.batch_size))
     fit = subset(fit, np.arange(min(fit.size, steps * config.batch_size)))
     start = {name: p.detach().clone() for name, p in net.named_parameters() if p.requires_grad}
     scale = _noise_scale(net)
