@@ -28,7 +28,7 @@ from hetmap.graph.modelio import read_model, write_json_atomic
 from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.mapping.annotations import read_target
 from hetmap.mapping.solver import OBJECTIVES
-from hetmap.passes.finetune import SCOPES
+from hetmap.passes.finetune import DEVICES, SCOPES
 from hetmap.pipeline import report_to_dict
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 from hetmap.sim.drift import parse_drift
@@ -139,10 +139,16 @@ def cli() -> None:
 @click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when the verified mapping is over --max-drop.")
 @click.option(
     "--finetune-lr",
-    default=Adaptation.learning_rate,
-    show_default=True,
+    default=None,
     type=FiniteFloat(min=0, min_open=True),
-    help="Fine-tuning's initial learning rate (Adam, cosine schedule).",
+    help="Fine-tuning's initial learning rate (Adam, cosine schedule); default: a short sweep on held-out data.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where fine-tuning runs (auto: CUDA when torch sees one).",
 )
 def compile(
     model,
@@ -165,6 +171,7 @@ def compile(
     confidence,
     allow_over_budget,
     finetune_lr,
+    device,
 ) -> None:
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
@@ -179,6 +186,10 @@ def compile(
     parse_drift(drift)
     if finetune_epochs and train is None:
         raise click.UsageError("--finetune needs training data: add --train train.npz")
+    if finetune_epochs and device == "cuda":
+        from hetmap.train.adaptation import torch_device
+
+        torch_device(device)  # no CUDA here: one line now, not after the sensitivity pass
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -209,7 +220,7 @@ def compile(
             verify_path=verify,
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
             train_path=train,
-            adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr),
+            adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr, device=device),
             on_step=on_step,
         )
     show_reports(out, result.reports)

@@ -21,6 +21,7 @@ from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.emit import Emit
 from hetmap.passes.finetune import Adaptation, Finetune, FinetuneOptions
 from hetmap.passes.partition import Partition
+from hetmap.passes.refine import Refine, RefineOptions
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity, SensitivityBeforeFinetune
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
@@ -49,6 +50,7 @@ REPORT_NAMES = (
     "finetune",
     "sensitivity",
     "assign",
+    "refine",
     "schedule",
     "emit",
     "pipeline",
@@ -75,7 +77,7 @@ class Decision:
 
 
 def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
-    """The pipeline: with fine-tuning, sensitivity -> finetune -> sensitivity on the adapted weights -> assign.
+    """The pipeline: with fine-tuning, sensitivity -> finetune -> sensitivity on the adapted weights -> assign -> refine.
 
     Every pass's options are built here, once, from the user's decision.
     """
@@ -91,12 +93,21 @@ def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
             given, source, decision.max_drop, decision.objective, measurement, decision.pareto, decision.confidence
         )
     )
+    options = RefineOptions(
+        max(1, adaptation.epochs // 2),  # a few epochs: half the supernetwork's
+        measurement,
+        adaptation.scope,
+        adaptation.batch_size,
+        adaptation.label_weight,
+        adaptation.device,
+    )
+    refine = [Refine(options)] if adapting else []
     if given is not None:
-        choose = [*finetune, assign]
+        choose = [*finetune, assign]  # finetune trained the given mapping alone already
     else:
         first = SensitivityBeforeFinetune(measurement) if adapting else Sensitivity(measurement)
         again = [Sensitivity(measurement)] if adapting else []
-        choose = [first, *finetune, *again, assign]
+        choose = [first, *finetune, *again, assign, *refine]
     return [Canonicalize(), Partition(), Calibrate(), *choose, Schedule(), Emit()]
 
 

@@ -49,7 +49,7 @@ def compiled(tmp_path_factory) -> Path:
         "--objective",
         "analog-share",
         "--max-drop",
-        "1",
+        "1.5",  # what the 271 held-out samples can verify
         "--pareto",
         "-o",
         "build",
