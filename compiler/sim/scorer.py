@@ -26,7 +26,7 @@ from hetmap.targets import Target
 CHUNK = 256
 
 
-def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
+def session_for(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
     """A session whose initializers named in `fed` become inputs, so draws need no rebuild."""
     proto = ir.to_proto(model)
     kept = [t for t in proto.graph.initializer if t.name not in fed]
@@ -77,8 +77,9 @@ class Scorer:
         metric: a name of hetmap.sim.metrics.METRICS; `auto` chooses from the output's shape and the labels.
         """
         self.dataset = dataset
+        self.fixed_batch = fixed_batch(model)
         self.batch = _batch_size(model, dataset)
-        own = _predict(_session(model, set()), dataset.inputs, {}, self.batch)
+        own = _predict(session_for(model, set()), dataset.inputs, {}, self.batch)
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.reference = own if reference is None else reference
         self.metric: Metric = choose_metric(metric, self.reference, dataset.labels, dataset.source)
@@ -86,7 +87,10 @@ class Scorer:
         self.model_metric = self.metric.score(own, dataset.labels, self.reference)  # this model's weights, no noise
 
     def _score(self, session, weights, what: str) -> float:
-        outputs = _predict(session, self.dataset.inputs, weights, self.batch)
+        return self.score_outputs(_predict(session, self.dataset.inputs, weights, self.batch), what)
+
+    def score_outputs(self, outputs: np.ndarray, what: str) -> float:
+        """The metric of a variant's outputs on every sample; a non-finite output names the variant."""
         if not np.isfinite(outputs).all():
             raise NonFiniteError(
                 f"the simulation of {what} computed a non-finite output on data file '{self.dataset.source}'"
@@ -110,7 +114,7 @@ class Scorer:
         `what` names the variant in the error a non-finite output raises.
         """
         simulation: Simulation = build_simulation(annotated, target)
-        session = _session(simulation.model, simulation.drawn_names())
+        session = session_for(simulation.model, simulation.drawn_names())
         if not simulation.blocks:
             nominal = self._score(session, simulation.nominal(), what)
             for _ in range(seeds * len(times)):

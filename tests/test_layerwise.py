@@ -1,0 +1,96 @@
+"""Sensitivity from cached activations and stacked suffix runs decides exactly as whole-model simulation does."""
+
+import copy
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+import messy_models as messy
+from helpers import REFERENCE_MODELS, as_target, random_inputs
+from hetmap.graph.data import Dataset
+from hetmap.graph.shapes import resolve_input_shapes
+from hetmap.models import reference_path
+from hetmap.passes.assign import Assign, AssignOptions
+from hetmap.passes.calibrate import Calibrate
+from hetmap.passes.canonicalize import Canonicalize
+from hetmap.passes.partition import Partition
+from hetmap.passes.sensitivity import Sensitivity
+from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
+from hetmap.sim.cut import find_cut
+from hetmap.sim.measure import Measurement
+
+MEASUREMENT = Measurement("1d", seeds=2)
+
+
+def reference(name: str, samples: int = 48) -> tuple[onnx.ModelProto, Dataset]:
+    data = np.load(reference_path(f"{name}.test.npz"))
+    return onnx.load(reference_path(f"{name}.onnx")), Dataset({"x": data["x"][:samples]}, data["y"][:samples], name)
+
+
+def decide(proto: onnx.ModelProto, dataset: Dataset | None, engine: str, target="hermes", assign=True) -> dict:
+    """Canonicalize .. sensitivity (with `engine`) .. assign: the reports by pass name."""
+    model = ir.serde.deserialize_model(copy.deepcopy(proto))
+    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
+    passes = [Canonicalize(), Partition(), Calibrate(), Sensitivity(MEASUREMENT, engine)]
+    passes += [Assign(AssignOptions(max_drop=1.0, measurement=MEASUREMENT))] if assign else []
+    _, reports = run_pipeline(model, passes, PassContext(as_target(target), config))
+    return reports
+
+
+def drops(report) -> dict:
+    return {
+        (layer, option): (d.drop_points, d.std_points) for layer, o in report.layers.items() for option, d in o.items()
+    }
+
+
+def assert_same_drops(whole, suffix) -> None:
+    expected, actual = drops(whole), drops(suffix)
+    assert expected.keys() == actual.keys()
+    for key, (drop, std) in expected.items():
+        assert actual[key] == pytest.approx((drop, std), abs=1e-9), key
+
+
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_reference_models_get_the_same_drops_and_mapping(name):
+    proto, dataset = reference(name)
+    whole, suffix = (decide(proto, dataset, engine) for engine in ("whole", "suffix"))
+    assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
+    assert whole["assign"].mapping == suffix["assign"].mapping
+    assert [a.measured_drop_points for a in whole["assign"].attempts] == [
+        a.measured_drop_points for a in suffix["assign"].attempts
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["if_and_loop", "multi_input_int64_scalar", "grouped_and_depthwise_conv", "matmul_constant_left", "wide_gemm"],
+)
+def test_hand_built_models_get_the_same_drops_on_a_small_target(name):
+    """Fixed batch sizes (one session per option), row blocks on the tiny target, control flow (whole model)."""
+    proto = messy.wide_gemm() if name == "wide_gemm" else messy.HAND_BUILT[name]()
+    feeds = random_inputs(proto, batch=4)
+    dataset = Dataset(feeds, None, "feeds")
+    whole, suffix = (decide(proto, dataset, engine, "tiny", assign=False) for engine in ("whole", "suffix"))
+    assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
+
+
+def test_a_fixed_batch_reference_model_runs_one_option_per_session_with_the_same_drops():
+    proto, dataset = reference("cnn", samples=32)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
+    whole, suffix = (decide(proto, dataset, engine, assign=False) for engine in ("whole", "suffix"))
+    assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
+
+
+def test_a_cut_feeds_activations_and_recomputes_shapes():
+    """The suffix of the transformer's first projection reads the residual stream and rebuilds int shapes itself."""
+    proto, dataset = reference("transformer", samples=4)
+    model = ir.serde.deserialize_model(proto)
+    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
+    model, reports = run_pipeline(model, [Canonicalize(), Partition()], PassContext(as_target("hermes"), config))
+    first = reports["partition"].layers[0].name
+    cut = find_cut(model, first)
+    assert cut.nodes[0].name == first and cut.reaches_output
+    assert all(value.dtype in (ir.DataType.FLOAT, ir.DataType.INT64) for value in cut.inputs)
+    assert all(value.dtype == ir.DataType.FLOAT for value in cut.inputs if value.producer() is not None)
