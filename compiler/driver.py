@@ -28,6 +28,7 @@ from hetmap.report.facts import chosen_attempt
 from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
 from hetmap.sim.drift import parse_drift
+from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
 from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import Target
@@ -137,6 +138,7 @@ def compile_model(
     adaptation: Adaptation = Adaptation(),
     on_step: Callable[[int, int, str], None] = lambda done, total, info: None,
     metric: str = "auto",
+    workers: Workers = Workers(),
 ) -> CompileResult:
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`.
 
@@ -159,6 +161,7 @@ def compile_model(
         train=train,
         checkpoint_dir=output_dir,
         metric=metric,
+        workers=workers,
     )
     context = PassContext(target=target, config=config, progress=on_step)
     model, results = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)

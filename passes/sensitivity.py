@@ -23,7 +23,7 @@ import onnx_ir as ir
 from hetmap.errors import require_finite
 from hetmap.mapping.mapping import ANALOG, target_options
 from hetmap.pipeline import Pass, PassContext, scoring_dataset
-from hetmap.sim.layerwise import sweep_for, sweep_layers
+from hetmap.sim.layerwise import sweep_for, sweep_parallel
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
 
@@ -71,7 +71,8 @@ class Sensitivity(Pass):
             sweep = sweep_for(
                 scorer, model, target, partition.layers, ranges, options, seeds, self.measurement.t_inference_s, seed
             )
-            outputs = sweep_layers(model, sweep, [layer.name for layer in partition.layers])
+            names = [layer.name for layer in partition.layers]
+            outputs = sweep_parallel(model, sweep, names, context.config.workers)
             scores = {name: _scores(scorer, name, per_option) for name, per_option in outputs.items()}
         layers = {}
         for layer in partition.layers:

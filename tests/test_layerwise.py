@@ -8,7 +8,7 @@ import onnx_ir as ir
 import pytest
 
 import messy_models as messy
-from helpers import REFERENCE_MODELS, as_target, random_inputs
+from helpers import REFERENCE_MODELS, as_target, compiled_example, random_inputs
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import resolve_input_shapes
 from hetmap.models import reference_path
@@ -19,7 +19,9 @@ from hetmap.passes.partition import Partition
 from hetmap.passes.sensitivity import Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
 from hetmap.sim.cut import find_cut
+from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
+from hetmap.sim.run import evaluate
 
 MEASUREMENT = Measurement("1d", seeds=2)
 
@@ -94,3 +96,35 @@ def test_a_cut_feeds_activations_and_recomputes_shapes():
     assert cut.nodes[0].name == first and cut.reaches_output
     assert all(value.dtype in (ir.DataType.FLOAT, ir.DataType.INT64) for value in cut.inputs)
     assert all(value.dtype == ir.DataType.FLOAT for value in cut.inputs if value.producer() is not None)
+
+
+def sensitivity_with(workers: Workers) -> dict:
+    proto, dataset = reference("resnet", samples=32)
+    model = ir.serde.deserialize_model(proto)
+    shapes = resolve_input_shapes(model, dataset, {})
+    config = CompileConfig(input_shapes=shapes, dataset=dataset, workers=workers)
+    passes = [Canonicalize(), Partition(), Calibrate(), Sensitivity(MEASUREMENT)]
+    return drops(run_pipeline(model, passes, PassContext(as_target("hermes"), config))[1]["sensitivity"])
+
+
+def run_with(workers: Workers) -> list:
+    model, reports = compiled_example("cnn", "hermes", "mixed")
+    dataset = Dataset({"x": np.load(reference_path("cnn.test.npz"))["x"][:64]}, None, "cnn")
+    report = evaluate(model, "cnn", dataset, ["1h", "1y"], seeds=3, seed=5, workers=workers)
+    return [result.per_seed for result in report.drifts]
+
+
+def test_two_local_workers_give_the_serial_results():
+    assert sensitivity_with(Workers(2, serial_below_bytes=0)) == sensitivity_with(Workers(1))
+    assert run_with(Workers(2, serial_below_bytes=0)) == run_with(Workers(1))
+
+
+def test_a_local_ray_instance_gives_the_serial_results():
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        assert sensitivity_with(Workers(2, "local")) == sensitivity_with(Workers(1))
+        assert run_with(Workers(2, "local")) == run_with(Workers(1))
+    finally:
+        ray.shutdown()

@@ -24,6 +24,7 @@ from hetmap.graph.data import Dataset
 from hetmap.mapping.annotations import layer_annotation
 from hetmap.mapping.mapping import ANALOG
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
+from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer, session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 
@@ -79,6 +80,15 @@ def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, d
         for name in group:
             results[name] = _measure_layer(model, sweep, layers[name], cuts[name], source, shapes, batched, largest)
     return results
+
+
+def sweep_parallel(model: ir.Model, sweep: Sweep, names: list[str], workers: Workers) -> dict:
+    """sweep_layers over `names` with the layers dealt among `workers` (the same arrays as serial)."""
+    parts = split(names, workers.count if workers.parallel else 1)
+    results = {}
+    for part in map_parts(sweep_layers, model, sweep, parts, workers):
+        results.update(part)
+    return {name: results[name] for name in names}
 
 
 def _groups(names, cuts, per_sample, size, data):

@@ -19,6 +19,8 @@ import onnxruntime as ort
 from hetmap.errors import HetmapError, NonFiniteError, require_finite
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
+from hetmap.sim import jobs
+from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
@@ -36,6 +38,7 @@ def session_for(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
     proto.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in moved)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = jobs.SESSION_THREADS
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
@@ -107,11 +110,12 @@ class Scorer:
         on_step: Callable[[], None] = lambda: None,
         with_nominal: bool = False,
         what: str = "the mapped model",
+        workers: Workers = Workers(),
     ) -> tuple[float | None, list[list[float]]]:
         """(converters-only metric when asked, else None; metric per drift time per seed) of an annotated model.
 
         The converters-only run costs one more pass over the data, so only `hetmap run` asks for it.
-        `what` names the variant in the error a non-finite output raises.
+        `what` names the variant in the error a non-finite output raises; `workers` share out the draws.
         """
         simulation: Simulation = build_simulation(annotated, target)
         session = session_for(simulation.model, simulation.drawn_names())
@@ -121,12 +125,31 @@ class Scorer:
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
         nominal = self._score(session, simulation.nominal(), what) if with_nominal else None
+        shared = (target, times, seed, self.dataset.inputs, self.batch)
+        done = {}
+        if workers.parallel and seeds > 1:
+            parts = split(list(range(seeds)), workers.count)
+            for part, outputs in zip(parts, map_parts(_draws_outputs, annotated, shared, parts, workers)):
+                done.update(zip(part, outputs))
         per_time = [[] for _ in times]
         for draw in range(seeds):
-            program_rng, read_rngs = draw_generators(seed, draw, len(times))
-            programmed = simulation.program(program_rng)
-            for index, t in enumerate(times):
-                weights = simulation.read(programmed, t, read_rngs[index])
-                per_time[index].append(self._score(session, weights, what))
+            outputs = done[draw] if done else _draw_outputs(simulation, session, shared, draw)
+            for index, output in enumerate(outputs):
+                per_time[index].append(self.score_outputs(output, what))
                 on_step()
         return nominal, per_time
+
+
+def _draw_outputs(simulation: Simulation, session: ort.InferenceSession, shared, draw: int) -> list[np.ndarray]:
+    """One chip (Monte-Carlo draw `draw`) programmed once and read at every drift time: outputs per time."""
+    target, times, seed, inputs, batch = shared
+    program_rng, read_rngs = draw_generators(seed, draw, len(times))
+    programmed = simulation.program(program_rng)
+    return [_predict(session, inputs, simulation.read(programmed, t, rng), batch) for t, rng in zip(times, read_rngs)]
+
+
+def _draws_outputs(annotated: ir.Model, shared, draws: list[int]) -> list[list[np.ndarray]]:
+    """_draw_outputs for several draws in a worker, which builds its own simulation graph."""
+    simulation = build_simulation(annotated, shared[0])
+    session = session_for(simulation.model, simulation.drawn_names())
+    return [_draw_outputs(simulation, session, shared, draw) for draw in draws]
