@@ -202,7 +202,7 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, shapes, bat
             for name in names
         ]
         suffix = suffix_model(model, cut, annotations, shapes, batched)
-        simulation = build_simulation(suffix, sweep.target)
+        simulation = build_simulation(suffix, sweep.target, copy=False)
         session = _session(simulation.model, simulation.drawn_names())
         rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))
         for run in range(runs):

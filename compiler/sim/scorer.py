@@ -12,34 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
 from hetmap.errors import HetmapError, NonFiniteError, require_finite
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
-from hetmap.sim import jobs
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
+from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
 
 CHUNK = 256
-
-
-def session_for(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
-    """A session whose initializers named in `fed` become inputs, so draws need no rebuild."""
-    proto = ir.to_proto(model)
-    kept = [t for t in proto.graph.initializer if t.name not in fed]
-    moved = [t for t in proto.graph.initializer if t.name in fed]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
-    proto.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in moved)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = jobs.SESSION_THREADS
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def _predict(

@@ -306,9 +306,12 @@ class _Builder:
         return y
 
 
-def build_simulation(annotated: ir.Model, target: Target) -> Simulation:
-    """A copy of the annotated model with every mapped layer rewritten; weights clean until a draw."""
-    model = ir.from_proto(ir.to_proto(annotated))
+def build_simulation(annotated: ir.Model, target: Target, copy: bool = True) -> Simulation:
+    """A copy of the annotated model with every mapped layer rewritten; weights clean until a draw.
+
+    copy=False rewrites `annotated` itself (a graph built for this simulation alone).
+    """
+    model = ir.from_proto(ir.to_proto(annotated)) if copy else annotated
     builder = _Builder(model, target)
     for node in list(model.graph):
         annotation = read_layer(node)
