@@ -197,7 +197,7 @@ def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed
     """
     simulation = build_simulation(annotated, target)
     program_rng, (read_rng,) = draw_generators(seed, 0, 1)
-    simulation.bake(simulation.read(simulation.program(program_rng), parse_drift(drift), read_rng))
+    simulation.bake(simulation.draw(program_rng, parse_drift(drift), read_rng))
     mark_simulation(simulation.model, drift, seed, draw=0)
     save_model_atomic(simulation.model, path)
 

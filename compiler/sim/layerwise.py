@@ -236,9 +236,8 @@ def _draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: S
         blocks = [b for b in simulation.blocks if b.weight.name.startswith(f"{layer}#{name}/")]
         own = Simulation(simulation.model, simulation.target, blocks)
         program_rng, (read_rng,) = draw_generators(sweep.seed, draw, 1)
-        values.update(own.read(own.program(program_rng), sweep.t_inference_s, read_rng))
-    nominal = simulation.nominal()
-    return {name: values.get(name, nominal[name]) for name in nominal}
+        values.update(own.draw(program_rng, sweep.t_inference_s, read_rng))
+    return values
 
 
 def _whole_model(model: ir.Model, sweep: Sweep, layer) -> dict[str, list[np.ndarray]]:
@@ -262,7 +261,7 @@ def _whole_model(model: ir.Model, sweep: Sweep, layer) -> dict[str, list[np.ndar
             weights = simulation.nominal()
             if option == ANALOG:
                 program_rng, (read_rng,) = draw_generators(sweep.seed, draw, 1)
-                weights = simulation.read(simulation.program(program_rng), sweep.t_inference_s, read_rng)
+                weights = simulation.draw(program_rng, sweep.t_inference_s, read_rng)
             source = _Source(model, [], sweep.dataset.inputs, sweep.batch, True)
             names = list(source.data)
             parts = [_run(session, {**source.get(names, a, b), **weights}) for a, b in source.ranges(sweep.batch)]

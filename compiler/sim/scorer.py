@@ -25,6 +25,8 @@ from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
 
 CHUNK = 256
+PROGRAMMED_BYTES_PER_WEIGHT = 12  # a programmed tile: conductance, drift exponent, read-noise amplitude
+PROGRAMMED_LIMIT_BYTES = 512 << 20  # above: the chip is programmed again for each drift time, block by block
 
 
 def _predict(
@@ -129,6 +131,11 @@ def _draw_outputs(simulation: Simulation, session: ort.InferenceSession, shared,
     """One chip (Monte-Carlo draw `draw`) programmed once and read at every drift time: outputs per time."""
     target, times, seed, inputs, batch = shared
     program_rng, read_rngs = draw_generators(seed, draw, len(times))
+    analog_weights = sum(block.matrix.size for block in simulation.blocks)
+    if len(times) == 1 or PROGRAMMED_BYTES_PER_WEIGHT * analog_weights > PROGRAMMED_LIMIT_BYTES:
+        # Program again for each time, block by block: the same chip (same generator state), less memory.
+        fresh = [draw_generators(seed, draw, len(times))[0] for _ in times]
+        return [_predict(session, inputs, simulation.draw(p, t, r), batch) for p, t, r in zip(fresh, times, read_rngs)]
     programmed = simulation.program(program_rng)
     return [_predict(session, inputs, simulation.read(programmed, t, rng), batch) for t, rng in zip(times, read_rngs)]
 
