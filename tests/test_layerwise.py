@@ -1,6 +1,7 @@
 """Sensitivity from cached activations and stacked suffix runs decides exactly as whole-model simulation does."""
 
 import copy
+import warnings
 
 import numpy as np
 import onnx
@@ -76,6 +77,25 @@ def test_hand_built_models_get_the_same_drops_on_a_small_target(name):
     dataset = Dataset(feeds, None, "feeds")
     whole, suffix = (decide(proto, dataset, engine, "tiny", assign=False) for engine in ("whole", "suffix"))
     assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
+
+
+def test_an_sklearn_classifier_whose_labels_are_gathered_gets_the_same_drops():
+    """skl2onnx leaves intermediate types unset and ends in ArgMax, ArrayFeatureExtractor and Reshape(-1)."""
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    labels = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stopped early
+        proto = to_onnx(
+            MLPClassifier((16, 8), max_iter=50, random_state=0).fit(x, labels), x[:1], options={"zipmap": False}
+        )
+    for samples in (2, 40):
+        dataset = Dataset({"X": x[:samples]}, None, "feeds")
+        whole, suffix = (decide(proto, dataset, engine, "tiny", assign=False) for engine in ("whole", "suffix"))
+        assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
 
 
 def test_a_fixed_batch_reference_model_runs_one_option_per_session_with_the_same_drops():

@@ -58,15 +58,14 @@ def find_cut(model: ir.Model, layer_name: str) -> Cut:
                 if id(consumer) not in chosen:
                     chosen[id(consumer)] = consumer
                     stack.append(consumer)
-    pending = list(chosen.values())
+    pending = [node for node in chosen.values() if node is not layer]  # the layer reads its input as fed
     while pending:
         for value in pending.pop().inputs:
             producer = value.producer() if value is not None else None
             if producer is None or id(producer) in chosen or value.const_value is not None:
                 continue
-            if value.dtype not in FLOAT_TYPES or not any(
-                v is not None and not v.is_initializer() for v in producer.inputs
-            ):
+            known_not_float = value.dtype is not None and value.dtype not in FLOAT_TYPES
+            if known_not_float or not any(v is not None and not v.is_initializer() for v in producer.inputs):
                 chosen[id(producer)] = producer
                 pending.append(producer)
     ordered = sorted(chosen.values(), key=lambda node: position[id(node)])
@@ -82,7 +81,7 @@ def suffix_model(
     model: ir.Model,
     cut: Cut,
     variants: list[tuple[str, LayerAnnotation]],
-    sample_shapes: dict[str, tuple[int, ...]],
+    samples: dict[str, np.ndarray],
     batched: set[str],
 ) -> ir.Model:
     """A model of the suffix whose layer is replaced by one annotated copy per variant (name, annotation).
@@ -90,7 +89,7 @@ def suffix_model(
     With several variants their outputs are concatenated along axis 0 and
     every `batched` input is repeated as often, so output rows come variant
     by variant. Weights are shared with `model`, never copied; inputs are
-    declared with a symbolic batch and `sample_shapes`' other dimensions.
+    declared with the dtype of their `samples` and a symbolic batch.
     """
     mapped: dict[ir.Value, ir.Value] = {}
     initializers: dict[str, ir.Value] = {}
@@ -112,14 +111,15 @@ def suffix_model(
 
     direct_inputs: dict[str, ir.Value] = {}
     for value in cut.inputs:
-        shape = ir.Shape(["batch", *sample_shapes[value.name]]) if value.name in batched else None
-        fed = ir.Value(name=value.name, type=value.type, shape=shape or value.shape)
+        sample = samples[value.name]
+        shape = ir.Shape(["batch", *sample.shape[1:]] if value.name in batched else sample.shape)
+        fed = ir.Value(name=value.name, type=ir.TensorType(ir.DataType.from_numpy(sample.dtype)), shape=shape)
         graph_inputs.append(fed)
         direct_inputs[value.name] = fed
         if stack and value.name in batched:
             node = ir.node("Concat", [fed] * len(variants), {"axis": 0}, name=f"{value.name}/stacked")
             node.outputs[0].name = f"{value.name}/stacked"
-            node.outputs[0].type = value.type
+            node.outputs[0].type = fed.type
             new_nodes.append(node)
             mapped[value] = node.outputs[0]
         else:
@@ -160,6 +160,40 @@ def suffix_model(
     return ir.Model(graph, ir_version=model.ir_version)
 
 
+def shared_copy(model: ir.Model) -> ir.Model | None:
+    """A copy of the graph's structure that shares every weight tensor (no bytes copied); None with control flow."""
+    if has_subgraphs(model) or model.functions:
+        return None
+    mapped: dict[ir.Value, ir.Value] = {}
+    inputs = []
+    for value in model.graph.inputs:
+        mapped[value] = ir.Value(name=value.name, type=value.type, shape=value.shape)
+        inputs.append(mapped[value])
+    initializers = []
+    for value in model.graph.initializers.values():
+        copy = mapped.get(value) or ir.Value(name=value.name, type=value.type, shape=value.shape)
+        copy.const_value = value.const_value
+        mapped[value] = copy
+        initializers.append(copy)
+    nodes = []
+    for node in model.graph:
+        copy = _clone(node, [mapped[v] if v is not None else None for v in node.inputs], node.name)
+        for old, new in zip(node.outputs, copy.outputs):
+            new.name, new.type, new.shape = old.name, old.type, old.shape
+            mapped[old] = new
+        nodes.append(copy)
+    graph = ir.Graph(
+        inputs,
+        [mapped[value] for value in model.graph.outputs],
+        nodes=nodes,
+        initializers=initializers,
+        opset_imports=dict(model.opset_imports),
+        name=model.graph.name,
+        metadata_props=dict(model.graph.metadata_props),
+    )
+    return ir.Model(graph, ir_version=model.ir_version, metadata_props=dict(model.metadata_props))
+
+
 def _clone(node: ir.Node, inputs: list[ir.Value | None], name: str) -> ir.Node:
     return ir.Node(
         node.domain,
@@ -170,6 +204,7 @@ def _clone(node: ir.Node, inputs: list[ir.Value | None], name: str) -> ir.Node:
         num_outputs=len(node.outputs),
         version=node.version,
         name=name,
+        metadata_props=dict(node.metadata_props),
     )
 
 

@@ -70,15 +70,15 @@ def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, d
     activations = list(dict.fromkeys(v.name for cut in cuts.values() for v in cut.inputs if v.name not in data))
     probe = _full_precision(model, activations, {n: a[:probe_rows] if a.ndim else a for n, a in data.items()})
     per_sample = {name: array.nbytes // max(probe_rows, 1) for name, array in probe.items()}
-    batched = {n for n, a in {**data, **probe}.items() if a.ndim and len(a) == probe_rows}
-    shapes = {n: a.shape[1:] for n, a in {**data, **probe}.items() if a.ndim}
+    batched = {n for n, a in data.items() if a.ndim} | {n for n, a in probe.items() if a.ndim and len(a) == probe_rows}
+    samples = {**{n: a[:probe_rows] if a.ndim else a for n, a in data.items()}, **probe}
     largest = max(per_sample.values(), default=0) or max((a[:1].nbytes for a in data.values()), default=1)
     results = {}
     for group, cached in _groups(names, cuts, per_sample, size, data):
         wanted = list(dict.fromkeys(v.name for n in group for v in cuts[n].inputs if v.name not in data))
         source = _Source(model, wanted, data, sweep.batch, cached)
         for name in group:
-            results[name] = _measure_layer(model, sweep, layers[name], cuts[name], source, shapes, batched, largest)
+            results[name] = _measure_layer(model, sweep, layers[name], cuts[name], source, samples, batched, largest)
     return results
 
 
@@ -140,6 +140,7 @@ class _Source:
                 name: np.concatenate([part[name] for part in parts]) if parts[0][name].ndim else parts[0][name]
                 for name in names
             }
+            self.session = None  # its weights are a second copy of the model's
 
     @property
     def size(self) -> int:
@@ -187,7 +188,7 @@ def _variant_plans(sweep: Sweep, layer, stack: bool) -> list[tuple[list[str], in
     return [(["analog0"], sweep.draws)] * analog + [([option], 1) for option in digital]
 
 
-def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, shapes, batched, largest):
+def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, batched, largest):
     outputs: dict[str, list[np.ndarray]] = {option: [] for option in sweep.options}
     fed_inputs = [v.name for v in cut.inputs]
     float_unbatched = any(v.dtype in FLOAT_TYPES and v.name not in batched for v in cut.inputs)
@@ -201,7 +202,7 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, shapes, bat
             (name, layer_annotation(layer, _option(name), sweep.target, input_range, [], total_weights))
             for name in names
         ]
-        suffix = suffix_model(model, cut, annotations, shapes, batched)
+        suffix = suffix_model(model, cut, annotations, samples, batched)
         simulation = build_simulation(suffix, sweep.target, copy=False)
         session = _session(simulation.model, simulation.drawn_names())
         rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))

@@ -26,6 +26,7 @@ import onnx_ir.passes.common as common_passes
 from hetmap.graph.layouts import PEAK_FLOOR, WeightLayout, quantize_symmetric, row_ranges
 from hetmap.mapping.annotations import read_layer
 from hetmap.sim import noise as pcm
+from hetmap.sim.cut import shared_copy
 from hetmap.targets import Target
 
 ACTIVATION_BITS = 8  # digital layers see INT8 activations
@@ -347,9 +348,10 @@ class _Builder:
 def build_simulation(annotated: ir.Model, target: Target, copy: bool = True) -> Simulation:
     """A copy of the annotated model with every mapped layer rewritten; weights clean until a draw.
 
-    copy=False rewrites `annotated` itself (a graph built for this simulation alone).
+    The copy shares the weight tensors (none is modified); copy=False
+    rewrites `annotated` itself (a graph built for this simulation alone).
     """
-    model = ir.from_proto(ir.to_proto(annotated)) if copy else annotated
+    model = (shared_copy(annotated) or ir.from_proto(ir.to_proto(annotated))) if copy else annotated
     builder = _Builder(model, target)
     for node in list(model.graph):
         annotation = read_layer(node)
