@@ -14,6 +14,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from hetmap.graph.modelio import proto_without
 from hetmap.sim import jobs
 
 IN_PLACE_ABOVE_BYTES = 1024
@@ -24,15 +25,9 @@ _IN_PLACE_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np
 
 
 def session_for(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
-    graph = model.graph
-    moved = [value for name, value in graph.initializers.items() if name in fed or _in_place(value)]
-    for value in moved:
-        graph.initializers.pop(value.name)
-    try:
-        proto = ir.to_proto(model)
-    finally:
-        for value in moved:
-            graph.register_initializer(value)
+    """A CPU session over `model` (initializers named in `fed` become inputs), its weights read in place."""
+    moved = [value for name, value in model.graph.initializers.items() if name in fed or _in_place(value)]
+    proto = proto_without(model, moved)
     names, arrays = [], []
     folded = _fold_dequantize(model, proto)
     for name, array in folded.items():
