@@ -40,7 +40,7 @@ from hetmap.mapping.cost import mapping_energy_pj
 from hetmap.mapping.mapping import ANALOG, option_bits, target_options
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
-from hetmap.passes.finetune import Adaptation
+from hetmap.passes.finetune import FIXED_LEARNING_RATE, Adaptation
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline, scoring_dataset
 from hetmap.sim.drift import parse_drift
@@ -60,7 +60,7 @@ class Setting:
     drift: str = "1d"
     seeds: int = 3
     epochs: int = 3  # all-analog hardware-aware fine-tuning, as hetmap's --finetune
-    learning_rate: float = Adaptation.learning_rate  # every fine-tune here and hetmap's
+    learning_rate: float = FIXED_LEARNING_RATE  # every fine-tune here (hetmap's sweeps its own)
     batch_size: int = Adaptation.batch_size
     layer_steps: int = 10  # LionHeart's brief fine-tune per move, optimiser steps
     hutchinson_vectors: int = 8

@@ -62,7 +62,7 @@ def hetmap_outcome(
 
     It fine-tunes on `train_path` and decides on `data_path` (default: the bundled training and test sets).
     """
-    adaptation = Adaptation(epochs, learning_rate=setting.learning_rate, batch_size=setting.batch_size)
+    adaptation = Adaptation(epochs, batch_size=setting.batch_size)  # hetmap's recipe: its sweep picks the rate
     result = compile_model(
         reference_path(f"{name}.onnx"),
         target,
@@ -239,7 +239,7 @@ def write_markdown(
         f"    {command}",
         "",
         f"Target {TARGET}; budget {setting.max_drop} points at {setting.drift} of drift; {setting.seeds} noise seeds; "
-        f"{setting.epochs} fine-tuning epochs at learning rate {setting.learning_rate:g} (hetmap --finetune and all-analog HWA); layer-by-layer fine-tunes "
+        f"{setting.epochs} fine-tuning epochs at learning rate {setting.learning_rate:g} (all-analog HWA; hetmap --finetune sweeps its own); layer-by-layer fine-tunes "
         f"{setting.layer_steps} steps per move. Accuracy on each model's test set, mean ± std over seeds. Mapping times are "
         f"wall times on {machine['cores']} cores, shared: 1-minute load average {machine['load_average_before']:.1f} "
         f"before the run, {machine['load_average_after']:.1f} after.",

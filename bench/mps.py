@@ -49,7 +49,7 @@ from bench.baselines import Calibrated, _Adaptable
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG
-from hetmap.passes.finetune import Adaptation
+from hetmap.passes.finetune import FIXED_LEARNING_RATE
 from hetmap.train.adaptation import AdaptConfig, adapt
 from hetmap.train.supernet import FULL_PRECISION
 
@@ -63,7 +63,7 @@ PHASE_SHARES = (0.4, 0.4, 0.2)
 class MpsSetting:
     steps: int  # total optimiser steps: weights in phases 1-2, logits in phase 3
     batch_size: int = 64
-    learning_rate: float = Adaptation.learning_rate  # the weights' (hetmap's fine-tune's)
+    learning_rate: float = FIXED_LEARNING_RATE  # the weights' (hetmap's fine-tune's without its sweep)
     logit_learning_rate: float = 3e-3  # the reference implementation's
     samples: int = 16  # mappings ranked per phase-3 step (reference implementation)
     margin: float = 0.1  # hinge margin on log-probability differences (reference implementation)
@@ -174,6 +174,7 @@ class Mps:
             base, Setting(drift=drift, learning_rate=setting.learning_rate, batch_size=setting.batch_size)
         )
         self.net = self.adaptable.net
+        self.draws = 0
         self.layers = base.layers
         self.names = [layer.name for layer in self.layers]
         self.logits = torch.zeros(len(self.layers), len(OPTIONS), requires_grad=True)
@@ -183,8 +184,7 @@ class Mps:
         self.weight_counts = np.array([layer.weight_count for layer in self.layers], dtype=float)
 
     def set_noise_scale(self, scale: float) -> None:
-        for layer in self.net.mixed.values():
-            layer.set_noise_scale(scale)
+        self.net.set_noise_scale(scale)
 
     def train_weights(self, phase: int, data: Dataset, noise_ramp: bool) -> list[float]:
         """One pass of hetmap's adaptation over `data` with the fairness sampler (one optimiser step per batch)."""
@@ -228,11 +228,10 @@ class Mps:
     ) -> list[tuple[float, float, float]]:
         """(accuracy with the analog noise on, analog MAC ratio, digital weight bits) of each mapping."""
         self.net.eval()
-        for layer in self.net.mixed.values():  # the HWA noise is the analog estimate's noise
-            if layer.tiles is not None:
-                layer.tiles.module.train(True)
         result = []
         for row in choices:
+            self.draws += 1  # the analog estimate sees one chip's noise, a new chip per estimate
+            self.net.draw_noise(*(np.random.default_rng([self.setting.seed, 4, self.draws, i]) for i in range(2)))
             self.net.set_mapping({name: OPTIONS[j] for name, j in zip(self.names, row)})
             outputs = self.net(*feeds)
             outputs = outputs[0] if isinstance(outputs, tuple) else outputs
@@ -241,7 +240,7 @@ class Mps:
             bits = sum(self.weight_counts[i] * WEIGHT_BITS[OPTIONS[j]] for i, j in enumerate(row))
             result.append((accuracy, float(self.mac_share[analog].sum()), float(bits)))
         self.net.set_mapping({})
-        self.net.eval()
+        self.net.clear_noise()
         return result
 
     def train_logits(self, steps: int) -> list[float]:

@@ -13,14 +13,22 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from hetmap import __version__
-from hetmap.driver import REPORT_HTML, Adaptation, Decision, compile_model, over_budget, read_reports
+from hetmap.driver import (
+    REPORT_HTML,
+    Adaptation,
+    Decision,
+    compile_model,
+    over_budget,
+    read_reports,
+    verification_note,
+)
 from hetmap.errors import HetmapError
 from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model, write_json_atomic
 from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.mapping.annotations import read_target
 from hetmap.mapping.solver import OBJECTIVES
-from hetmap.passes.finetune import SCOPES
+from hetmap.passes.finetune import DEVICES, SCOPES
 from hetmap.pipeline import report_to_dict
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 from hetmap.sim.drift import parse_drift
@@ -134,13 +142,32 @@ def cli() -> None:
 )
 @metric_option
 @workers_options
-@click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when no measured mapping meets --max-drop.")
+@click.option(
+    "--verify",
+    "verify",
+    type=click.Path(path_type=Path),
+    help="Verification .npz for the chosen mapping (default: half of --data, held out of every decision).",
+)
+@click.option(
+    "--confidence",
+    default=0.95,
+    show_default=True,
+    type=FiniteFloat(min=0, max=1, max_open=True),
+    help="A mapping ships when this confidence interval of its verified drop is within --max-drop (0: the mean).",
+)
+@click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when the verified mapping is over --max-drop.")
 @click.option(
     "--finetune-lr",
-    default=Adaptation.learning_rate,
-    show_default=True,
+    default=None,
     type=FiniteFloat(min=0, min_open=True),
-    help="Fine-tuning's initial learning rate (Adam, cosine schedule).",
+    help="Fine-tuning's initial learning rate (Adam, cosine schedule); default: a short sweep on held-out data.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where fine-tuning runs (auto: CUDA when torch sees one).",
 )
 def compile(
     model,
@@ -161,8 +188,11 @@ def compile(
     metric,
     workers,
     ray_address,
+    verify,
+    confidence,
     allow_over_budget,
     finetune_lr,
+    device,
 ) -> None:
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
@@ -177,6 +207,10 @@ def compile(
     parse_drift(drift)
     if finetune_epochs and train is None:
         raise click.UsageError("--finetune needs training data: add --train train.npz")
+    if finetune_epochs and device == "cuda":
+        from hetmap.train.adaptation import torch_device
+
+        torch_device(device)  # no CUDA here: one line now, not after the sensitivity pass
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -203,10 +237,11 @@ def compile(
             input_shapes=shapes,
             seed=seed,
             metric=metric,
-            decision=Decision(mapping, max_drop, objective, drift, seeds, pareto),
+            decision=Decision(mapping, max_drop, objective, drift, seeds, pareto, confidence),
+            verify_path=verify,
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
             train_path=train,
-            adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr),
+            adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr, device=device),
             on_step=on_step,
             workers=Workers(workers, ray_address),
         )
@@ -214,6 +249,9 @@ def compile(
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
     out.print(f"wrote {result.output_dir}/")
+    note = verification_note(result.reports)
+    if note:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     refusal = over_budget(result.reports)
     if refusal and not allow_over_budget:
         raise HetmapError(f"{refusal}; the reports are in {result.output_dir}/ (give --allow-over-budget to accept it)")

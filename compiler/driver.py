@@ -10,9 +10,9 @@ from pathlib import Path
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
-from hetmap.graph.data import Dataset, load_dataset
+from hetmap.graph.data import Dataset, load_dataset, split_dataset
 from hetmap.graph.modelio import read_model, save_model_atomic, write_json_atomic
-from hetmap.graph.shapes import graph_inputs, resolve_input_shapes
+from hetmap.graph.shapes import fixed_batch, graph_inputs, resolve_input_shapes
 from hetmap.mapping.annotations import mark_simulation
 from hetmap.mapping.mapping import resolve_mapping
 from hetmap.passes.assign import Assign, AssignOptions
@@ -21,12 +21,14 @@ from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.emit import Emit
 from hetmap.passes.finetune import Adaptation, Finetune, FinetuneOptions
 from hetmap.passes.partition import Partition
+from hetmap.passes.refine import Refine, RefineOptions
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity, SensitivityBeforeFinetune
 from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
 from hetmap.report.facts import chosen_attempt
 from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
+from hetmap.sim.confidence import OVER
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
@@ -39,6 +41,8 @@ MAPPING_FILE = "mapping.json"
 REPORTS_DIR = "reports"
 REPORT_HTML = "report.html"
 COMPLETION_REPORT = "pipeline"  # written last: a folder without it holds an interrupted compile
+VERIFY_SHARE = 0.5  # of --data held out to verify the chosen mapping (stratified by class)
+MIN_SPLIT_SAMPLES = 20  # less data is verified on itself
 REPORT_NAMES = (
     "canonicalize",
     "partition",
@@ -47,6 +51,7 @@ REPORT_NAMES = (
     "finetune",
     "sensitivity",
     "assign",
+    "refine",
     "schedule",
     "emit",
     "pipeline",
@@ -69,10 +74,11 @@ class Decision:
     drift: str = "1d"
     seeds: int = 3
     pareto: bool = False
+    confidence: float = 0.95  # of the verified drop's interval; 0: the mean alone decides
 
 
 def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
-    """The pipeline: with fine-tuning, sensitivity -> finetune -> sensitivity on the adapted weights -> assign.
+    """The pipeline: with fine-tuning, sensitivity -> finetune -> sensitivity on the adapted weights -> assign -> refine.
 
     Every pass's options are built here, once, from the user's decision.
     """
@@ -83,13 +89,26 @@ def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
     finetune = (
         [Finetune(FinetuneOptions(adaptation, measurement, decision.max_drop, given, source))] if adapting else []
     )
-    assign = Assign(AssignOptions(given, source, decision.max_drop, decision.objective, measurement, decision.pareto))
+    assign = Assign(
+        AssignOptions(
+            given, source, decision.max_drop, decision.objective, measurement, decision.pareto, decision.confidence
+        )
+    )
+    options = RefineOptions(
+        max(1, adaptation.epochs // 2),  # a few epochs: half the supernetwork's
+        measurement,
+        adaptation.scope,
+        adaptation.batch_size,
+        adaptation.label_weight,
+        adaptation.device,
+    )
+    refine = [Refine(options)] if adapting else []
     if given is not None:
-        choose = [*finetune, assign]
+        choose = [*finetune, assign]  # finetune trained the given mapping alone already
     else:
         first = SensitivityBeforeFinetune(measurement) if adapting else Sensitivity(measurement)
         again = [Sensitivity(measurement)] if adapting else []
-        choose = [first, *finetune, *again, assign]
+        choose = [first, *finetune, *again, assign, *refine]
     return [Canonicalize(), Partition(), Calibrate(), *choose, Schedule(), Emit()]
 
 
@@ -111,18 +130,37 @@ def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
 
 
 def _input_shapes(
-    model: ir.Model, dataset: Dataset | None, train: Dataset | None, overrides: dict
+    model: ir.Model, dataset: Dataset | None, others: dict[str, Dataset | None], overrides: dict
 ) -> dict[str, tuple[int, ...]]:
-    """The shapes the data gives (else the training data); training samples must have the same shape."""
-    shapes = resolve_input_shapes(model, dataset or train, overrides)
-    if dataset is not None and train is not None:
-        for name, shape in resolve_input_shapes(model, train, overrides).items():
+    """The shapes the data gives (else the first other file's); the other files' samples must have the same shape.
+
+    `others`: the training and verification files by what they are ("training file").
+    """
+    given = {kind: data for kind, data in others.items() if data is not None}
+    first = dataset or next(iter(given.values()), None)
+    shapes = resolve_input_shapes(model, first, overrides)
+    for kind, other in given.items():
+        if other is first:
+            continue
+        for name, shape in resolve_input_shapes(model, other, overrides).items():
             if shape != shapes[name]:
                 raise HetmapError(
-                    f"training file '{train.source}': input '{name}' has samples of shape {list(shape[1:])} "
-                    f"but the data file '{dataset.source}' has {list(shapes[name][1:])}"
+                    f"{kind} '{other.source}': input '{name}' has samples of shape {list(shape[1:])} "
+                    f"but the data file '{first.source}' has {list(shapes[name][1:])}"
                 )
     return shapes
+
+
+def _held_out(
+    model: ir.Model, dataset: Dataset | None, verify: Dataset | None, decision: Decision, seed: int
+) -> tuple[Dataset | None, Dataset | None]:
+    """(decision data, verification data): the user's --verify file, else a seeded share of --data held out.
+
+    Nothing is held out when the mapping is given, or the data is too small to split.
+    """
+    if verify is not None or dataset is None or decision.mapping is not None or dataset.size < MIN_SPLIT_SAMPLES:
+        return dataset, verify
+    return split_dataset(dataset, VERIFY_SHARE, seed, fixed_batch(model) or 1)
 
 
 def compile_model(
@@ -139,6 +177,7 @@ def compile_model(
     on_step: Callable[[int, int, str], None] = lambda done, total, info: None,
     metric: str = "auto",
     workers: Workers = Workers(),
+    verify_path: Path | None = None,
 ) -> CompileResult:
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`.
 
@@ -148,20 +187,26 @@ def compile_model(
     if adaptation.epochs > 0 and train_path is None:
         raise HetmapError("--finetune needs training data: add --train train.npz (x, optional y)")
     mapping_file = Path(decision.mapping) if decision.mapping else None
-    sources = [p for p in (model_path, data_path, mapping_file, train_path) if p is not None and p.exists()]
+    sources = [
+        p for p in (model_path, data_path, mapping_file, train_path, verify_path) if p is not None and p.exists()
+    ]
     _check_output_dir(output_dir, sources)
     model = read_model(model_path)
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(model)}
     dataset = load_dataset(data_path, dtypes) if data_path is not None else None
     train = load_dataset(train_path, dtypes) if train_path is not None and adaptation.epochs > 0 else None
+    verify = load_dataset(verify_path, dtypes) if verify_path is not None else None
+    shapes = _input_shapes(model, dataset, {"training file": train, "verification file": verify}, input_shapes or {})
+    dataset, verify = _held_out(model, dataset, verify, decision, seed)
     config = CompileConfig(
         seed=seed,
-        input_shapes=_input_shapes(model, dataset, train, input_shapes or {}),
+        input_shapes=shapes,
         dataset=dataset,
         train=train,
         checkpoint_dir=output_dir,
         metric=metric,
         workers=workers,
+        verify=verify,
     )
     context = PassContext(target=target, config=config, progress=on_step)
     model, results = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)
@@ -203,15 +248,34 @@ def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed
 
 
 def over_budget(reports: dict[str, dict]) -> str | None:
-    """Why the compile's result is a refusal (no measured mapping met the budget), or None when it is not."""
+    """Why the compile's result is a refusal (its verification puts the whole interval over the budget), or None.
+
+    An inconclusive verification (the interval straddles the budget) is no
+    refusal: the mapping with the lowest upper bound ships, with a note.
+    """
     assign = reports.get("assign", {})
-    if assign.get("source") != "solver" or assign.get("within_budget"):
+    verification = assign.get("verification")
+    if assign.get("source") != "solver" or assign["within_budget"]:
         return None
-    chosen = chosen_attempt(assign)
+    if verification is None:  # no data to verify on: the decisions' measurement is all there is
+        return (
+            f"no mapping met the {assign['max_drop_points']:g}-point budget at {assign['drift']}: the one with the "
+            f"least measured drop ({chosen_attempt(assign)['measured_drop_points']:.2f} points) was written"
+        )
+    if verification["verdict"] != OVER:
+        return None
     return (
-        f"no mapping met the {assign['max_drop_points']:g}-point budget at {assign['drift']}: "
-        f"the one with the least measured drop ({chosen['measured_drop_points']:.2f} points) was written"
+        f"no mapping met the {assign['max_drop_points']:g}-point budget at {assign['drift']}: the best one "
+        f"written drops {verification['drop_points']:.2f} points ({verification['confidence']:.0%} interval "
+        f"{verification['low_points']:.2f} to {verification['high_points']:.2f}) on {verification['samples']} "
+        "held-out samples"
     )
+
+
+def verification_note(reports: dict[str, dict]) -> str | None:
+    """The line to show when the data could not verify the budget (None when it could, or nothing was verified)."""
+    verification = reports.get("assign", {}).get("verification")
+    return verification["note"] or None if verification else None
 
 
 def read_reports(output_dir: Path) -> dict[str, dict]:

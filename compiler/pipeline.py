@@ -49,6 +49,7 @@ class CompileConfig:
     checkpoint_dir: Path | None = None  # where fine-tuning keeps its resumable state
     metric: str = "auto"  # how outputs are scored (hetmap.sim.metrics.METRICS)
     workers: Workers = Workers()  # where independent measurements run (sensitivity's layers)
+    verify: Dataset | None = None  # held out of `dataset`, or the user's --verify: the final check of a mapping
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,20 @@ def scoring_dataset(model: ir.Model, config: CompileConfig) -> Dataset:
     rng = np.random.default_rng([config.seed, 11])
     feeds = random_feeds(model, config.input_shapes, rng, batch=batch)
     return Dataset(inputs=feeds, labels=None, source="random inputs (give --data to score on real data)")
+
+
+def verification_dataset(model: ir.Model, config: CompileConfig) -> tuple[Dataset, bool] | None:
+    """(the data a chosen mapping is verified on, whether it is held out of the decisions' data), or None.
+
+    The held-out part of the user's data, or their --verify file; data too
+    small to split is verified on itself; without data there is nothing to
+    verify on (random inputs say nothing of the budget).
+    """
+    if config.verify is not None:
+        return scoring_dataset(model, CompileConfig(seed=config.seed, dataset=config.verify)), True
+    if config.dataset is not None:
+        return scoring_dataset(model, config), False
+    return None
 
 
 def run_pipeline(

@@ -14,10 +14,18 @@ the sensitivity measured then; finetune's result hands both weights on),
 and those weights ship instead when their mapping is strictly better: a
 short fine-tune can cost the noiseless model more of the budget than it
 wins back, and must not make the result worse.
+
+Every decision above is made on the decision part of the data. The best
+candidates are then verified once each on the held-out verification part
+(hetmap.sim.confidence): the first whose confidence interval lies within the
+budget ships. When none does, the one with the lowest upper bound ships,
+marked over the budget when its whole interval is, else inconclusive, with
+a note of how many samples would resolve the budget.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,9 +33,10 @@ import onnx_ir as ir
 
 from hetmap.mapping.cost import dram_surcharge_pj_per_byte, layer_cost, mapping_energy_pj, weight_bytes
 from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
-from hetmap.mapping.search import Attempt, Decision, decide, solve_and_verify
-from hetmap.mapping.solver import Problem
-from hetmap.pipeline import Pass, PassContext, scoring_dataset
+from hetmap.mapping.search import Attempt, Decision, decide, safest, solve_and_verify
+from hetmap.mapping.solver import Problem, predicted_drop
+from hetmap.pipeline import Pass, PassContext, scoring_dataset, verification_dataset
+from hetmap.sim.confidence import WITHIN, VerifiedDrop, verified_drop
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
 
@@ -44,6 +53,7 @@ class AssignOptions:
     objective: str = "energy"
     measurement: Measurement = Measurement()
     pareto: bool = False
+    confidence: float = 0.95  # of the verified drop's interval; 0: the mean alone decides
 
 
 @dataclass
@@ -58,6 +68,23 @@ class AssignReport:
     pareto: list[Attempt] = field(default_factory=list)
     # With fine-tuning, the mapping is solved on both weights and ships with the better: "fine-tuned" or "before fine-tuning".
     weights: str = "as given"
+    verification: Verification | None = None
+
+
+@dataclass
+class Verification:
+    """The shipped mapping's drop on the held-out data, and what it says of the budget."""
+
+    data: str
+    samples: int
+    seeds: int
+    held_out: bool  # False when the data was too small to split: verified on the decision data
+    confidence: float
+    drop_points: float
+    low_points: float
+    high_points: float
+    verdict: str  # within, over or inconclusive (hetmap.sim.confidence)
+    note: str = ""  # when the data cannot verify the budget: how many samples would
 
 
 class Assign(Pass):
@@ -86,20 +113,29 @@ class Assign(Pass):
             else:
                 _swap_weights(model, change.after)
         decision, problem, measure = chosen
+        verify_data = verification_dataset(model, context.config)
+        shipped, verification = decision.best, None
+        if verify_data is not None:
+            verifier = _Verifier(model, context, options, verify_data, change if weights == "fine-tuned" else None)
+            shipped, drop = choose_verified(
+                decision, problem, measure, verifier, options.max_drop, options.objective, measure.offset
+            )
+            verification = verifier.summary(drop, options.max_drop)
         pareto = []
         if options.pareto:
             for budget in PARETO_BUDGETS:
                 pareto += solve_and_verify(problem, measure, budget, options.objective, measure.offset)[-1:]
         report = AssignReport(
             source="solver",
-            mapping=Mapping(dict(decision.best.mapping)),
+            mapping=Mapping(dict(shipped.mapping)),
             objective=options.objective,
             max_drop_points=options.max_drop,
             drift=options.measurement.drift,
             attempts=decision.attempts,
-            within_budget=decision.feasible,
+            within_budget=verification.verdict == WITHIN if verification else decision.feasible,
             pareto=pareto,
             weights=weights,
+            verification=verification,
         )
         return model, report
 
@@ -170,4 +206,110 @@ class _Measure:
             measured_std_points=float(drops.std()),
             energy_pj=mapping_energy_pj(self.layers, mapping, self.target),
             analog_weight_share=sum(l.weight_count for l in analog) / self.total_weights,
+        )
+
+
+MAX_VERIFIED = 4  # candidates verified on the held-out data: two by objective, the safest, all-digital
+
+
+def choose_verified(
+    decision: Decision,
+    problem: Problem,
+    measure: Callable[[dict[str, str], float], Attempt],
+    verify: Callable[[dict[str, str]], VerifiedDrop],
+    budget: float,
+    objective: str,
+    offset: float = 0.0,
+) -> tuple[Attempt, VerifiedDrop]:
+    """Verify the best candidates on the held-out data, best first; the first within the budget ships.
+
+    Candidates: the attempts within the budget on the decision data by
+    objective, then the others by measured drop; then the safest mapping
+    (each layer's least measured drop) and the all-widest-digital one, the
+    harbour when the data cannot vouch for analog layers (each measured on
+    the decision data first when it was not an attempt). When none is
+    within, the one with the lowest upper bound ships.
+    `offset`: the drop the noiseless weights already have (see solve_and_verify).
+    """
+    feasible = [a for a in decision.attempts if a.measured_drop_points <= budget]
+    ordered = sorted(feasible, key=lambda a: _rank(a, objective))
+    ordered += sorted((a for a in decision.attempts if a not in feasible), key=lambda a: a.measured_drop_points)
+    candidates = ordered[: MAX_VERIFIED - 2]
+    digital = next(o for o in problem.options if o != ANALOG)  # the widest digital unit comes first
+    for harbour in (safest(problem), dict.fromkeys(problem.layers, digital)):
+        known = next((a for a in decision.attempts if a.mapping == harbour), None)
+        if known is None:
+            known = measure(harbour, offset + predicted_drop(problem, harbour))
+            decision.attempts.append(known)
+        if known not in candidates:
+            candidates.append(known)
+    verified = []
+    for attempt in candidates:
+        drop = verify(attempt.mapping)
+        attempt.verified_drop_points, attempt.verified_low_points, attempt.verified_high_points = (
+            drop.mean_points,
+            drop.low_points,
+            drop.high_points,
+        )
+        verified.append((attempt, drop))
+        if drop.verdict(budget) == WITHIN:
+            return attempt, drop
+    return min(verified, key=lambda pair: (pair[1].high_points, _rank(pair[0], objective)))
+
+
+def _rank(attempt: Attempt, objective: str) -> tuple:
+    """Sort key: the better attempt under the objective first."""
+    if objective == "energy":
+        return (attempt.energy_pj,)
+    return (-attempt.analog_weight_share, attempt.energy_pj)
+
+
+class _Verifier:
+    """Scores mappings on the held-out verification data, against the model the user brought."""
+
+    def __init__(self, model: ir.Model, context: PassContext, options: AssignOptions, data: tuple, change):
+        dataset, self.held_out = data
+        reference = None
+        if change is not None:  # fine-tuned weights are measured against the user's model on this data too
+            _swap_weights(model, change.before)
+            reference = Scorer(model, dataset).reference
+            _swap_weights(model, change.after)
+        self.scorer = Scorer(model, dataset, reference, context.config.metric)
+        ranges = context.reports["calibrate"].input_range
+        layers = context.reports["partition"].layers
+        self.measurer = Measurer(model, context.target, layers, ranges, self.scorer, context.config.seed)
+        self.options = options
+
+    def __call__(self, mapping: dict[str, str]) -> VerifiedDrop:
+        measurement = self.options.measurement
+        what = f"the mapping with {sum(o == ANALOG for o in mapping.values())} analog layers (verification)"
+        per_time = self.measurer.measure(mapping, [measurement.t_inference_s], measurement.seeds, what, per_sample=True)
+        return verified_drop(self.scorer.full_precision_per_sample, np.array(per_time[0]), self.options.confidence)
+
+    def summary(self, drop: VerifiedDrop, budget: float) -> Verification:
+        verdict = drop.verdict(budget)
+        note = ""
+        if verdict != WITHIN and drop.high_points - drop.low_points > budget:
+            needed = drop.samples_needed(budget)
+            remedy = (
+                f"about {needed} samples would narrow it to the budget"
+                if needed
+                else "no number of samples can, at a budget of 0"
+            )
+            note = (
+                f"the {drop.samples} {'held-out ' if self.held_out else ''}samples cannot verify a {budget:g}-point "
+                f"budget: the {drop.confidence:.0%} interval is {drop.high_points - drop.low_points:.2f} points wide; "
+                f"{remedy}"
+            )
+        return Verification(
+            data=self.scorer.dataset.source,
+            samples=drop.samples,
+            seeds=drop.seeds,
+            held_out=self.held_out,
+            confidence=drop.confidence,
+            drop_points=drop.mean_points,
+            low_points=drop.low_points,
+            high_points=drop.high_points,
+            verdict=verdict,
+            note=note,
         )

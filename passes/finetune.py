@@ -14,6 +14,7 @@ and those outputs, on to sensitivity and assign (`weights`, not in the JSON).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,9 +31,12 @@ from hetmap.sim.scorer import Scorer
 
 if TYPE_CHECKING:
     from hetmap.train.adaptation import EpochRecord
+    from hetmap.train.recipe import Sweep
 
 CHECKPOINT_NAME = "finetune.ckpt"
 SCOPES = ("all", "head", "norm")
+DEVICES = ("auto", "cpu", "cuda")
+FIXED_LEARNING_RATE = 1e-4  # the rate before the sweep; 1e-3 unsettled the trained digits ResNet then
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,11 @@ class Adaptation:
 
     epochs: int = 0
     scope: str = "all"
-    learning_rate: float = 1e-4  # Adam, cosine-annealed to 0; 1e-3 unsettled the trained digits ResNet
+    learning_rate: float | None = None  # Adam, cosine-annealed to 0; None: a short sweep on held-out data picks it
     batch_size: int = 64
+    noise_ramp: float = 0.5  # share of the steps over which the device noise rises from 0 to the target's
+    label_weight: float = 0.5  # labels' share of the loss beside distillation from full precision
+    device: str = "auto"  # auto: CUDA when torch sees one
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,10 @@ class FinetuneReport:
     device: str
     seconds: float
     resumed_from_epoch: int
+    learning_rate_sweep: Sweep | None
     paths: list[str]
     analog_trained_in_full_precision: dict[str, str]  # layer -> why its tiles could not train it
-    history: list[EpochRecord]  # torch and aihwkit import only when fine-tuning runs
+    history: list[EpochRecord]  # torch imports only when fine-tuning runs
     before: list[MappingScore] = field(default_factory=list)
     after: list[MappingScore] = field(default_factory=list)
     weights: WeightChange | None = handoff()
@@ -93,9 +101,8 @@ class Finetune(Pass):
         self.options = options
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, FinetuneReport]:
-        import torch
-
-        from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt, fingerprint
+        from hetmap.train.adaptation import AdaptConfig, MappingSampler, adapt, fingerprint, torch_device
+        from hetmap.train.recipe import choose_learning_rate
         from hetmap.train.supernet import Supernet, trainable_initializers
 
         config, options = context.config, self.options
@@ -123,7 +130,7 @@ class Finetune(Pass):
             else None
         )
         sampler = MappingSampler(names, target_options(context.target), drops, options.max_drop, fixed)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch_device(adaptation.device)
         input_names = [value.name for value in graph_inputs(model)]
         run_id = fingerprint(
             *(model.graph.initializers[n].const_value.tobytes() for n in trainable),
@@ -143,11 +150,17 @@ class Finetune(Pass):
         adapt_config = AdaptConfig(
             epochs=adaptation.epochs,
             batch_size=adaptation.batch_size,
-            learning_rate=adaptation.learning_rate,
+            learning_rate=adaptation.learning_rate or 0.0,
             seed=config.seed,
             device=device,
             checkpoint=config.checkpoint_dir / CHECKPOINT_NAME if config.checkpoint_dir else None,
+            noise_ramp=adaptation.noise_ramp,
+            label_weight=adaptation.label_weight,
         )
+        sweep = None
+        if adaptation.learning_rate is None:
+            sweep = choose_learning_rate(net, input_names, train, sampler, adapt_config)
+            adapt_config = dataclasses.replace(adapt_config, learning_rate=sweep.chosen)
         result = adapt(net, input_names, train, sampler, adapt_config, run_id, context.progress)
         original = {name: model.graph.initializers[name].const_value for name in trainable}
         for name, array in net.graph.parameter_arrays().items():
@@ -158,7 +171,7 @@ class Finetune(Pass):
         report = FinetuneReport(
             epochs=adaptation.epochs,
             scope=adaptation.scope,
-            learning_rate=adaptation.learning_rate,
+            learning_rate=adapt_config.learning_rate,
             train_data=train.source,
             train_samples=train.size,
             trainable_parameters=sum(model.graph.initializers[n].const_value.size for n in trainable),
@@ -166,6 +179,7 @@ class Finetune(Pass):
             device=device,
             seconds=time.perf_counter() - began,
             resumed_from_epoch=result.resumed_from_epoch,
+            learning_rate_sweep=sweep,
             paths=list(sampler.paths(np.random.default_rng(0))),
             analog_trained_in_full_precision=net.analog_unsupported,
             history=result.history,

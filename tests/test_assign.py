@@ -72,7 +72,7 @@ def compiled(tmp_path_factory):
         HERMES,
         folder / "out",
         reference_path("mlp.test.npz"),
-        decision=Decision(None, max_drop=0.5, objective="analog-share", seeds=2),
+        decision=Decision(None, max_drop=0.5, objective="analog-share", seeds=2, confidence=0),
     )
     return folder / "out"
 
@@ -86,10 +86,14 @@ def test_sensitivity_covers_every_layer_and_option(compiled):
         assert all(drops[option]["std_points"] == 0 for option in ("int8", "int4", "int2"))  # deterministic
 
 
-def test_the_shipped_mapping_was_measured_within_the_budget(compiled):
+def test_the_shipped_mapping_was_verified_within_the_budget_on_held_out_samples(compiled):
     assign = json.loads((compiled / "reports" / "assign.json").read_text())
     chosen = [a for a in assign["attempts"] if a["mapping"] == assign["mapping"]["layers"]]
-    assert assign["within_budget"] and chosen and chosen[-1]["measured_drop_points"] <= 0.5
+    verification = assign["verification"]
+    assert assign["within_budget"] and verification["verdict"] == "within" and verification["held_out"]
+    assert chosen[-1]["verified_drop_points"] == verification["drop_points"] <= 0.5  # confidence 0: the mean decides
+    samples = len(np.load(reference_path("mlp.test.npz"))["y"])
+    assert verification["samples"] == pytest.approx(samples / 2, abs=10)
 
 
 def test_running_the_mapped_model_reproduces_the_measured_drop(compiled):

@@ -139,6 +139,12 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
     before = {s["mapping"]: s["mean"] for s in finetune["before"]}
     after = {s["mapping"]: s["mean"] for s in finetune["after"]}
     assert after["all-analog"] > before["all-analog"]
+    sweep = finetune["learning_rate_sweep"]
+    assert finetune["learning_rate"] == sweep["chosen"] and f"{sweep['chosen']:g}" in sweep["validation_loss"]
+    refine = json.loads(open("out/reports/refine.json").read())
+    assert refine["steps"] > 0 and refine["shipped"] in ("refined", "as assigned")
+    assert (refine["shipped"] == "refined") == (refine["drop_after_points"] <= refine["drop_before_points"])
+    assert refine["epochs"] == 1
     assert reports["sensitivity"]["full_precision"] == reports["sensitivity_before"]["full_precision"]
     adapted, original = onnx.load("out/model.mapped.onnx"), onnx.load(reference_path("mlp.onnx"))
     onnx.checker.check_model(adapted, full_check=True)
@@ -184,6 +190,7 @@ def test_labels_outside_the_model_classes_are_one_line(hetmap):
 
 def test_a_fine_tune_that_maps_worse_ships_the_weights_from_before_it(hetmap):
     common = ("-t", "hermes", "--objective", "analog-share", "--data", reference_path("mlp.test.npz"), "--seeds", "2")
+    common += ("--confidence", "0")  # the mean decides: this test is about which weights ship
     plain = hetmap("compile", reference_path("mlp.onnx"), "-o", "plain", *common)
     wrecked = hetmap(
         "compile",
@@ -208,3 +215,20 @@ def test_a_fine_tune_that_maps_worse_ships_the_weights_from_before_it(hetmap):
     arrays = {t.name: onnx.numpy_helper.to_array(t) for t in unadapted}
     assert all(np.array_equal(onnx.numpy_helper.to_array(t), arrays[t.name]) for t in shipped)
     assert "before fine-tuning" in open("wrecked/report.html").read()
+
+
+def test_learning_rate_sweep_is_seeded_and_leaves_the_weights_as_it_found_them():
+    from hetmap.train.recipe import CANDIDATE_RATES, choose_learning_rate
+
+    _, reports, net = _supernet("mlp", "all-analog")
+    data = np.load(reference_path("mlp.train.npz"))
+    train = Dataset({"x": data["x"][:256]}, None, "mlp.train.npz")  # no labels: distillation alone
+    names = [layer.name for layer in reports["partition"].layers]
+    sampler = MappingSampler(names, ["analog", "int8", "int4", "int2"], None, 0.5)
+    config = AdaptConfig(epochs=1, seed=3, noise_ramp=0.5)
+    start = {name: p.detach().clone() for name, p in net.named_parameters()}
+    sweeps = [choose_learning_rate(net, ["x"], train, sampler, config) for _ in range(2)]
+    assert sweeps[0] == sweeps[1] and sweeps[0].chosen in CANDIDATE_RATES
+    assert all(np.isfinite(loss) for loss in sweeps[0].validation_loss.values())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p, start[name], rtol=0, atol=0, msg=name)

@@ -29,6 +29,36 @@ class Dataset:
     def head(self, count: int) -> dict[str, np.ndarray]:
         return {name: array[:count] if array.ndim else array for name, array in self.inputs.items()}
 
+    def subset(self, indices: np.ndarray) -> Dataset:
+        """The samples at `indices` (a 0-d input stays whole); errors still name the file."""
+        inputs = {name: array[indices] if array.ndim else array for name, array in self.inputs.items()}
+        labels = self.labels[indices] if self.labels is not None else None
+        return Dataset(inputs, labels, self.source)
+
+
+def split_dataset(dataset: Dataset, share: float, seed: int, multiple: int = 1) -> tuple[Dataset, Dataset]:
+    """(decision part, verification part): a seeded, disjoint split, stratified by class when labels are per sample.
+
+    The verification part takes `share` of each class (of all samples without
+    per-sample labels); both parts hold a whole number of `multiple` samples
+    (a model's fixed batch size).
+    """
+    rng = np.random.default_rng([seed, 18])
+    labels = dataset.labels
+    if labels is not None and labels.ndim == 1:
+        groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
+    else:
+        groups = [np.arange(dataset.size)]
+    verify = []
+    for group in groups:
+        group = rng.permutation(group)
+        verify.extend(group[: int(round(len(group) * share))])
+    verify = rng.permutation(np.array(verify, dtype=np.int64))
+    decide = rng.permutation(np.setdiff1d(np.arange(dataset.size), verify))
+    verify = np.sort(verify[: len(verify) - len(verify) % multiple])
+    decide = np.sort(decide[: len(decide) - len(decide) % multiple])
+    return dataset.subset(decide), dataset.subset(verify)
+
 
 def load_dataset(path: Path, input_dtypes: dict[str, np.dtype]) -> Dataset:
     """Read an .npz whose arrays match the model's graph inputs by name (or `x`).

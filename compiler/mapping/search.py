@@ -20,10 +20,14 @@ PESSIMISM = 0.9  # measured below this share of predicted: the model had slack t
 class Attempt:
     mapping: dict[str, str]
     predicted_drop_points: float
-    measured_drop_points: float
+    measured_drop_points: float  # on the data the decisions are made on
     measured_std_points: float
     energy_pj: float
     analog_weight_share: float
+    # On the held-out verification data, when assign verified it: the mean and its confidence interval.
+    verified_drop_points: float | None = None
+    verified_low_points: float | None = None
+    verified_high_points: float | None = None
 
 
 Measure = Callable[[dict[str, str], float], Attempt]  # (mapping, predicted drop) -> the measured attempt

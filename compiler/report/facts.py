@@ -89,18 +89,47 @@ def summary(reports: dict[str, dict]) -> dict:
     chosen = chosen_attempt(assign) if assign else None
     if chosen is not None and sensitivity is not None:
         full = sensitivity["full_precision"]
+        verified = assign.get("verification")
+        drop = verified["drop_points"] if verified else chosen["measured_drop_points"]
+        within = chosen["measured_drop_points"] <= assign["max_drop_points"]
         facts["accuracy"] = {
             "metric": sensitivity["metric"],
             "full_precision": full,
-            "mapped": full - chosen["measured_drop_points"] / 100,
-            "drop_points": chosen["measured_drop_points"],
-            "std_points": chosen["measured_std_points"],
+            "mapped": full - drop / 100,
+            "drop_points": drop,
             "drift": assign["drift"],
             "max_drop_points": assign["max_drop_points"],
-            "within_budget": chosen["measured_drop_points"] <= assign["max_drop_points"],
-            "seeds": sensitivity["seeds"],
+            "verdict": verified["verdict"] if verified else ("within" if within else "over"),
+            "evidence": _evidence(verified, chosen, sensitivity["seeds"]),
         }
     return facts
+
+
+def _evidence(verified: dict | None, chosen: dict, seeds: int) -> str:
+    """'drop +0.31 points, 95 % interval 0.05 to 0.48, verified on 500 held-out samples (3 seeds)'."""
+    if verified is None:
+        return f"drop {chosen['measured_drop_points']:+.2f} ± {chosen['measured_std_points']:.2f} points, {seeds} seeds"
+    interval = (
+        f", {verified['confidence']:.0%} interval {verified['low_points']:+.2f} to {verified['high_points']:+.2f}"
+        if verified["confidence"] > 0
+        else ""
+    )
+    where = "held-out samples" if verified["held_out"] else "samples (too few to hold any out)"
+    return (
+        f"drop {verified['drop_points']:+.2f} points{interval}, verified on {verified['samples']} {where} "
+        f"({verified['seeds']} seeds)"
+    )
+
+
+VERDICT_TEXT = {
+    "within": "within the {budget:g}-point budget",
+    "over": "over the {budget:g}-point budget",
+    "inconclusive": "the data cannot tell whether within the {budget:g}-point budget",
+}
+
+
+def verdict_text(accuracy: dict) -> str:
+    return VERDICT_TEXT[accuracy["verdict"]].format(budget=accuracy["max_drop_points"])
 
 
 def drop_text(option: dict | None) -> str:
@@ -145,3 +174,24 @@ ENERGY_TERM_LABELS = {
     "activation_movement": "activations",
     "periphery": "periphery",
 }
+
+
+def verified_text(attempt: dict) -> str:
+    """'+0.37 [-0.27, +1.01]': an attempt's drop on the held-out data with its interval ('' when not verified)."""
+    if attempt.get("verified_drop_points") is None:
+        return ""
+    low, high = attempt["verified_low_points"], attempt["verified_high_points"]
+    interval = f" [{low:+.2f}, {high:+.2f}]" if high > low else ""
+    return f"{attempt['verified_drop_points']:+.2f}{interval}"
+
+
+def assign_outcome(assign: dict) -> str:
+    """What the verification decided, in a clause."""
+    verification = assign.get("verification")
+    if verification is None:
+        return "within budget" if assign["within_budget"] else "no attempt within budget: the least drop ships"
+    return {
+        "within": "a mapping verified within the budget on held-out data ships",
+        "over": "every verified mapping is over the budget: the one with the lowest upper bound ships",
+        "inconclusive": "the held-out data cannot settle the budget: the mapping with the lowest upper bound ships",
+    }[verification["verdict"]]

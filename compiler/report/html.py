@@ -15,6 +15,7 @@ from pathlib import Path
 from hetmap import __version__
 from hetmap.graph.modelio import write_bytes_atomic
 from hetmap.report.facts import (
+    assign_outcome,
     breakdown_text,
     chosen_attempt,
     count_text,
@@ -24,6 +25,8 @@ from hetmap.report.facts import (
     summary,
     time_text,
     unique_attempts,
+    verdict_text,
+    verified_text,
 )
 from hetmap.report.html_markup import CSS, Html, badge, card, escape, fact_list, note, table
 
@@ -65,15 +68,11 @@ def _summary_section(reports: dict[str, dict]) -> str:
         )
     accuracy = facts["accuracy"]
     if accuracy is not None:
-        verdict = (
-            Html('<span class="good">within</span>')
-            if accuracy["within_budget"]
-            else Html('<span class="bad">over</span>')
-        )
+        style = {"within": "good", "over": "bad"}.get(accuracy["verdict"], "unsure")
         detail = Html(
-            f"{escape(accuracy['metric'])} {accuracy['full_precision']:.2%} at full precision; drop "
-            f"{accuracy['drop_points']:+.2f} ± {accuracy['std_points']:.2f} points at {escape(accuracy['drift'])} "
-            f"({accuracy['seeds']} seeds), {verdict} the {accuracy['max_drop_points']:g}-point budget"
+            f"{escape(accuracy['metric'])} {accuracy['full_precision']:.2%} at full precision; "
+            f"{escape(accuracy['evidence'])} at {escape(accuracy['drift'])}: "
+            f'<span class="{style}">{escape(verdict_text(accuracy))}</span>'
         )
         cards.append(card(f"{accuracy['metric']} mapped", f"{accuracy['mapped']:.2%}", detail))
     elif "assign" in reports:
@@ -198,7 +197,7 @@ def _pictures_section(pictures: dict[str, bytes], reports: dict[str, dict]) -> s
 
 def _attempts_table(attempts: list[dict], chosen: dict | None, max_drop: float | None) -> Html:
     """One row per measured mapping; a 'within budget' column when there is one budget."""
-    headers = ["#", "mapping", "analog share", "energy", "predicted drop", "measured drop"]
+    headers = ["#", "mapping", "analog share", "energy", "predicted drop", "measured drop", "verified drop"]
     headers += ["within budget"] if max_drop is not None else []
     rows, classes = [], []
     for index, attempt in enumerate(attempts, start=1):
@@ -211,12 +210,13 @@ def _attempts_table(attempts: list[dict], chosen: dict | None, max_drop: float |
             energy_text(attempt["energy_pj"]),
             f"{attempt['predicted_drop_points']:+.2f}",
             f"{attempt['measured_drop_points']:+.2f} ± {attempt['measured_std_points']:.2f}",
+            verified_text(attempt),
         ]
         if max_drop is not None:
             row.append("yes" if attempt["measured_drop_points"] <= max_drop else "no")
         rows.append(row)
         classes.append("chosen" if is_chosen else "")
-    return table(headers, rows, numeric={2, 3, 4, 5}, row_classes=classes)
+    return table(headers, rows, numeric={2, 3, 4, 5, 6}, row_classes=classes)
 
 
 def _solver_section(reports: dict[str, dict]) -> str:
@@ -226,18 +226,15 @@ def _solver_section(reports: dict[str, dict]) -> str:
     if assign["source"] != "solver":
         return note(f"The mapping was given ({assign['source']}); the solver did not run.")
     chosen = chosen_attempt(assign)
-    verdict = (
-        "a measured mapping within the budget ships"
-        if assign["within_budget"]
-        else "no attempt met the budget: the one with the least measured drop ships"
-    )
+    verdict = assign_outcome(assign)
     if assign.get("weights") == "before fine-tuning":
         verdict += ", on the weights from before fine-tuning (the fine-tuned ones mapped worse)"
     parts = [
         Html(
             f"<p>Objective <b>{escape(assign['objective'])}</b> under a budget of {assign['max_drop_points']:g} points of "
             f"drop at {escape(assign['drift'])}: the MILP on the additive sensitivity model proposes, simulation measures, "
-            f"the model is corrected and solved again; {escape(verdict)}. Drops in percentage points; hover a mapping for "
+            f"the model is corrected and solved again, on the decision part of the data; the best candidates are then "
+            f"verified once on held-out data; {escape(verdict)}. Drops in percentage points; hover a mapping for "
             f"its layers.</p>"
         ),
         _attempts_table(assign["attempts"], chosen, assign["max_drop_points"]),

@@ -42,6 +42,7 @@ figcaption { color: #4b535c; font-size: 13px; margin-top: 4px; }
 .note { color: #6b5200; background: #fff8e1; border: 1px solid #f5e1a4; padding: 8px 12px; border-radius: 6px; }
 .good { color: #1a7f37; font-weight: 600; }
 .bad { color: #cf222e; font-weight: 600; }
+.unsure { color: #9a6700; font-weight: 600; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; margin: 6px 0; }
 dl.facts dt { color: #59636e; }
 dl.facts dd { margin: 0; }

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from hetmap.report.facts import (
     ENERGY_TERM_LABELS,
+    assign_outcome,
     breakdown_text,
     chosen_attempt,
     count_text,
@@ -18,6 +19,8 @@ from hetmap.report.facts import (
     summary,
     time_text,
     unique_attempts,
+    verdict_text,
+    verified_text,
 )
 from hetmap.targets import Target
 
@@ -37,12 +40,11 @@ def show_summary(console: Console, reports: dict[str, dict], title: str = "Summa
         )
     accuracy = facts["accuracy"]
     if accuracy is not None:
-        verdict = "[green]within[/]" if accuracy["within_budget"] else "[red]over[/]"
+        colour = {"within": "green", "over": "red"}.get(accuracy["verdict"], "yellow")
         table.add_row(
             f"{accuracy['metric']}",
             f"{accuracy['full_precision']:.2%} full precision -> {accuracy['mapped']:.2%} mapped at "
-            f"{accuracy['drift']} (drop {accuracy['drop_points']:+.2f} ± {accuracy['std_points']:.2f} points, "
-            f"{accuracy['seeds']} seeds; {verdict} the {accuracy['max_drop_points']:g}-point budget)",
+            f"{accuracy['drift']} ({accuracy['evidence']}; [{colour}]{verdict_text(accuracy)}[/])",
         )
     elif "assign" in reports:
         table.add_row(
@@ -186,12 +188,13 @@ def _attempt_rows(table: Table, attempts: list[dict], chosen: dict | None) -> No
             energy_text(attempt["energy_pj"]),
             f"{attempt['predicted_drop_points']:+.2f}",
             f"{attempt['measured_drop_points']:+.2f}±{attempt['measured_std_points']:.2f}",
+            verified_text(attempt),
         )
 
 
 def _attempt_table(title: str) -> Table:
     table = Table(title=title)
-    for column in ("#", "mapping", "analog", "energy", "predicted", "measured"):
+    for column in ("#", "mapping", "analog", "energy", "predicted", "measured", "verified"):
         table.add_column(column, justify="left" if column == "mapping" else "right")
     return table
 
@@ -201,13 +204,15 @@ def show_assign(console: Console, report: dict) -> None:
         console.print(f"[bold]assign[/]: mapping given ({report['source']})")
         return
     chosen = chosen_attempt(report)
-    verdict = "within budget" if report["within_budget"] else "[red]no attempt within budget: the least drop ships[/]"
+    verdict = assign_outcome(report)
     unadapted = "; [yellow]the weights from before fine-tuning ship (the fine-tuned ones mapped worse)[/]"
     console.print(
         f"[bold]assign[/]: objective {report['objective']}, budget {report['max_drop_points']:g} points at {report['drift']}; "
         f"{len(report['attempts'])} measured attempts, {verdict}{unadapted if report.get('weights') == 'before fine-tuning' else ''}"
     )
-    table = _attempt_table("Solver attempts (drops in points; * = chosen)")
+    table = _attempt_table(
+        "Solver attempts (drops in points: measured on the decision data, verified held out; * = chosen)"
+    )
     _attempt_rows(table, report["attempts"], chosen)
     console.print(table)
     if report["pareto"]:

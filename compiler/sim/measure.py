@@ -44,12 +44,18 @@ class Measurer:
         self.seed = seed
 
     def measure(
-        self, mapping: dict[str, str], times: list[float], seeds: int, what: str = "the mapped model"
+        self,
+        mapping: dict[str, str],
+        times: list[float],
+        seeds: int,
+        what: str = "the mapped model",
+        per_sample: bool = False,
     ) -> list[list[float]]:
         """The metric per drift time per seed; layers `mapping` leaves out stay full precision.
 
         The live graph carries the annotations only while it is simulated;
-        `what` names the mapping in the error a non-finite output raises.
+        `what` names the mapping in the error a non-finite output raises;
+        with `per_sample`, each metric is the array of the samples' scores.
         """
         nodes = {node.name: node for node in self.model.graph}
         total_weights = sum(layer.weight_count for layer in self.layers)
@@ -58,7 +64,9 @@ class Measurer:
             option, input_range = mapping[layer.name], self.input_ranges[layer.name]
             write_layer(nodes[layer.name], layer_annotation(layer, option, self.target, input_range, [], total_weights))
         try:
-            _, per_time = self.scorer.simulate(self.model, self.target, times, seeds, self.seed, what=what)
+            _, per_time = self.scorer.simulate(
+                self.model, self.target, times, seeds, self.seed, what=what, per_sample=per_sample
+            )
         finally:
             for layer in chosen:
                 clear_layer(nodes[layer.name])

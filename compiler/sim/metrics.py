@@ -41,18 +41,23 @@ class Metric:
 
     def score(self, outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> float:
         """The metric of `outputs` (the first model output over every sample)."""
+        return float(np.mean(self.per_sample(outputs, labels, reference)))
+
+    def per_sample(self, outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> np.ndarray:
+        """Each sample's share of the metric (its positions averaged): their mean is `score`."""
         if self.kind == "top1":
             winners = _top1(outputs, self.per_position)
             expected = labels.reshape(winners.shape) if self.labelled else _top1(reference, self.per_position)
-            return float(np.mean(winners == expected))
+            hits = winners == expected
+            return hits.reshape(len(hits), -1).mean(axis=1)
         a = outputs.reshape(len(outputs), -1).astype(np.float64)
         b = reference.reshape(len(reference), -1).astype(np.float64)
         if self.kind == "cosine":
             norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            return float(np.mean((a * b).sum(axis=1) / np.maximum(norms, 1e-12)))
+            return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
         signal = (b * b).sum(axis=1)
         error = ((a - b) ** 2).sum(axis=1)
-        return float(np.mean(np.where(signal + error > 0, signal / np.maximum(signal + error, 1e-300), 1.0)))
+        return np.where(signal + error > 0, signal / np.maximum(signal + error, 1e-300), 1.0)
 
 
 def _top1(outputs: np.ndarray, per_position: bool) -> np.ndarray:

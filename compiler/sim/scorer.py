@@ -73,19 +73,21 @@ class Scorer:
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.reference = own if reference is None else reference
         self.metric: Metric = choose_metric(metric, self.reference, dataset.labels, dataset.source)
-        self.full_precision = self.metric.score(self.reference, dataset.labels, self.reference)
+        self.full_precision_per_sample = self.metric.per_sample(self.reference, dataset.labels, self.reference)
+        self.full_precision = float(self.full_precision_per_sample.mean())
         self.model_metric = self.metric.score(own, dataset.labels, self.reference)  # this model's weights, no noise
 
-    def _score(self, session, weights, what: str) -> float:
-        return self.score_outputs(_predict(session, self.dataset.inputs, weights, self.batch), what)
+    def _score(self, session, weights, what: str, per_sample: bool) -> float | np.ndarray:
+        return self.score_outputs(_predict(session, self.dataset.inputs, weights, self.batch), what, per_sample)
 
-    def score_outputs(self, outputs: np.ndarray, what: str) -> float:
-        """The metric of a variant's outputs on every sample; a non-finite output names the variant."""
+    def score_outputs(self, outputs: np.ndarray, what: str, per_sample: bool = False) -> float | np.ndarray:
+        """The metric of a variant's outputs (the samples' scores with `per_sample`); a non-finite output names it."""
         if not np.isfinite(outputs).all():
             raise NonFiniteError(
                 f"the simulation of {what} computed a non-finite output on data file '{self.dataset.source}'"
             )
-        return self.metric.score(outputs, self.dataset.labels, self.reference)
+        scores = self.metric.per_sample(outputs, self.dataset.labels, self.reference)
+        return scores if per_sample else float(scores.mean())
 
     def simulate(
         self,
@@ -97,21 +99,24 @@ class Scorer:
         on_step: Callable[[], None] = lambda: None,
         with_nominal: bool = False,
         what: str = "the mapped model",
+        per_sample: bool = False,
         workers: Workers = Workers(),
     ) -> tuple[float | None, list[list[float]]]:
         """(converters-only metric when asked, else None; metric per drift time per seed) of an annotated model.
 
         The converters-only run costs one more pass over the data, so only `hetmap run` asks for it.
-        `what` names the variant in the error a non-finite output raises; `workers` share out the draws.
+        `what` names the variant in the error a non-finite output raises; with `per_sample`, each
+        metric is the array of the samples' scores (a confidence interval needs them); `workers`
+        share out the draws.
         """
         simulation: Simulation = build_simulation(annotated, target)
         session = session_for(simulation.model, simulation.drawn_names())
         if not simulation.blocks:
-            nominal = self._score(session, simulation.nominal(), what)
+            nominal = self._score(session, simulation.nominal(), what, per_sample)
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
-        nominal = self._score(session, simulation.nominal(), what) if with_nominal else None
+        nominal = self._score(session, simulation.nominal(), what, per_sample) if with_nominal else None
         shared = (target, times, seed, self.dataset.inputs, self.batch)
         done = {}
         if workers.parallel and seeds > 1:
@@ -122,7 +127,7 @@ class Scorer:
         for draw in range(seeds):
             outputs = done[draw] if done else _draw_outputs(simulation, session, shared, draw)
             for index, output in enumerate(outputs):
-                per_time[index].append(self.score_outputs(output, what))
+                per_time[index].append(self.score_outputs(output, what, per_sample))
                 on_step()
         return nominal, per_time
 

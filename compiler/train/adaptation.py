@@ -9,9 +9,16 @@ accuracy budget as temperature. The solver keeps options whose drops fit the
 budget, so that is where the samples concentrate; options far over budget
 are rarely trained. With a fixed mapping (`--mapping`), only it is trained.
 
-Every random draw of a step (batch order, sampled mapping, aihwkit's
-training noise) is seeded from (seed, epoch, step), so a run resumed from
-its checkpoint continues exactly as an uninterrupted one.
+Each step draws one chip (the PCM noise of every analog layer at the drift
+time, hetmap.train.analog) that its analog paths see, scaled by a ramp from
+0 to the target's level over the first `noise_ramp` of the steps: weights
+first move toward the digital paths' optimum, then harden. The loss mixes
+distillation from the full-precision model (its outputs on the training
+data, computed once) with the labels when there are any (`label_weight`).
+
+Every random draw of a step (batch order, sampled mapping, device noise) is
+seeded from (seed, epoch, step), so a run resumed from its checkpoint
+continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ class AdaptConfig:
     seed: int = 0
     device: str = "cpu"
     checkpoint: Path | None = None  # resumed from when it belongs to the same run
+    noise_ramp: float | None = None  # share of the steps the noise takes to reach full scale; None: the caller's
+    label_weight: float = 1.0  # labels' share of the loss beside distillation (without labels: distillation)
 
 
 @dataclass
@@ -94,6 +103,15 @@ class MappingSampler:
         return paths
 
 
+def torch_device(name: str) -> str:
+    """The torch device `--device` names; auto picks CUDA when torch sees one."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HetmapError("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
+    return name
+
+
 def _step_seed(seed: int, epoch: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0])
 
@@ -107,6 +125,19 @@ def _loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(outputs, targets.reshape(outputs.shape).to(outputs.dtype))
 
 
+def mixed_loss(outputs: torch.Tensor, labels, teacher, label_weight: float) -> torch.Tensor:
+    """label_weight x the label loss + the rest x distillation from the full-precision outputs."""
+    if labels is None or teacher is None:
+        return _loss(outputs, teacher if labels is None else labels)
+    return label_weight * _loss(outputs, labels) + (1 - label_weight) * _loss(outputs, teacher)
+
+
+def noise_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Programming and read generators of one step's chip."""
+    program, read = np.random.SeedSequence([seed, 1]).spawn(2)
+    return np.random.default_rng(program), np.random.default_rng(read)
+
+
 def fingerprint(*parts: bytes | str) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -114,7 +145,7 @@ def fingerprint(*parts: bytes | str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _first(outputs) -> torch.Tensor:
+def first_output(outputs) -> torch.Tensor:
     return outputs[0] if isinstance(outputs, tuple) else outputs
 
 
@@ -132,7 +163,10 @@ def adapt(
     net.to(device)
     inputs = {name: torch.from_numpy(np.ascontiguousarray(train.inputs[name])) for name in input_names}
     batch_inputs = [name for name in input_names if inputs[name].dim() > 0]
-    targets = _training_targets(net, input_names, inputs, train, config.batch_size, device)
+    labels = labels_of(net, input_names, inputs, train, device) if config.label_weight > 0 else None
+    teacher = None
+    if labels is None or config.label_weight < 1:
+        teacher = teacher_outputs(net, input_names, inputs, train.size, config.batch_size, device)
     size = train.size
     steps_per_epoch = math.ceil(size / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -154,18 +188,28 @@ def adapt(
             seed = _step_seed(config.seed, epoch, step)
             torch.manual_seed(seed)
             feeds = [(inputs[n][index] if n in batch_inputs else inputs[n]).to(device) for n in input_names]
-            target = targets[index].to(device)
+            label = labels[index].to(device) if labels is not None else None
+            soft = teacher[index].to(device) if teacher is not None else None
             optimizer.zero_grad(set_to_none=True)
             paths = sampler.paths(np.random.default_rng(seed))
+            done = epoch * steps_per_epoch + step
+            if config.noise_ramp is not None:
+                net.set_noise_scale(min(1.0, (done + 1) / max(config.noise_ramp * total, 1)))
+            if any(ANALOG in mapping.values() for mapping in paths.values()):
+                net.draw_noise(*noise_generators(seed))
             step_loss = 0.0
             for name, mapping in paths.items():
                 net.set_mapping(mapping)
-                outputs = _first(net(*feeds))
-                loss = _loss(outputs, target) / len(paths)
+                outputs = first_output(net(*feeds))
+                loss = mixed_loss(outputs, label, soft, config.label_weight) / len(paths)
+                if not torch.isfinite(loss):
+                    raise HetmapError(
+                        f"fine-tuning diverged: the {name} path's loss is {loss.item()} at step {done + 1}"
+                    )
                 loss.backward()
                 step_loss += loss.item()
-                if train.labels is not None and target.dtype == torch.int64:
-                    hits = (outputs.reshape(len(index), -1).argmax(1) == target.reshape(-1)).sum()
+                if label is not None and label.dtype == torch.int64:
+                    hits = (outputs.reshape(len(index), -1).argmax(1) == label.reshape(-1)).sum()
                     correct[name] = correct.get(name, 0) + int(hits)
             optimizer.step()
             schedule.step()
@@ -178,36 +222,43 @@ def adapt(
         result.history.append(EpochRecord(epoch + 1, float(np.mean(losses)), accuracy, time.perf_counter() - began))
         _save(config.checkpoint, run_id, epoch + 1, net, optimizer, schedule, result)
     net.set_mapping({})
+    net.clear_noise()
     net.eval()
     return result
 
 
-def _training_targets(net, input_names, inputs, train: Dataset, batch_size: int, device) -> torch.Tensor:
-    """The labels, or without them the full-precision model's own outputs (distillation)."""
-    if train.labels is not None:
-        labels = np.asarray(train.labels)
-        if labels.dtype.kind not in "iub":
-            return torch.from_numpy(labels.astype(np.float32))
-        net.set_mapping({})
-        with torch.no_grad():
-            first = [(inputs[n][:1] if inputs[n].dim() else inputs[n]).to(device) for n in input_names]
-            classes = _first(net(*first)).reshape(1, -1).shape[1]
-        if labels.min() < 0 or labels.max() >= classes:
-            raise HetmapError(
-                f"training data '{train.source}': labels 'y' must be class indices 0..{classes - 1} "
-                f"for this model's {classes} outputs (found {labels.min()}..{labels.max()})"
-            )
-        return torch.from_numpy(labels.astype(np.int64))
+def labels_of(net, input_names, inputs, train: Dataset, device) -> torch.Tensor | None:
+    """The labels as class indices (checked against the model's outputs) or regression targets; None without."""
+    if train.labels is None:
+        return None
+    labels = np.asarray(train.labels)
+    if labels.dtype.kind not in "iub":
+        return torch.from_numpy(labels.astype(np.float32))
     net.set_mapping({})
+    with torch.no_grad():
+        first = [(inputs[n][:1] if inputs[n].dim() else inputs[n]).to(device) for n in input_names]
+        classes = first_output(net(*first)).reshape(1, -1).shape[1]
+    if labels.min() < 0 or labels.max() >= classes:
+        raise HetmapError(
+            f"training data '{train.source}': labels 'y' must be class indices 0..{classes - 1} "
+            f"for this model's {classes} outputs (found {labels.min()}..{labels.max()})"
+        )
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def teacher_outputs(net, input_names, inputs, size: int, batch_size: int, device) -> torch.Tensor:
+    """The full-precision model's own outputs on the training data: distillation's targets."""
+    net.set_mapping({})
+    net.clear_noise()
     net.eval()
     chunks = []
     with torch.no_grad():
-        for start in range(0, train.size, batch_size):
+        for start in range(0, size, batch_size):
             feeds = [
                 (inputs[n][start : start + batch_size] if inputs[n].dim() else inputs[n]).to(device)
                 for n in input_names
             ]
-            chunks.append(_first(net(*feeds)).cpu())
+            chunks.append(first_output(net(*feeds)).cpu())
     return torch.cat(chunks)
 
 
