@@ -8,6 +8,7 @@ its own; peak is counted above the RSS the child has after its imports. Times
 are the best of REPEATS runs (a shared 2-core machine is noisy), peaks the worst.
 
     python -m bench.scale
+    python -m bench.scale --compile [--models ...] [--samples N]   # the whole compile: bench.scale_compile
 """
 
 from __future__ import annotations
@@ -200,5 +201,10 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         _child(*sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--compile":
+        from bench import scale_compile
+
+        sys.argv = [sys.argv[0], *sys.argv[2:]]
+        scale_compile.main()
     else:
         main()

@@ -32,6 +32,7 @@ from hetmap.passes.finetune import DEVICES, SCOPES
 from hetmap.pipeline import report_to_dict
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 from hetmap.sim.drift import parse_drift
+from hetmap.sim.jobs import Workers, default_worker_count
 from hetmap.sim.metrics import METRICS
 from hetmap.sim.run import evaluate
 from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
@@ -47,6 +48,23 @@ metric_option = click.option(
     show_default=True,
     help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.",
 )
+
+
+def workers_options(command):
+    """--workers and --ray: where the independent measurements run."""
+    command = click.option(
+        "--ray",
+        "ray_address",
+        metavar="ADDRESS",
+        help="Run measurements on the Ray cluster at ADDRESS (ray://HOST:10001, auto, or local); needs hetmap[ray].",
+    )(command)
+    return click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=default_worker_count,
+        show_default="the machine's cores",
+        help="Processes for independent measurements (sensitivity's layers, run's draws); 1: serial.",
+    )(command)
 
 
 class FiniteFloat(click.FloatRange):
@@ -123,6 +141,7 @@ def cli() -> None:
     help="Which weights fine-tuning changes: all, the last layer (head), or norms and biases (norm).",
 )
 @metric_option
+@workers_options
 @click.option(
     "--verify",
     "verify",
@@ -167,6 +186,8 @@ def compile(
     train,
     finetune_scope,
     metric,
+    workers,
+    ray_address,
     verify,
     confidence,
     allow_over_budget,
@@ -222,6 +243,7 @@ def compile(
             train_path=train,
             adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr, device=device),
             on_step=on_step,
+            workers=Workers(workers, ray_address),
         )
     show_reports(out, result.reports)
     show_summary(out, result.reports)
@@ -259,7 +281,8 @@ def inspect(build_dir) -> None:
     help="Where to write the JSON result (default: beside MODEL).",
 )
 @metric_option
-def run(model, data, drift, seeds, seed, json_path, metric) -> None:
+@workers_options
+def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
     annotated = read_model(model)
     read_target(annotated, str(model))
@@ -273,7 +296,10 @@ def run(model, data, drift, seeds, seed, json_path, metric) -> None:
         *Progress.get_default_columns(), console=err, transient=True, disable=not err.is_terminal
     ) as progress:
         task = progress.add_task("simulating", total=seeds * len(drifts))
-        report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, lambda: progress.advance(task), metric)
+        step = lambda: progress.advance(task)  # noqa: E731
+        report = evaluate(
+            annotated, str(model), dataset, drifts, seeds, seed, step, metric, Workers(workers, ray_address)
+        )
     result = report_to_dict(report)
     json_path = json_path or model.with_name(f"{model.stem}.run.json")
     write_json_atomic(json_path, result)

@@ -30,6 +30,7 @@ from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
 from hetmap.sim.confidence import OVER
 from hetmap.sim.drift import parse_drift
+from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
 from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import Target
@@ -175,6 +176,7 @@ def compile_model(
     adaptation: Adaptation = Adaptation(),
     on_step: Callable[[int, int, str], None] = lambda done, total, info: None,
     metric: str = "auto",
+    workers: Workers = Workers(),
     verify_path: Path | None = None,
 ) -> CompileResult:
     """Compile `model_path` for `target`, writing the model and JSON reports under `output_dir`.
@@ -203,6 +205,7 @@ def compile_model(
         train=train,
         checkpoint_dir=output_dir,
         metric=metric,
+        workers=workers,
         verify=verify,
     )
     context = PassContext(target=target, config=config, progress=on_step)
@@ -239,7 +242,7 @@ def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed
     """
     simulation = build_simulation(annotated, target)
     program_rng, (read_rng,) = draw_generators(seed, 0, 1)
-    simulation.bake(simulation.read(simulation.program(program_rng), parse_drift(drift), read_rng))
+    simulation.bake(simulation.draw(program_rng, parse_drift(drift), read_rng))
     mark_simulation(simulation.model, drift, seed, draw=0)
     save_model_atomic(simulation.model, path)
 

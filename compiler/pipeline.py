@@ -31,6 +31,7 @@ from hetmap.errors import HetmapError
 from hetmap.graph import parity
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch, random_feeds
+from hetmap.sim.jobs import Workers
 from hetmap.targets import Target
 
 PARITY_SAMPLES = 4
@@ -47,6 +48,7 @@ class CompileConfig:
     train: Dataset | None = None  # fine-tuning data
     checkpoint_dir: Path | None = None  # where fine-tuning keeps its resumable state
     metric: str = "auto"  # how outputs are scored (hetmap.sim.metrics.METRICS)
+    workers: Workers = Workers()  # where independent measurements run (sensitivity's layers)
     verify: Dataset | None = None  # held out of `dataset`, or the user's --verify: the final check of a mapping
 
 

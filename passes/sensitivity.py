@@ -4,7 +4,9 @@ For every mappable layer and every option the target offers (analog at the
 budget's drift time, digital at each bit width), the model is simulated
 with only that layer perturbed, on the calibration data (accuracy with
 labels, else agreement with full precision), analog over Monte-Carlo
-seeds. Drops are in percentage points from these weights without noise,
+seeds (hetmap.sim.layerwise: activations before the layer computed once,
+only the rest of the network run per option and draw, the options
+stacked in one run). Drops are in percentage points from these weights without noise,
 so that each layer's drop is its own; the solver adds them up on top of
 what fine-tuning cost the noiseless model (weights_full_precision). With
 fine-tuning, `sensitivity_before` measures the weights as brought, before it,
@@ -21,8 +23,11 @@ import onnx_ir as ir
 from hetmap.errors import require_finite
 from hetmap.mapping.mapping import ANALOG, target_options
 from hetmap.pipeline import Pass, PassContext, scoring_dataset
+from hetmap.sim.layerwise import sweep_for, sweep_parallel
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
+
+ENGINES = ("suffix", "whole")  # whole: every (layer, option) simulates the whole model, as before the suffix engine
 
 
 @dataclass
@@ -47,8 +52,9 @@ class Sensitivity(Pass):
     name = "sensitivity"
     inputs = ("partition", "calibrate", "finetune")
 
-    def __init__(self, measurement: Measurement = Measurement()):
+    def __init__(self, measurement: Measurement = Measurement(), engine: str = "suffix"):
         self.measurement = measurement
+        self.engine = engine
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, SensitivityReport]:
         target = context.target
@@ -57,19 +63,23 @@ class Sensitivity(Pass):
         dataset = scoring_dataset(model, context.config)
         reference = finetune.weights.reference_outputs if finetune else None
         scorer = Scorer(model, dataset, reference, context.config.metric)
-        measurer = Measurer(
-            model, target, partition.layers, context.reports["calibrate"].input_range, scorer, context.config.seed
-        )
-        t_inference_s = self.measurement.t_inference_s
+        ranges = context.reports["calibrate"].input_range
+        if self.engine == "whole":
+            scores = _whole_model_scores(model, context, partition.layers, ranges, scorer, self.measurement)
+        else:
+            options, seeds, seed = target_options(target), self.measurement.seeds, context.config.seed
+            sweep = sweep_for(
+                scorer, model, target, partition.layers, ranges, options, seeds, self.measurement.t_inference_s, seed
+            )
+            names = [layer.name for layer in partition.layers]
+            outputs = sweep_parallel(model, sweep, names, context.config.workers)
+            scores = {name: _scores(scorer, name, per_option) for name, per_option in outputs.items()}
         layers = {}
         for layer in partition.layers:
             drops = {}
             for option in target_options(target):
-                seeds = self.measurement.seeds if option == ANALOG else 1
-                what = f"layer '{layer.name}' as {option}"
-                per_time = measurer.measure({layer.name: option}, [t_inference_s], seeds, what)
-                values = 100 * (scorer.model_metric - np.array(per_time[0]))
-                require_finite(values, f"sensitivity: the drop of {what}")
+                values = 100 * (scorer.model_metric - np.array(scores[layer.name][option]))
+                require_finite(values, f"sensitivity: the drop of layer '{layer.name}' as {option}")
                 drops[option] = OptionDrop(float(values.mean()), float(values.std()))
             layers[layer.name] = drops
         report = SensitivityReport(
@@ -83,6 +93,28 @@ class Sensitivity(Pass):
             layers=layers,
         )
         return model, report
+
+
+def _scores(scorer: Scorer, layer: str, outputs: dict[str, list[np.ndarray]]) -> dict[str, list[float]]:
+    """The metric of each option's outputs, per draw."""
+    return {
+        option: [scorer.score_outputs(array, f"layer '{layer}' as {option}") for array in per_draw]
+        for option, per_draw in outputs.items()
+    }
+
+
+def _whole_model_scores(model, context, layers, ranges, scorer, measurement) -> dict[str, dict[str, list[float]]]:
+    """Every (layer, option) simulated on the whole model: the path the suffix engine must agree with."""
+    measurer = Measurer(model, context.target, layers, ranges, scorer, context.config.seed)
+    scores = {}
+    for layer in layers:
+        scores[layer.name] = {}
+        for option in target_options(context.target):
+            seeds = measurement.seeds if option == ANALOG else 1
+            what = f"layer '{layer.name}' as {option}"
+            per_time = measurer.measure({layer.name: option}, [measurement.t_inference_s], seeds, what)
+            scores[layer.name][option] = per_time[0]
+    return scores
 
 
 class SensitivityBeforeFinetune(Sensitivity):

@@ -91,16 +91,20 @@ def row_ranges(rows: int, block_rows: int) -> list[tuple[int, int]]:
 
 
 def quantize_symmetric(weight: np.ndarray, bits: int, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel symmetric integers and scales: w ~ q * scale, |q| <= 2^(bits-1) - 1."""
+    """Per-channel symmetric integers and scales: w ~ q * scale, |q| <= 2^(bits-1) - 1.
+
+    One float temporary the size of the weight (a large layer's copies add up).
+    """
     levels = 2 ** (bits - 1) - 1
+    others = None if axis is None else tuple(i for i in range(weight.ndim) if i != axis)
+    peak = np.maximum(weight.max(axis=others), -weight.min(axis=others))
     if axis is None:
-        peak = np.abs(weight).max(keepdims=True).reshape(())
-    else:
-        others = tuple(i for i in range(weight.ndim) if i != axis)
-        peak = np.abs(weight).max(axis=others)
+        peak = np.asarray(peak).reshape(())
     scale = np.where(peak > 0, np.maximum(peak, PEAK_FLOOR) / levels, 1.0).astype(np.float32)
     shape = [1] * weight.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.clip(np.round(weight / scale.reshape(shape)), -levels, levels).astype(np.int8)
-    return q, scale
+    scaled = np.divide(weight, scale.reshape(shape))
+    np.round(scaled, out=scaled)
+    np.clip(scaled, -levels, levels, out=scaled)
+    return scaled.astype(np.int8), scale

@@ -89,6 +89,18 @@ def _detach_from_proto(model: ir.Model) -> ir.Model:
     return model
 
 
+def proto_without(model: ir.Model, initializers: list[ir.Value]) -> onnx.ModelProto:
+    """The model as a ModelProto leaving out `initializers`, whose bytes are then never copied."""
+    graph = model.graph
+    for value in initializers:
+        graph.initializers.pop(value.name)
+    try:
+        return ir.to_proto(model)
+    finally:
+        for value in initializers:
+            graph.register_initializer(value)
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

@@ -10,6 +10,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from hetmap.errors import HetmapError
+from hetmap.graph.modelio import proto_without
 
 RELATIVE_TOLERANCE = 1e-4
 # Outputs smaller than this are compared as if this large: float32 rounding of
@@ -36,13 +37,7 @@ def _payload_with_weights_as_inputs(model: ir.Model) -> tuple[bytes, dict[str, n
         and value.const_value.nbytes > FEED_LIMIT_BYTES
         and value.const_value.dtype.numpy() in _FEEDABLE
     ]
-    for value in moved:
-        graph.initializers.pop(value.name)
-    try:
-        proto = ir.to_proto(model)
-    finally:
-        for value in moved:
-            graph.register_initializer(value)
+    proto = proto_without(model, moved)
     declared = {info.name for info in proto.graph.input}
     for value in moved:
         if value.name not in declared:

@@ -11,6 +11,7 @@ import onnx_ir as ir
 from hetmap.graph.data import Dataset
 from hetmap.mapping.annotations import read_target
 from hetmap.sim.drift import parse_drift
+from hetmap.sim.jobs import Workers
 from hetmap.sim.scorer import Scorer
 
 
@@ -44,12 +45,13 @@ def evaluate(
     seed: int = 0,
     on_step: Callable[[], None] = lambda: None,
     metric: str = "auto",
+    workers: Workers = Workers(),
 ) -> RunReport:
-    """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws."""
+    """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws (shared by `workers`)."""
     target = read_target(model, source)
     times = [parse_drift(text) for text in drifts]
     scorer = Scorer(model, dataset, metric=metric)
-    nominal, per_time = scorer.simulate(model, target, times, seeds, seed, on_step, with_nominal=True)
+    nominal, per_time = scorer.simulate(model, target, times, seeds, seed, on_step, with_nominal=True, workers=workers)
     return RunReport(
         model=source,
         data=dataset.source,

@@ -12,31 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
 from hetmap.errors import HetmapError, NonFiniteError, require_finite
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
+from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
+from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
 
 CHUNK = 256
-
-
-def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
-    """A session whose initializers named in `fed` become inputs, so draws need no rebuild."""
-    proto = ir.to_proto(model)
-    kept = [t for t in proto.graph.initializer if t.name not in fed]
-    moved = [t for t in proto.graph.initializer if t.name in fed]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
-    proto.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in moved)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+PROGRAMMED_BYTES_PER_WEIGHT = 12  # a programmed tile: conductance, drift exponent, read-noise amplitude
+PROGRAMMED_LIMIT_BYTES = 512 << 20  # above: the chip is programmed again for each drift time, block by block
 
 
 def _predict(
@@ -77,8 +67,9 @@ class Scorer:
         metric: a name of hetmap.sim.metrics.METRICS; `auto` chooses from the output's shape and the labels.
         """
         self.dataset = dataset
+        self.fixed_batch = fixed_batch(model)
         self.batch = _batch_size(model, dataset)
-        own = _predict(_session(model, set()), dataset.inputs, {}, self.batch)
+        own = _predict(session_for(model, set()), dataset.inputs, {}, self.batch)
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.reference = own if reference is None else reference
         self.metric: Metric = choose_metric(metric, self.reference, dataset.labels, dataset.source)
@@ -87,7 +78,10 @@ class Scorer:
         self.model_metric = self.metric.score(own, dataset.labels, self.reference)  # this model's weights, no noise
 
     def _score(self, session, weights, what: str, per_sample: bool) -> float | np.ndarray:
-        outputs = _predict(session, self.dataset.inputs, weights, self.batch)
+        return self.score_outputs(_predict(session, self.dataset.inputs, weights, self.batch), what, per_sample)
+
+    def score_outputs(self, outputs: np.ndarray, what: str, per_sample: bool = False) -> float | np.ndarray:
+        """The metric of a variant's outputs (the samples' scores with `per_sample`); a non-finite output names it."""
         if not np.isfinite(outputs).all():
             raise NonFiniteError(
                 f"the simulation of {what} computed a non-finite output on data file '{self.dataset.source}'"
@@ -106,27 +100,53 @@ class Scorer:
         with_nominal: bool = False,
         what: str = "the mapped model",
         per_sample: bool = False,
+        workers: Workers = Workers(),
     ) -> tuple[float | None, list[list[float]]]:
         """(converters-only metric when asked, else None; metric per drift time per seed) of an annotated model.
 
         The converters-only run costs one more pass over the data, so only `hetmap run` asks for it.
         `what` names the variant in the error a non-finite output raises; with `per_sample`, each
-        metric is the array of the samples' scores (a confidence interval needs them).
+        metric is the array of the samples' scores (a confidence interval needs them); `workers`
+        share out the draws.
         """
         simulation: Simulation = build_simulation(annotated, target)
-        session = _session(simulation.model, simulation.drawn_names())
+        session = session_for(simulation.model, simulation.drawn_names())
         if not simulation.blocks:
             nominal = self._score(session, simulation.nominal(), what, per_sample)
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
         nominal = self._score(session, simulation.nominal(), what, per_sample) if with_nominal else None
+        shared = (target, times, seed, self.dataset.inputs, self.batch)
+        done = {}
+        if workers.parallel and seeds > 1:
+            parts = split(list(range(seeds)), workers.count)
+            for part, outputs in zip(parts, map_parts(_draws_outputs, annotated, shared, parts, workers)):
+                done.update(zip(part, outputs))
         per_time = [[] for _ in times]
         for draw in range(seeds):
-            program_rng, read_rngs = draw_generators(seed, draw, len(times))
-            programmed = simulation.program(program_rng)
-            for index, t in enumerate(times):
-                weights = simulation.read(programmed, t, read_rngs[index])
-                per_time[index].append(self._score(session, weights, what, per_sample))
+            outputs = done[draw] if done else _draw_outputs(simulation, session, shared, draw)
+            for index, output in enumerate(outputs):
+                per_time[index].append(self.score_outputs(output, what, per_sample))
                 on_step()
         return nominal, per_time
+
+
+def _draw_outputs(simulation: Simulation, session: ort.InferenceSession, shared, draw: int) -> list[np.ndarray]:
+    """One chip (Monte-Carlo draw `draw`) programmed once and read at every drift time: outputs per time."""
+    target, times, seed, inputs, batch = shared
+    program_rng, read_rngs = draw_generators(seed, draw, len(times))
+    analog_weights = sum(block.matrix.size for block in simulation.blocks)
+    if len(times) == 1 or PROGRAMMED_BYTES_PER_WEIGHT * analog_weights > PROGRAMMED_LIMIT_BYTES:
+        # Program again for each time, block by block: the same chip (same generator state), less memory.
+        fresh = [draw_generators(seed, draw, len(times))[0] for _ in times]
+        return [_predict(session, inputs, simulation.draw(p, t, r), batch) for p, t, r in zip(fresh, times, read_rngs)]
+    programmed = simulation.program(program_rng)
+    return [_predict(session, inputs, simulation.read(programmed, t, rng), batch) for t, rng in zip(times, read_rngs)]
+
+
+def _draws_outputs(annotated: ir.Model, shared, draws: list[int]) -> list[list[np.ndarray]]:
+    """_draw_outputs for several draws in a worker, which builds its own simulation graph."""
+    simulation = build_simulation(annotated, shared[0])
+    session = session_for(simulation.model, simulation.drawn_names())
+    return [_draw_outputs(simulation, session, shared, draw) for draw in draws]

@@ -26,6 +26,7 @@ import onnx_ir.passes.common as common_passes
 from hetmap.graph.layouts import PEAK_FLOOR, WeightLayout, quantize_symmetric, row_ranges
 from hetmap.mapping.annotations import read_layer
 from hetmap.sim import noise as pcm
+from hetmap.sim.cut import shared_copy
 from hetmap.targets import Target
 
 ACTIVATION_BITS = 8  # digital layers see INT8 activations
@@ -94,17 +95,38 @@ class Simulation:
         compensation rescales each tile's outputs digitally after it, as in
         aihwkit, so it enters through the output scale, not the weights.
         """
-        noise = self.target.analog.noise
-        uncompensated = dataclasses.replace(noise, drift_compensation=False)
         values = {}
         for block, arrays in zip(self.blocks, programmed):
-            parts, factors = [], []
-            for array in arrays:
-                read = pcm.read_weights(array, uncompensated, t_inference_s, rng)
-                parts.append(read)
-                factors.append(np.full(read.shape[1], _compensation(array, read) if noise.drift_compensation else 1.0))
-            values.update(block.values(np.concatenate(parts, axis=1), np.concatenate(factors).astype(np.float32)))
+            values.update(self._read_block(block, arrays, t_inference_s, rng, reuse=False))
         return values
+
+    def draw(
+        self, program_rng: np.random.Generator, t_inference_s: float, read_rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """read(program(program_rng), t, read_rng), one block's devices in memory at a time.
+
+        The same values, since each of the two (distinct) generators sees its
+        calls in the same order; a large model's programmed state (three
+        arrays per weight) never exists whole.
+        """
+        noise = self.target.analog.noise
+        values = {}
+        for block in self.blocks:
+            arrays = [pcm.program_weights(block.matrix[:, tile], noise, program_rng) for tile in block.tiles()]
+            values.update(self._read_block(block, arrays, t_inference_s, read_rng, reuse=True))
+        return values
+
+    def _read_block(self, block: AnalogBlock, arrays, t_inference_s: float, rng, reuse: bool) -> dict:
+        """One block's drawn initializers; `reuse` reads into the programmed arrays (not read again)."""
+        noise = self.target.analog.noise
+        uncompensated = dataclasses.replace(noise, drift_compensation=False)
+        parts, factors = [], []
+        for array in arrays:
+            out = array.g_programmed_us if reuse else None
+            read = pcm.read_weights(array, uncompensated, t_inference_s, rng, out=out)
+            parts.append(read)
+            factors.append(np.full(read.shape[1], _compensation(array, read) if noise.drift_compensation else 1.0))
+        return block.values(np.concatenate(parts, axis=1), np.concatenate(factors).astype(np.float32))
 
     def bake(self, values: dict[str, np.ndarray]) -> None:
         """Store one draw as the graph's initializers (for a standalone ONNX file)."""
@@ -124,6 +146,22 @@ def draw_generators(seed: int, draw: int, reads: int) -> tuple[np.random.Generat
     return program, read
 
 
+def _clean_block(layout: WeightLayout, block: np.ndarray, to_codes: np.ndarray, channels: int) -> ir.LazyTensor:
+    """A block's noiseless weight in converter codes, computed only when asked for.
+
+    Draws replace it, so a measurement never holds a second copy of the model's analog weights.
+    """
+    if layout.op_type == "Conv":
+        shape = (block.shape[1], channels, *layout.shape[2:])
+    elif layout.op_type == "ConvTranspose":
+        shape = (layout.groups * channels, layout.shape[1], *layout.shape[2:])
+    else:
+        shape = block.shape
+    return ir.LazyTensor(
+        lambda: ir.tensor(layout.block_weight(block * to_codes, channels)), ir.DataType.FLOAT, ir.Shape(shape)
+    )
+
+
 def _compensation(array: pcm.ProgrammedArray, read: np.ndarray) -> float:
     """Global drift compensation of one tile: mean |g| at programming over mean |g| now."""
     g_now = float(np.abs(read * array.us_per_weight).mean())
@@ -140,9 +178,10 @@ class _Builder:
         self.nodes: list[ir.Node] = []
         self.prefix = ""
 
-    def constant(self, suffix: str, array: np.ndarray) -> ir.Value:
+    def constant(self, suffix: str, array: np.ndarray | ir.LazyTensor) -> ir.Value:
         name = f"{self.prefix}/{suffix}"
-        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        tensor = array if isinstance(array, ir.LazyTensor) else ir.tensor(array, name=name)
+        value = ir.Value(name=name, const_value=tensor)
         self.graph.register_initializer(value)
         return value
 
@@ -204,7 +243,7 @@ class _Builder:
         activation_rank: int,
     ):
         analog = self.target.analog
-        matrix = layout.to_matrix(node.inputs[operand].const_value.numpy().astype(np.float32))
+        matrix = layout.to_matrix(np.asarray(node.inputs[operand].const_value.numpy(), dtype=np.float32))
         dac_levels = 2 ** (analog.dac_bits - 1) - 1
         dac_step = input_range / dac_levels
         x = self.codes(node.inputs[activation], dac_step, dac_levels, "dac")
@@ -225,7 +264,7 @@ class _Builder:
             np.maximum(column_peak, np.float32(PEAK_FLOOR), out=column_peak)
             adc_scale = (adc_step * input_range * column_peak).astype(np.float32)  # real units per ADC code
             to_codes = (dac_step / adc_scale).astype(np.float32)
-            weight = self.constant(f"tile_rows{index}", layout.block_weight(block * to_codes, channels))
+            weight = self.constant(f"tile_rows{index}", _clean_block(layout, block, to_codes, channels))
             output_scale = self.constant(f"adc{index}_scale", adc_scale.reshape(channel_shape))
             self.simulation.blocks.append(
                 AnalogBlock(weight, output_scale, block, to_codes, adc_scale, layout, channels, analog.cols)
@@ -306,9 +345,13 @@ class _Builder:
         return y
 
 
-def build_simulation(annotated: ir.Model, target: Target) -> Simulation:
-    """A copy of the annotated model with every mapped layer rewritten; weights clean until a draw."""
-    model = ir.from_proto(ir.to_proto(annotated))
+def build_simulation(annotated: ir.Model, target: Target, copy: bool = True) -> Simulation:
+    """A copy of the annotated model with every mapped layer rewritten; weights clean until a draw.
+
+    The copy shares the weight tensors (none is modified); copy=False
+    rewrites `annotated` itself (a graph built for this simulation alone).
+    """
+    model = (shared_copy(annotated) or ir.from_proto(ir.to_proto(annotated))) if copy else annotated
     builder = _Builder(model, target)
     for node in list(model.graph):
         annotation = read_layer(node)

@@ -1,0 +1,106 @@
+"""Independent measurements in parallel: a local process pool, or a Ray cluster; the same results as serial.
+
+A job is `function(model, shared, part)`: the model and `shared` (data,
+target, options) reach each worker once, the parts are what differs. Every
+random draw is keyed by what it measures (seed, draw, layer), never by the
+worker, and results come back in the order of the parts, so any split
+gives the serial result. Workers share the machine's cores: each
+onnxruntime session in a pool of N uses cores / N threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from hetmap.errors import HetmapError
+
+SESSION_THREADS = 0  # onnxruntime's intra-op threads per session (0: one per core); a pool's worker takes its share
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Where measurements run: `count` local processes (1: this one), or the Ray cluster at `ray_address`."""
+
+    count: int = 1
+    ray_address: str | None = None
+    serial_below_bytes: int = 8 << 20  # a local pool costs seconds to start: smaller models run serially
+
+    @property
+    def parallel(self) -> bool:
+        return self.ray_address is not None or self.count > 1
+
+
+def default_worker_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def map_parts(function: Callable, model: ir.Model, shared, parts: list, workers: Workers) -> list:
+    """[function(model, shared, part) for part in parts], on `workers`."""
+    if not workers.parallel or len(parts) <= 1:
+        return [function(model, shared, part) for part in parts]
+    if workers.ray_address is None and _weight_bytes(model) < workers.serial_below_bytes:
+        return [function(model, shared, part) for part in parts]
+    payload = ir.to_proto(model).SerializeToString()
+    if workers.ray_address is not None:
+        return _map_ray(function, payload, shared, parts, workers)
+    count = min(workers.count, len(parts))
+    threads = max(1, default_worker_count() // count)
+    with tempfile.TemporaryDirectory(prefix="hetmap-workers-") as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(payload)
+        del payload
+        context = multiprocessing.get_context("spawn")  # no fork of onnxruntime's or torch's threads
+        with ProcessPoolExecutor(count, context, initializer=_start, initargs=(str(path), shared, threads)) as pool:
+            return list(pool.map(_run, [function] * len(parts), parts))
+
+
+def _weight_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+_worker: dict = {}
+
+
+def _start(path: str, shared, threads: int) -> None:
+    global SESSION_THREADS
+    SESSION_THREADS = threads
+    _worker["model"] = ir.serde.deserialize_model(onnx.load(path))
+    _worker["shared"] = shared
+
+
+def _run(function: Callable, part):
+    return function(_worker["model"], _worker["shared"], part)
+
+
+def _map_ray(function: Callable, payload: bytes, shared, parts: list, workers: Workers) -> list:
+    try:
+        import ray
+    except ImportError:
+        raise HetmapError("--ray needs Ray: pip install 'hetmap[ray]'") from None
+    if not ray.is_initialized():
+        address = None if workers.ray_address == "local" else workers.ray_address
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    model_ref, shared_ref = ray.put(payload), ray.put(shared)
+    task = ray.remote(_ray_task)
+    return ray.get([task.remote(function, model_ref, shared_ref, part) for part in parts])
+
+
+def _ray_task(function: Callable, payload: bytes, shared, part):
+    global SESSION_THREADS
+    SESSION_THREADS = 1
+    return function(ir.serde.deserialize_model(onnx.load_from_string(payload)), shared, part)
+
+
+def split(items: list, count: int) -> list[list]:
+    """Items dealt round-robin into at most `count` parts (long and short jobs mixed in each)."""
+    count = max(1, min(count, len(items)))
+    return [items[index::count] for index in range(count)]

@@ -1,0 +1,270 @@
+"""One layer perturbed at a time, from activations computed once: sensitivity's measurements.
+
+The full-precision model runs once over the data with every activation a
+layer's suffix reads as an extra output (in groups that fit CACHE_BYTES,
+else streamed chunk by chunk). Each layer then gets one suffix session
+holding a copy of the layer per variant (each Monte-Carlo draw of analog,
+each digital width) stacked along the batch, so one run scores them all;
+analog draws are fed as inputs with exactly the noise `Scorer.simulate`
+draws for that layer alone. A model whose batch cannot be stacked (a fixed
+batch size, an activation without the batch axis, a huge layer) gets one
+session per option instead, analog run once per draw. Layers are
+independent: `sweep_layers` on any subset gives the same arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from hetmap.graph.data import Dataset
+from hetmap.mapping.annotations import layer_annotation
+from hetmap.mapping.mapping import ANALOG
+from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
+from hetmap.sim.jobs import Workers, map_parts, split
+from hetmap.sim.scorer import Scorer, session_for
+from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
+
+CACHE_BYTES = 512 << 20  # activations kept for every sample at once
+RUN_BYTES = 256 << 20  # one stacked run: variants x samples x the largest activation, roughly
+STACK_WEIGHT_BYTES = 256 << 20  # a layer whose copies (one per variant) would hold more runs unstacked
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What every layer's measurement needs besides the model (picklable, for workers)."""
+
+    target: object  # hetmap.targets.Target
+    layers: tuple  # partition's MappableLayer rows
+    input_ranges: dict[str, float]
+    dataset: Dataset
+    options: tuple[str, ...]
+    draws: int  # Monte-Carlo draws of analog
+    t_inference_s: float
+    seed: int
+    batch: int  # samples per run of the unperturbed model (the scorer's)
+    stackable: bool  # False for a fixed batch size: one option per run
+
+
+def sweep_for(scorer: Scorer, model: ir.Model, target, layers, input_ranges, options, draws, t_s, seed) -> Sweep:
+    """The sweep a sensitivity measurement with this scorer runs."""
+    stackable = scorer.fixed_batch is None
+    ranges = dict(input_ranges)
+    return Sweep(
+        target, tuple(layers), ranges, scorer.dataset, tuple(options), draws, t_s, seed, scorer.batch, stackable
+    )
+
+
+def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, dict[str, list[np.ndarray]]]:
+    """Per layer in `names`, per option: the model's first output on every sample, one array per draw."""
+    layers = {layer.name: layer for layer in sweep.layers}
+    if has_subgraphs(model):
+        return {name: _whole_model(model, sweep, layers[name]) for name in names}
+    cuts = {name: find_cut(model, name) for name in names}
+    data = sweep.dataset.inputs
+    size = max((len(a) for a in data.values() if a.ndim), default=1)
+    probe_rows = min(size, sweep.batch if not sweep.stackable else 2)
+    activations = list(dict.fromkeys(v.name for cut in cuts.values() for v in cut.inputs if v.name not in data))
+    probe = _full_precision(model, activations, {n: a[:probe_rows] if a.ndim else a for n, a in data.items()})
+    per_sample = {name: array.nbytes // max(probe_rows, 1) for name, array in probe.items()}
+    batched = {n for n, a in data.items() if a.ndim} | {n for n, a in probe.items() if a.ndim and len(a) == probe_rows}
+    samples = {**{n: a[:probe_rows] if a.ndim else a for n, a in data.items()}, **probe}
+    largest = max(per_sample.values(), default=0) or max((a[:1].nbytes for a in data.values()), default=1)
+    results = {}
+    for group, cached in _groups(names, cuts, per_sample, size, data):
+        wanted = list(dict.fromkeys(v.name for n in group for v in cuts[n].inputs if v.name not in data))
+        source = _Source(model, wanted, data, sweep.batch, cached)
+        for name in group:
+            results[name] = _measure_layer(model, sweep, layers[name], cuts[name], source, samples, batched, largest)
+    return results
+
+
+def sweep_parallel(model: ir.Model, sweep: Sweep, names: list[str], workers: Workers) -> dict:
+    """sweep_layers over `names` with the layers dealt among `workers` (the same arrays as serial)."""
+    parts = split(names, workers.count if workers.parallel else 1)
+    results = {}
+    for part in map_parts(sweep_layers, model, sweep, parts, workers):
+        results.update(part)
+    return {name: results[name] for name in names}
+
+
+def _groups(names, cuts, per_sample, size, data):
+    """Consecutive layers whose activations fit CACHE_BYTES together; a layer alone that does not, streamed."""
+    groups, current, held = [], [], set()
+    for name in names:
+        needed = {v.name for v in cuts[name].inputs if v.name not in data}
+        grown = held | needed
+        if current and sum(per_sample[n] for n in grown) * size > CACHE_BYTES:
+            groups.append((current, True))
+            current, grown = [], needed
+        current.append(name)
+        held = grown
+    if current:
+        groups.append((current, len(current) > 1 or sum(per_sample[n] for n in held) * size <= CACHE_BYTES))
+    return groups
+
+
+def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
+    return session_for(model, fed)
+
+
+def _full_precision(model: ir.Model, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The named activations of the unperturbed model on `feeds`."""
+    if not names:
+        return {}
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    extra = [values[name] for name in names if not values[name].is_graph_output()]
+    model.graph.outputs.extend(extra)
+    try:
+        session = _session(model, set())
+    finally:
+        for _ in extra:
+            model.graph.outputs.pop()
+    return dict(zip(names, session.run(names, feeds)))
+
+
+class _Source:
+    """The inputs a suffix reads, sample range by sample range: cached once, or computed per range."""
+
+    def __init__(self, model: ir.Model, names: list[str], data: dict[str, np.ndarray], batch: int, cached: bool):
+        self.model, self.names, self.data, self.batch = model, names, data, batch
+        self.session, self.cache = None, None
+        if not names:
+            self.cache = {}
+        elif cached:
+            parts = [self._compute(start, stop) for start, stop in self.ranges(batch)]
+            self.cache = {
+                name: np.concatenate([part[name] for part in parts]) if parts[0][name].ndim else parts[0][name]
+                for name in names
+            }
+            self.session = None  # its weights are a second copy of the model's
+
+    @property
+    def size(self) -> int:
+        return max((len(a) for a in self.data.values() if a.ndim), default=1)
+
+    def ranges(self, step: int) -> list[tuple[int, int]]:
+        return [(start, min(start + step, self.size)) for start in range(0, self.size, step)]
+
+    def _slice(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {name: a[start:stop] if a.ndim else a for name, a in self.data.items()}
+
+    def _compute(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        if self.session is None:
+            values = {v.name: v for node in self.model.graph for v in node.outputs}
+            extra = [values[name] for name in self.names if not values[name].is_graph_output()]
+            self.model.graph.outputs.extend(extra)
+            try:
+                self.session = _session(self.model, set())
+            finally:
+                for _ in extra:
+                    self.model.graph.outputs.pop()
+        return dict(zip(self.names, self.session.run(self.names, self._slice(start, stop))))
+
+    def get(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        inputs = self._slice(start, stop)
+        computed = None
+        for name in names:
+            if name in inputs:
+                continue
+            if self.cache is not None:
+                cached = self.cache[name]
+                inputs[name] = cached[start:stop] if cached.ndim else cached
+            else:
+                computed = computed or self._compute(start, stop)
+                inputs[name] = computed[name]
+        return {name: inputs[name] for name in names}
+
+
+def _variant_plans(sweep: Sweep, layer, stack: bool) -> list[tuple[list[str], int]]:
+    """Sessions for one layer: (variant names, runs); analog variants are named analog0, analog1, ..."""
+    digital = [option for option in sweep.options if option != ANALOG]
+    analog = ANALOG in sweep.options
+    if stack:
+        return [([f"analog{d}" for d in range(sweep.draws)] * analog + digital, 1)]
+    return [(["analog0"], sweep.draws)] * analog + [([option], 1) for option in digital]
+
+
+def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, batched, largest):
+    outputs: dict[str, list[np.ndarray]] = {option: [] for option in sweep.options}
+    fed_inputs = [v.name for v in cut.inputs]
+    float_unbatched = any(v.dtype in FLOAT_TYPES and v.name not in batched for v in cut.inputs)
+    variants = sweep.draws * (ANALOG in sweep.options) + len(sweep.options) - (ANALOG in sweep.options)
+    weight_bytes = 4 * layer.weight_count * variants
+    stack = sweep.stackable and not float_unbatched and weight_bytes <= STACK_WEIGHT_BYTES
+    total_weights = sum(l.weight_count for l in sweep.layers)
+    for names, runs in _variant_plans(sweep, layer, stack):
+        input_range = sweep.input_ranges[layer.name]
+        annotations = [
+            (name, layer_annotation(layer, _option(name), sweep.target, input_range, [], total_weights))
+            for name in names
+        ]
+        suffix = suffix_model(model, cut, annotations, samples, batched)
+        simulation = build_simulation(suffix, sweep.target, copy=False)
+        session = _session(simulation.model, simulation.drawn_names())
+        rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))
+        for run in range(runs):
+            weights = _draw_weights(simulation, layer.name, names, sweep, run)
+            parts: list[list[np.ndarray]] = [[] for _ in names]
+            for start, stop in source.ranges(rows):
+                feeds = source.get(fed_inputs, start, stop)
+                result = _run(session, {**feeds, **weights})
+                for index, part in enumerate(split_variants(result, len(names))):
+                    parts[index].append(part)
+            for name, part in zip(names, parts):
+                outputs[_option(name)].append(np.concatenate(part))
+    return outputs
+
+
+def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    return session.run([session.get_outputs()[0].name], feeds)[0]
+
+
+def _option(variant: str) -> str:
+    return ANALOG if variant.startswith(ANALOG) else variant
+
+
+def _draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: Sweep, run: int) -> dict:
+    """Each analog copy's drawn tiles: copy k of run r is draw r + k, with `Scorer.simulate`'s generators."""
+    values = {}
+    for name in names:
+        if not name.startswith(ANALOG):
+            continue
+        draw = run + int(name[len(ANALOG) :])
+        blocks = [b for b in simulation.blocks if b.weight.name.startswith(f"{layer}#{name}/")]
+        own = Simulation(simulation.model, simulation.target, blocks)
+        program_rng, (read_rng,) = draw_generators(sweep.seed, draw, 1)
+        values.update(own.draw(program_rng, sweep.t_inference_s, read_rng))
+    return values
+
+
+def _whole_model(model: ir.Model, sweep: Sweep, layer) -> dict[str, list[np.ndarray]]:
+    """The layer measured on the whole model, as `Scorer.simulate` does (control flow in the graph)."""
+    from hetmap.mapping.annotations import clear_layer, write_layer
+
+    node = next(node for node in model.graph if node.name == layer.name)
+    total_weights = sum(l.weight_count for l in sweep.layers)
+    outputs = {}
+    for option in sweep.options:
+        write_layer(
+            node, layer_annotation(layer, option, sweep.target, sweep.input_ranges[layer.name], [], total_weights)
+        )
+        try:
+            simulation = build_simulation(model, sweep.target)
+        finally:
+            clear_layer(node)
+        session = _session(simulation.model, simulation.drawn_names())
+        outputs[option] = []
+        for draw in range(sweep.draws if option == ANALOG else 1):
+            weights = simulation.nominal()
+            if option == ANALOG:
+                program_rng, (read_rng,) = draw_generators(sweep.seed, draw, 1)
+                weights = simulation.draw(program_rng, sweep.t_inference_s, read_rng)
+            source = _Source(model, [], sweep.dataset.inputs, sweep.batch, True)
+            names = list(source.data)
+            parts = [_run(session, {**source.get(names, a, b), **weights}) for a, b in source.ranges(sweep.batch)]
+            outputs[option].append(np.concatenate(parts))
+    return outputs

@@ -1,0 +1,115 @@
+"""onnxruntime sessions over an onnx-ir model, its weights read in place rather than serialised.
+
+Serialising a large model's weights into the payload, and onnxruntime
+parsing them back, cost a copy each and most of a session's build time;
+instead every large initializer is declared as external data and handed to
+onnxruntime as an OrtValue over the model's own array, which the session
+keeps. Initializers named in `fed` become inputs, so draws need no rebuild.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from hetmap.graph.modelio import proto_without
+from hetmap.sim import jobs
+
+IN_PLACE_ABOVE_BYTES = 1024
+# DequantizeLinear of a constant weight runs on every inference in onnxruntime, and keeps its
+# Conv off the fast (NCHWc) kernels: folded to float here, up to this many bytes per session.
+FOLD_DEQUANTIZE_BYTES = 256 << 20
+_IN_PLACE_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64)}
+
+
+def session_for(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
+    """A CPU session over `model` (initializers named in `fed` become inputs), its weights read in place."""
+    moved = [value for name, value in model.graph.initializers.items() if name in fed or _in_place(value)]
+    proto = proto_without(model, moved)
+    names, arrays = [], []
+    folded = _fold_dequantize(model, proto)
+    for name, array in folded.items():
+        proto.graph.initializer.append(_external(name, onnx.TensorProto.FLOAT, array))
+        names.append(name)
+        arrays.append(array)
+    used = {name for node in proto.graph.node for name in node.input} if folded else None
+    for value in moved:
+        if used is not None and value.name not in used and value.name not in fed:
+            continue  # read only by a folded DequantizeLinear
+        tensor = value.const_value
+        if value.name in fed:
+            proto.graph.input.append(
+                onnx.helper.make_tensor_value_info(value.name, int(tensor.dtype), list(tensor.shape))
+            )
+            continue
+        array = np.ascontiguousarray(tensor.numpy())
+        proto.graph.initializer.append(_external(value.name, int(tensor.dtype), array))
+        names.append(value.name)
+        arrays.append(array)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = jobs.SESSION_THREADS
+    values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
+    if names:
+        options.add_external_initializers(names, values)
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.hetmap_weights = (arrays, values)  # read in place: they must live as long as the session
+    return session
+
+
+def _fold_dequantize(model: ir.Model, proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Float values of the DequantizeLinear nodes on constant weights, those nodes removed from `proto`.
+
+    (q - zero_point) * scale in float32, as onnxruntime's kernel computes it, so the values are the same.
+    """
+    constants = model.graph.initializers
+    bodies = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    if any(attribute.type in bodies for node in proto.graph.node for attribute in node.attribute):
+        return {}  # bodies may read the weights too: left as they are
+    folded, kept, total = {}, [], 0
+    for node in proto.graph.node:
+        inputs = [name for name in node.input if name]
+        foldable = (
+            node.op_type == "DequantizeLinear"
+            and node.domain in ("", "ai.onnx")
+            and all(name in constants and constants[name].const_value is not None for name in inputs)
+            and not any(attribute.name == "block_size" and attribute.i for attribute in node.attribute)
+        )
+        if foldable:
+            size = 4 * constants[inputs[0]].const_value.size
+            foldable = total + size <= FOLD_DEQUANTIZE_BYTES
+        if not foldable:
+            kept.append(node)
+            continue
+        total += size
+        q, scale, *zero = (constants[name].const_value.numpy() for name in inputs)
+        axis = next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 1)
+        shape = [1] * q.ndim
+        if scale.ndim:
+            shape[axis] = -1
+        values = q.astype(np.float32)
+        if zero:
+            values -= zero[0].astype(np.float32).reshape(shape)
+        values *= scale.astype(np.float32).reshape(shape)
+        folded[node.output[0]] = values
+    if folded:
+        del proto.graph.node[:]
+        proto.graph.node.extend(kept)
+    return folded
+
+
+def _in_place(value: ir.Value) -> bool:
+    tensor = value.const_value
+    return tensor is not None and tensor.nbytes > IN_PLACE_ABOVE_BYTES and tensor.dtype.numpy() in _IN_PLACE_DTYPES
+
+
+def _external(name: str, data_type: int, array: np.ndarray) -> onnx.TensorProto:
+    """A TensorProto whose data onnxruntime takes from the OrtValue of the same name."""
+    tensor = onnx.TensorProto(name=name, data_type=data_type, dims=array.shape)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, text in (("location", "hetmap-in-memory"), ("offset", "0"), ("length", str(array.nbytes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, text
+    return tensor

@@ -1,0 +1,150 @@
+"""Sensitivity from cached activations and stacked suffix runs decides exactly as whole-model simulation does."""
+
+import copy
+import warnings
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+import messy_models as messy
+from helpers import REFERENCE_MODELS, as_target, compiled_example, random_inputs
+from hetmap.graph.data import Dataset
+from hetmap.graph.shapes import resolve_input_shapes
+from hetmap.models import reference_path
+from hetmap.passes.assign import Assign, AssignOptions
+from hetmap.passes.calibrate import Calibrate
+from hetmap.passes.canonicalize import Canonicalize
+from hetmap.passes.partition import Partition
+from hetmap.passes.sensitivity import Sensitivity
+from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
+from hetmap.sim.cut import find_cut
+from hetmap.sim.jobs import Workers
+from hetmap.sim.measure import Measurement
+from hetmap.sim.run import evaluate
+
+MEASUREMENT = Measurement("1d", seeds=2)
+
+
+def reference(name: str, samples: int = 48) -> tuple[onnx.ModelProto, Dataset]:
+    data = np.load(reference_path(f"{name}.test.npz"))
+    return onnx.load(reference_path(f"{name}.onnx")), Dataset({"x": data["x"][:samples]}, data["y"][:samples], name)
+
+
+def decide(proto: onnx.ModelProto, dataset: Dataset | None, engine: str, target="hermes", assign=True) -> dict:
+    """Canonicalize .. sensitivity (with `engine`) .. assign: the reports by pass name."""
+    model = ir.serde.deserialize_model(copy.deepcopy(proto))
+    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
+    passes = [Canonicalize(), Partition(), Calibrate(), Sensitivity(MEASUREMENT, engine)]
+    passes += [Assign(AssignOptions(max_drop=1.0, measurement=MEASUREMENT))] if assign else []
+    _, reports = run_pipeline(model, passes, PassContext(as_target(target), config))
+    return reports
+
+
+def drops(report) -> dict:
+    return {
+        (layer, option): (d.drop_points, d.std_points) for layer, o in report.layers.items() for option, d in o.items()
+    }
+
+
+def assert_same_drops(whole, suffix) -> None:
+    expected, actual = drops(whole), drops(suffix)
+    assert expected.keys() == actual.keys()
+    for key, (drop, std) in expected.items():
+        assert actual[key] == pytest.approx((drop, std), abs=1e-9), key
+
+
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_reference_models_get_the_same_drops_and_mapping(name):
+    proto, dataset = reference(name)
+    whole, suffix = (decide(proto, dataset, engine) for engine in ("whole", "suffix"))
+    assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
+    assert whole["assign"].mapping == suffix["assign"].mapping
+    assert [a.measured_drop_points for a in whole["assign"].attempts] == [
+        a.measured_drop_points for a in suffix["assign"].attempts
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["if_and_loop", "multi_input_int64_scalar", "grouped_and_depthwise_conv", "matmul_constant_left", "wide_gemm"],
+)
+def test_hand_built_models_get_the_same_drops_on_a_small_target(name):
+    """Fixed batch sizes (one session per option), row blocks on the tiny target, control flow (whole model)."""
+    proto = messy.wide_gemm() if name == "wide_gemm" else messy.HAND_BUILT[name]()
+    feeds = random_inputs(proto, batch=4)
+    dataset = Dataset(feeds, None, "feeds")
+    whole, suffix = (decide(proto, dataset, engine, "tiny", assign=False) for engine in ("whole", "suffix"))
+    assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
+
+
+def test_an_sklearn_classifier_whose_labels_are_gathered_gets_the_same_drops():
+    """skl2onnx leaves intermediate types unset and ends in ArgMax, ArrayFeatureExtractor and Reshape(-1)."""
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    labels = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stopped early
+        proto = to_onnx(
+            MLPClassifier((16, 8), max_iter=50, random_state=0).fit(x, labels), x[:1], options={"zipmap": False}
+        )
+    for samples in (2, 40):
+        dataset = Dataset({"X": x[:samples]}, None, "feeds")
+        whole, suffix = (decide(proto, dataset, engine, "tiny", assign=False) for engine in ("whole", "suffix"))
+        assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
+
+
+def test_a_fixed_batch_reference_model_runs_one_option_per_session_with_the_same_drops():
+    proto, dataset = reference("cnn", samples=32)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
+    whole, suffix = (decide(proto, dataset, engine, assign=False) for engine in ("whole", "suffix"))
+    assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
+
+
+def test_a_cut_feeds_activations_and_recomputes_shapes():
+    """The suffix of the transformer's first projection reads the residual stream and rebuilds int shapes itself."""
+    proto, dataset = reference("transformer", samples=4)
+    model = ir.serde.deserialize_model(proto)
+    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
+    model, reports = run_pipeline(model, [Canonicalize(), Partition()], PassContext(as_target("hermes"), config))
+    first = reports["partition"].layers[0].name
+    cut = find_cut(model, first)
+    assert cut.nodes[0].name == first and cut.reaches_output
+    assert all(value.dtype in (ir.DataType.FLOAT, ir.DataType.INT64) for value in cut.inputs)
+    assert all(value.dtype == ir.DataType.FLOAT for value in cut.inputs if value.producer() is not None)
+
+
+def sensitivity_with(workers: Workers) -> dict:
+    proto, dataset = reference("resnet", samples=32)
+    model = ir.serde.deserialize_model(proto)
+    shapes = resolve_input_shapes(model, dataset, {})
+    config = CompileConfig(input_shapes=shapes, dataset=dataset, workers=workers)
+    passes = [Canonicalize(), Partition(), Calibrate(), Sensitivity(MEASUREMENT)]
+    return drops(run_pipeline(model, passes, PassContext(as_target("hermes"), config))[1]["sensitivity"])
+
+
+def run_with(workers: Workers) -> list:
+    model, reports = compiled_example("cnn", "hermes", "mixed")
+    dataset = Dataset({"x": np.load(reference_path("cnn.test.npz"))["x"][:64]}, None, "cnn")
+    report = evaluate(model, "cnn", dataset, ["1h", "1y"], seeds=3, seed=5, workers=workers)
+    return [result.per_seed for result in report.drifts]
+
+
+def test_two_local_workers_give_the_serial_results():
+    assert sensitivity_with(Workers(2, serial_below_bytes=0)) == sensitivity_with(Workers(1))
+    assert run_with(Workers(2, serial_below_bytes=0)) == run_with(Workers(1))
+
+
+def test_a_local_ray_instance_gives_the_serial_results():
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        assert sensitivity_with(Workers(2, "local")) == sensitivity_with(Workers(1))
+        assert run_with(Workers(2, "local")) == run_with(Workers(1))
+    finally:
+        ray.shutdown()
