@@ -191,7 +191,9 @@ class _Measure:
         self.total_weights = context.reports["partition"].mappable_weights
         self.scorer = Scorer(model, scoring_dataset(model, context.config), reference, context.config.metric)
         ranges = context.reports["calibrate"].input_range
-        self.measurer = Measurer(model, self.target, self.layers, ranges, self.scorer, context.config.seed)
+        self.measurer = Measurer(
+            model, self.target, self.layers, ranges, self.scorer, context.config.seed, context.config.workers
+        )
         self.offset = 100 * (self.scorer.full_precision - self.scorer.model_metric)
 
     def __call__(self, mapping: dict[str, str], predicted: float) -> Attempt:
@@ -277,7 +279,9 @@ class _Verifier:
         self.scorer = Scorer(model, dataset, reference, context.config.metric)
         ranges = context.reports["calibrate"].input_range
         layers = context.reports["partition"].layers
-        self.measurer = Measurer(model, context.target, layers, ranges, self.scorer, context.config.seed)
+        self.measurer = Measurer(
+            model, context.target, layers, ranges, self.scorer, context.config.seed, context.config.workers
+        )
         self.options = options
 
     def __call__(self, mapping: dict[str, str]) -> VerifiedDrop:

@@ -14,6 +14,7 @@ import onnx_ir as ir
 
 from hetmap.mapping.annotations import clear_layer, layer_annotation, write_layer
 from hetmap.sim.drift import parse_drift
+from hetmap.sim.jobs import Workers
 from hetmap.sim.scorer import Scorer
 from hetmap.targets import Target
 
@@ -34,7 +35,14 @@ class Measurer:
     """Scores mappings of one model: partition `layers` with their calibrated input ranges."""
 
     def __init__(
-        self, model: ir.Model, target: Target, layers: list, input_ranges: dict[str, float], scorer: Scorer, seed: int
+        self,
+        model: ir.Model,
+        target: Target,
+        layers: list,
+        input_ranges: dict[str, float],
+        scorer: Scorer,
+        seed: int,
+        workers: Workers = Workers(),
     ):
         self.model = model
         self.target = target
@@ -42,6 +50,7 @@ class Measurer:
         self.input_ranges = input_ranges
         self.scorer = scorer
         self.seed = seed
+        self.workers = workers  # a mapping's draws run there
 
     def measure(
         self,
@@ -65,7 +74,7 @@ class Measurer:
             write_layer(nodes[layer.name], layer_annotation(layer, option, self.target, input_range, [], total_weights))
         try:
             _, per_time = self.scorer.simulate(
-                self.model, self.target, times, seeds, self.seed, what=what, per_sample=per_sample
+                self.model, self.target, times, seeds, self.seed, what=what, per_sample=per_sample, workers=self.workers
             )
         finally:
             for layer in chosen:
