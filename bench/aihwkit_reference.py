@@ -6,7 +6,7 @@ folded it), is converted with aihwkit's convert_to_analog under a
 TorchInferenceRPUConfig set up like the target (PCMLikeNoiseModel, global
 drift compensation, DAC/ADC bits and bound, tile size, per-column weight
 scaling, each layer's static input range from `hetmap.input_range`, no
-noise or bound management, no output noise: hetmap.train.rpu_config), then
+noise or bound management, no output noise: bench.rpu_config), then
 programmed and drifted as `hetmap run` does. It serves the fidelity test and
 bench.fidelity; aihwkit imports lazily.
 """
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from bench.rpu_config import rpu_config
 from hetmap.graph.layouts import WeightLayout
 from hetmap.mapping.annotations import LayerAnnotation, read_layer
 from hetmap.targets import Target
-from hetmap.train.rpu_config import rpu_config
 
 PARITY_TOLERANCE = 1e-4  # relative to the largest logit, torch vs onnxruntime on the same weights
 

@@ -2,7 +2,7 @@
 
 `use_aihwkit_tiles(net, target, t_inference_s)` swaps every analog-capable
 layer's analog op in a Supernet for aihwkit tiles (TorchInferenceRPUConfig
-set up like the target by hetmap.train.rpu_config: converters, tile size,
+set up like the target by bench.rpu_config: converters, tile size,
 hetmap's row blocks, the calibrated input range) with a Gaussian weight
 modifier of the size of the target's PCM error at the drift time, as
 fine-tuning trained before. The tiles never own the weight: each forward
@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from bench.rpu_config import rpu_config
 from hetmap.graph.layouts import row_ranges
 from hetmap.sim.noise import noisy_weights
 from hetmap.targets import Target
-from hetmap.train.rpu_config import rpu_config
 
 _NOISE_PROBE_SEED = 20_260_101
 

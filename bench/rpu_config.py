@@ -1,9 +1,10 @@
-"""aihwkit's TorchInferenceRPUConfig set up like a target: the analog tiles fine-tuning trains.
+"""aihwkit's TorchInferenceRPUConfig set up like a target: the reference hetmap is checked against.
 
-The supernetwork's analog mode runs aihwkit's torch tile with hetmap's
-semantics (converters, PCM noise model, tile size and row blocks, static
-input range); bench/aihwkit_reference.py uses the same configuration to
-check the simulator against aihwkit. aihwkit imports lazily, on first use.
+aihwkit's torch tile with hetmap's semantics (converters, PCM noise model,
+tile size and row blocks, static input range). Fine-tuning no longer uses
+it (hetmap.train.analog is its own op); bench/aihwkit_reference.py checks
+the simulator against it and bench/aihwkit_tiles.py times the old training
+path. aihwkit imports lazily, on first use.
 """
 
 from __future__ import annotations
