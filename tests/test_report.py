@@ -18,6 +18,7 @@ from hetmap.driver import Decision, compile_model, read_reports
 from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model
 from hetmap.models import reference_path
+from hetmap.report.facts import summary
 from hetmap.report.html import render_report_html
 from hetmap.report.plots import render_pareto, render_sensitivity, render_tiles
 from hetmap.sim.run import evaluate
@@ -289,3 +290,13 @@ def test_the_browser_check_sees_a_broken_picture(compiled, tmp_path):
     page = (compiled / "report.html").read_text()
     broken.write_text(page.replace("</main>", '<img src="data:image/png;base64,iVBORw0KGgoAAAA=" alt="broken"></main>'))
     assert images_loaded_in_chromium(broken, tmp_path) == (len(PICTURES), len(PICTURES) + 1)
+
+
+def test_the_summary_says_when_refine_shipped_weights_the_verification_did_not_see(reports):
+    refined = {**reports, "refine": {"shipped": "refined", "drop_before_points": 0.4, "drop_after_points": 0.1}}
+    evidence = summary(refined)["accuracy"]["evidence"]
+    assert "verified on" in evidence and "then refined: +0.10 points on the decision data (was +0.40)" in evidence
+    assert (
+        "refined"
+        not in summary({**reports, "refine": {**refined["refine"], "shipped": "as assigned"}})["accuracy"]["evidence"]
+    )

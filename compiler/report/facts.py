@@ -57,9 +57,10 @@ def unique_attempts(attempts: list[dict]) -> list[dict]:
 def summary(reports: dict[str, dict]) -> dict:
     """The headline figures of a compile, from its reports; a figure whose report is missing is None.
 
-    accuracy: metric, full_precision and mapped (fractions), drop_points and
-    std_points (of the chosen mapping, measured at `drift`), max_drop_points,
-    within_budget; None when the mapping was given (no measurement at compile).
+    accuracy: metric, full_precision and mapped (fractions), drop_points (of
+    the chosen mapping at `drift`: verified on held-out data when there was
+    data), max_drop_points, verdict and evidence (the drop's text); None when
+    the mapping was given (no measurement at compile).
     """
     emit, schedule = reports.get("emit"), reports.get("schedule")
     assign, sensitivity = reports.get("assign"), reports.get("sensitivity")
@@ -100,7 +101,7 @@ def summary(reports: dict[str, dict]) -> dict:
             "drift": assign["drift"],
             "max_drop_points": assign["max_drop_points"],
             "verdict": verified["verdict"] if verified else ("within" if within else "over"),
-            "evidence": _evidence(verified, chosen, sensitivity["seeds"]),
+            "evidence": _evidence(verified, chosen, sensitivity["seeds"]) + _refined(reports.get("refine")),
         }
     return facts
 
@@ -118,6 +119,16 @@ def _evidence(verified: dict | None, chosen: dict, seeds: int) -> str:
     return (
         f"drop {verified['drop_points']:+.2f} points{interval}, verified on {verified['samples']} {where} "
         f"({verified['seeds']} seeds)"
+    )
+
+
+def _refined(refine: dict | None) -> str:
+    """When refine shipped new weights, what it measured: the verification above is of the weights before it."""
+    if not refine or refine["shipped"] != "refined":
+        return ""
+    return (
+        f"; then refined: {refine['drop_after_points']:+.2f} points on the decision data "
+        f"(was {refine['drop_before_points']:+.2f}), not verified again"
     )
 
 
