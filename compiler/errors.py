@@ -17,12 +17,12 @@ class NonFiniteError(HetmapError):
     """A NaN or inf where a number must be finite; the message names where it came from."""
 
 
-def first_non_finite(values) -> tuple[int, ...] | None:
-    """The index of the first NaN or inf in `values` (None when all are finite or not floating point)."""
+def first_non_finite(values, nan_only: bool = False) -> tuple[int, ...] | None:
+    """The index of the first NaN or inf (NaN alone with `nan_only`) in `values`; None when there is none."""
     array = np.asarray(values)
     if array.dtype.kind not in "fc" or array.size == 0:
         return None
-    bad = ~np.isfinite(array)
+    bad = np.isnan(array) if nan_only else ~np.isfinite(array)
     if not bad.any():
         return None
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))

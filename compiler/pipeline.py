@@ -141,16 +141,20 @@ def scoring_dataset(model: ir.Model, config: CompileConfig) -> Dataset:
     """
     batch = fixed_batch(model)
     if config.dataset is not None:
-        dataset = config.dataset
-        if batch and dataset.size % batch and dataset.size > batch:
-            usable = dataset.size - dataset.size % batch
-            labels = dataset.labels[:usable] if dataset.labels is not None else None
-            return Dataset(dataset.head(usable), labels, dataset.source)
-        return dataset
+        return _whole_batches(config.dataset, batch)
     batch = batch or SCORING_RANDOM_SAMPLES
     rng = np.random.default_rng([config.seed, 11])
     feeds = random_feeds(model, config.input_shapes, rng, batch=batch)
     return Dataset(inputs=feeds, labels=None, source="random inputs (give --data to score on real data)")
+
+
+def _whole_batches(dataset: Dataset, batch: int | None) -> Dataset:
+    """The largest whole number of a fixed batch size's batches (all of it for a free batch dimension)."""
+    if batch and dataset.size % batch and dataset.size > batch:
+        usable = dataset.size - dataset.size % batch
+        labels = dataset.labels[:usable] if dataset.labels is not None else None
+        return Dataset(dataset.head(usable), labels, dataset.source)
+    return dataset
 
 
 def verification_dataset(model: ir.Model, config: CompileConfig) -> tuple[Dataset, bool] | None:
@@ -161,7 +165,7 @@ def verification_dataset(model: ir.Model, config: CompileConfig) -> tuple[Datase
     verify on (random inputs say nothing of the budget).
     """
     if config.verify is not None:
-        return scoring_dataset(model, CompileConfig(seed=config.seed, dataset=config.verify)), True
+        return _whole_batches(config.verify, fixed_batch(model)), True
     if config.dataset is not None:
         return scoring_dataset(model, config), False
     return None

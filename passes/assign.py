@@ -33,7 +33,7 @@ import onnx_ir as ir
 
 from hetmap.mapping.cost import dram_surcharge_pj_per_byte, layer_cost, mapping_energy_pj, weight_bytes
 from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
-from hetmap.mapping.search import Attempt, Decision, decide, safest, solve_and_verify
+from hetmap.mapping.search import Attempt, Decision, decide, rank, safest, solve_and_verify
 from hetmap.mapping.solver import Problem, predicted_drop
 from hetmap.pipeline import Pass, PassContext, scoring_dataset, verification_dataset
 from hetmap.sim.confidence import WITHIN, VerifiedDrop, verified_drop
@@ -234,7 +234,7 @@ def choose_verified(
     `offset`: the drop the noiseless weights already have (see solve_and_verify).
     """
     feasible = [a for a in decision.attempts if a.measured_drop_points <= budget]
-    ordered = sorted(feasible, key=lambda a: _rank(a, objective))
+    ordered = sorted(feasible, key=lambda a: rank(a, objective))
     ordered += sorted((a for a in decision.attempts if a not in feasible), key=lambda a: a.measured_drop_points)
     candidates = ordered[: MAX_VERIFIED - 2]
     digital = next(o for o in problem.options if o != ANALOG)  # the widest digital unit comes first
@@ -256,14 +256,7 @@ def choose_verified(
         verified.append((attempt, drop))
         if drop.verdict(budget) == WITHIN:
             return attempt, drop
-    return min(verified, key=lambda pair: (pair[1].high_points, _rank(pair[0], objective)))
-
-
-def _rank(attempt: Attempt, objective: str) -> tuple:
-    """Sort key: the better attempt under the objective first."""
-    if objective == "energy":
-        return (attempt.energy_pj,)
-    return (-attempt.analog_weight_share, attempt.energy_pj)
+    return min(verified, key=lambda pair: (pair[1].high_points, rank(pair[0], objective)))
 
 
 class _Verifier:

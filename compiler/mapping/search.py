@@ -59,9 +59,14 @@ def decide(problem: Problem, measure: Measure, budget: float, objective: str, of
 
 
 def best(attempts: list[Attempt], objective: str) -> Attempt:
+    return min(attempts, key=lambda a: rank(a, objective))
+
+
+def rank(attempt: Attempt, objective: str) -> tuple[float, ...]:
+    """Sort key under the objective: the better attempt sorts first (least energy, or most analog weights)."""
     if objective == "energy":
-        return min(attempts, key=lambda a: a.energy_pj)
-    return max(attempts, key=lambda a: (a.analog_weight_share, -a.energy_pj))
+        return (attempt.energy_pj,)
+    return (-attempt.analog_weight_share, attempt.energy_pj)
 
 
 def solve_and_verify(

@@ -15,7 +15,6 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
@@ -76,17 +75,12 @@ def _refuse_non_finite_weights(model: ir.Model) -> None:
         if tensor is None or tensor.dtype not in _FLOAT_TYPES:
             continue
         array = tensor.numpy()
-        index = first_non_finite(array) if name in computing else _first_nan(array)
+        index = first_non_finite(array, nan_only=name not in computing)
         if index is not None:
             where = f" at index {list(index)}" if index else ""
             raise NonFiniteError(
                 f"initializer '{name}' holds {array[index]}{where}: the model's weights must be finite"
             )
-
-
-def _first_nan(array: np.ndarray) -> tuple[int, ...] | None:
-    nan = np.isnan(array)
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(nan)), array.shape)) if nan.any() else None
 
 
 @contextlib.contextmanager
