@@ -27,7 +27,9 @@ from hetmap.sim.layerwise import sweep_for, sweep_parallel
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
 
-ENGINES = ("suffix", "whole")  # whole: every (layer, option) simulates the whole model, as before the suffix engine
+# screened: the suffix engine skipping samples a variant cannot flip (hetmap.sim.screen); suffix: every sample;
+# whole: every (layer, option) simulates the whole model, as before the suffix engine
+ENGINES = ("screened", "suffix", "whole")
 
 
 @dataclass
@@ -46,13 +48,14 @@ class SensitivityReport:
     drift: str
     seeds: int
     layers: dict[str, dict[str, OptionDrop]]
+    screened_share: float  # of the sample x variant runs, those the screen skipped (they cannot flip)
 
 
 class Sensitivity(Pass):
     name = "sensitivity"
     inputs = ("partition", "calibrate", "finetune")
 
-    def __init__(self, measurement: Measurement = Measurement(), engine: str = "suffix"):
+    def __init__(self, measurement: Measurement = Measurement(), engine: str = "screened"):
         self.measurement = measurement
         self.engine = engine
 
@@ -64,16 +67,18 @@ class Sensitivity(Pass):
         reference = finetune.weights.reference_outputs if finetune else None
         scorer = Scorer(model, dataset, reference, context.config.metric)
         ranges = context.reports["calibrate"].input_range
+        screened = 0.0
         if self.engine == "whole":
             scores = _whole_model_scores(model, context, partition.layers, ranges, scorer, self.measurement)
         else:
             options, seeds, seed = target_options(target), self.measurement.seeds, context.config.seed
-            sweep = sweep_for(
-                scorer, model, target, partition.layers, ranges, options, seeds, self.measurement.t_inference_s, seed
-            )
+            t_s, screen = self.measurement.t_inference_s, self.engine == "screened"
+            sweep = sweep_for(scorer, model, target, partition.layers, ranges, options, seeds, t_s, seed, screen)
             names = [layer.name for layer in partition.layers]
-            outputs = sweep_parallel(model, sweep, names, context.config.workers)
-            scores = {name: _scores(scorer, name, per_option) for name, per_option in outputs.items()}
+            swept = sweep_parallel(model, sweep, names, context.config.workers)
+            scores = {name: _scores(scorer, name, layer.outputs) for name, layer in swept.items()}
+            run, total = (sum(getattr(layer, key) for layer in swept.values()) for key in ("rows_run", "rows_total"))
+            screened = 1 - run / max(total, 1)
         layers = {}
         for layer in partition.layers:
             drops = {}
@@ -91,6 +96,7 @@ class Sensitivity(Pass):
             drift=self.measurement.drift,
             seeds=self.measurement.seeds,
             layers=layers,
+            screened_share=screened,
         )
         return model, report
 

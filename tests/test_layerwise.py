@@ -1,4 +1,4 @@
-"""Sensitivity from cached activations and stacked suffix runs decides exactly as whole-model simulation does."""
+"""Sensitivity from cached activations, stacked suffix runs and the sample screen decides as whole-model simulation does."""
 
 import copy
 import warnings
@@ -32,10 +32,10 @@ def reference(name: str, samples: int = 48) -> tuple[onnx.ModelProto, Dataset]:
     return onnx.load(reference_path(f"{name}.onnx")), Dataset({"x": data["x"][:samples]}, data["y"][:samples], name)
 
 
-def decide(proto: onnx.ModelProto, dataset: Dataset | None, engine: str, target="hermes", assign=True) -> dict:
+def decide(proto, dataset: Dataset | None, engine: str, target="hermes", assign=True, metric="auto") -> dict:
     """Canonicalize .. sensitivity (with `engine`) .. assign: the reports by pass name."""
     model = ir.serde.deserialize_model(copy.deepcopy(proto))
-    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
+    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset, metric=metric)
     passes = [Canonicalize(), Partition(), Calibrate(), Sensitivity(MEASUREMENT, engine)]
     passes += [Assign(AssignOptions(max_drop=1.0, measurement=MEASUREMENT))] if assign else []
     _, reports = run_pipeline(model, passes, PassContext(as_target(target), config))
@@ -148,3 +148,25 @@ def test_a_local_ray_instance_gives_the_serial_results():
         assert run_with(Workers(2, "local")) == run_with(Workers(1))
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("name, labelled", [("cnn", True), ("resnet", True), ("transformer", False)])
+def test_the_screen_skips_samples_that_cannot_flip_and_keeps_every_drop(name, labelled):
+    """Accuracy and agreement: the screened sweep runs fewer samples and measures every drop of the full one."""
+    proto, dataset = reference(name, samples=256)
+    dataset = dataset if labelled else Dataset(dataset.inputs, None, name)
+    full, screened = (decide(proto, dataset, engine) for engine in ("suffix", "screened"))
+    assert_same_drops(full["sensitivity"], screened["sensitivity"])
+    assert full["assign"].mapping == screened["assign"].mapping
+    assert full["sensitivity"].screened_share == 0
+    assert screened["sensitivity"].screened_share > 0.3
+
+
+def test_the_screen_keeps_whole_batches_of_a_fixed_batch_model_and_leaves_continuous_metrics_alone():
+    proto, dataset = reference("cnn", samples=96)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
+    whole, screened = (decide(proto, dataset, engine, assign=False) for engine in ("whole", "screened"))
+    assert_same_drops(whole["sensitivity"], screened["sensitivity"])
+    assert screened["sensitivity"].screened_share > 0
+    cosine = decide(proto, dataset, "screened", assign=False, metric="cosine")["sensitivity"]
+    assert cosine.metric == "cosine" and cosine.screened_share == 0

@@ -8,8 +8,11 @@ each digital width) stacked along the batch, so one run scores them all;
 analog draws are fed as inputs with exactly the noise `Scorer.simulate`
 draws for that layer alone. A model whose batch cannot be stacked (a fixed
 batch size, an activation without the batch axis, a huge layer) gets one
-session per option instead, analog run once per draw. Layers are
-independent: `sweep_layers` on any subset gives the same arrays.
+session per option instead, analog run once per draw. Under a top-1
+metric the samples run smallest top-1 gap first and each variant stops
+once the samples left cannot flip (hetmap.sim.screen); the session is
+rebuilt without the variants that stopped. Layers are independent:
+`sweep_layers` on any subset gives the same arrays.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from hetmap.mapping.mapping import ANALOG
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer, session_for
+from hetmap.sim.screen import CHUNK_ROWS, Screen, screen_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 
 CACHE_BYTES = 512 << 20  # activations kept for every sample at once
@@ -47,18 +51,39 @@ class Sweep:
     seed: int
     batch: int  # samples per run of the unperturbed model (the scorer's)
     stackable: bool  # False for a fixed batch size: one option per run
+    screen: Screen | None  # the samples' order and when a variant may stop; `dataset` is in that order
 
 
-def sweep_for(scorer: Scorer, model: ir.Model, target, layers, input_ranges, options, draws, t_s, seed) -> Sweep:
-    """The sweep a sensitivity measurement with this scorer runs."""
+@dataclass
+class LayerSweep:
+    outputs: dict[str, list[np.ndarray]]  # per option, one array of outputs per draw, in the data's order
+    rows_run: int  # sample x variant evaluations run
+    rows_total: int  # ... and those a sweep without the screen would run
+
+
+def sweep_for(
+    scorer: Scorer, model: ir.Model, target, layers, input_ranges, options, draws, t_s, seed, screened=True
+) -> Sweep:
+    """The sweep a sensitivity measurement with this scorer runs (`screened`: skip samples that cannot flip)."""
     stackable = scorer.fixed_batch is None
-    ranges = dict(input_ranges)
+    screen = screen_for(scorer.metric, scorer.outputs) if screened and not has_subgraphs(model) else None
+    dataset = scorer.dataset if screen is None else scorer.dataset.subset(screen.order)
     return Sweep(
-        target, tuple(layers), ranges, scorer.dataset, tuple(options), draws, t_s, seed, scorer.batch, stackable
+        target,
+        tuple(layers),
+        dict(input_ranges),
+        dataset,
+        tuple(options),
+        draws,
+        t_s,
+        seed,
+        scorer.batch,
+        stackable,
+        screen,
     )
 
 
-def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, dict[str, list[np.ndarray]]]:
+def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, LayerSweep]:
     """Per layer in `names`, per option: the model's first output on every sample, one array per draw."""
     layers = {layer.name: layer for layer in sweep.layers}
     if has_subgraphs(model):
@@ -188,35 +213,72 @@ def _variant_plans(sweep: Sweep, layer, stack: bool) -> list[tuple[list[str], in
     return [(["analog0"], sweep.draws)] * analog + [([option], 1) for option in digital]
 
 
-def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, batched, largest):
+def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, batched, largest) -> LayerSweep:
     outputs: dict[str, list[np.ndarray]] = {option: [] for option in sweep.options}
-    fed_inputs = [v.name for v in cut.inputs]
     float_unbatched = any(v.dtype in FLOAT_TYPES and v.name not in batched for v in cut.inputs)
     variants = sweep.draws * (ANALOG in sweep.options) + len(sweep.options) - (ANALOG in sweep.options)
     weight_bytes = 4 * layer.weight_count * variants
     stack = sweep.stackable and not float_unbatched and weight_bytes <= STACK_WEIGHT_BYTES
-    total_weights = sum(l.weight_count for l in sweep.layers)
+    plan = _LayerPlan(model, sweep, layer, cut, samples, batched)
+    rows_run = 0
     for names, runs in _variant_plans(sweep, layer, stack):
-        input_range = sweep.input_ranges[layer.name]
+        rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))
+        rows = rows if sweep.screen is None or not sweep.stackable else min(rows, CHUNK_ROWS)
+        for run in range(runs):
+            measured = plan.measure(names, run, source, rows)
+            for name in names:
+                rows_run += len(measured[name])
+                complete = measured[name] if sweep.screen is None else sweep.screen.complete(measured[name])
+                outputs[_option(name)].append(complete)
+    return LayerSweep(outputs, rows_run, source.size * variants)
+
+
+class _LayerPlan:
+    """One layer's variants run over the samples; a variant the screen stops leaves the session."""
+
+    def __init__(self, model, sweep: Sweep, layer, cut, samples, batched):
+        self.model, self.sweep, self.layer, self.cut = model, sweep, layer, cut
+        self.samples, self.batched = samples, batched
+        self.total_weights = sum(l.weight_count for l in sweep.layers)
+
+    def _session(self, names: list[str], run: int):
+        sweep, layer = self.sweep, self.layer
         annotations = [
-            (name, layer_annotation(layer, _option(name), sweep.target, input_range, [], total_weights))
+            (
+                name,
+                layer_annotation(
+                    layer, _option(name), sweep.target, sweep.input_ranges[layer.name], [], self.total_weights
+                ),
+            )
             for name in names
         ]
-        suffix = suffix_model(model, cut, annotations, samples, batched)
+        suffix = suffix_model(self.model, self.cut, annotations, self.samples, self.batched)
         simulation = build_simulation(suffix, sweep.target, copy=False)
-        session = _session(simulation.model, simulation.drawn_names())
-        rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))
-        for run in range(runs):
-            weights = _draw_weights(simulation, layer.name, names, sweep, run)
-            parts: list[list[np.ndarray]] = [[] for _ in names]
-            for start, stop in source.ranges(rows):
-                feeds = source.get(fed_inputs, start, stop)
-                result = _run(session, {**feeds, **weights})
-                for index, part in enumerate(split_variants(result, len(names))):
-                    parts[index].append(part)
-            for name, part in zip(names, parts):
-                outputs[_option(name)].append(np.concatenate(part))
-    return outputs
+        return _session(simulation.model, simulation.drawn_names()), _draw_weights(
+            simulation, layer.name, names, sweep, run
+        )
+
+    def measure(self, names: list[str], run: int, source: _Source, rows: int) -> dict[str, np.ndarray]:
+        """Each variant's outputs on the samples it ran, in the sweep's order (all of them without a screen)."""
+        screen, fed = self.sweep.screen, [v.name for v in self.cut.inputs]
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        changes: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        active, session = list(names), None
+        for start, stop in source.ranges(rows):
+            if session is None:
+                session, weights = self._session(active, run)
+            result = _run(session, {**source.get(fed, start, stop), **weights})
+            for name, part in zip(active, split_variants(result, len(active))):
+                parts[name].append(part)
+                if screen is not None:
+                    changes[name].append(screen.relative_change(part, start))
+            if screen is not None:
+                stopped = [name for name in active if screen.can_stop(changes[name], stop)]
+                active = [name for name in active if name not in stopped]
+                session = None if stopped else session
+                if not active:
+                    break
+        return {name: np.concatenate(part) for name, part in parts.items()}
 
 
 def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -241,7 +303,7 @@ def _draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: S
     return values
 
 
-def _whole_model(model: ir.Model, sweep: Sweep, layer) -> dict[str, list[np.ndarray]]:
+def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
     """The layer measured on the whole model, as `Scorer.simulate` does (control flow in the graph)."""
     from hetmap.mapping.annotations import clear_layer, write_layer
 
@@ -267,4 +329,5 @@ def _whole_model(model: ir.Model, sweep: Sweep, layer) -> dict[str, list[np.ndar
             names = list(source.data)
             parts = [_run(session, {**source.get(names, a, b), **weights}) for a, b in source.ranges(sweep.batch)]
             outputs[option].append(np.concatenate(parts))
-    return outputs
+    rows = sum(len(array) for arrays in outputs.values() for array in arrays)
+    return LayerSweep(outputs, rows, rows)

@@ -71,6 +71,7 @@ class Scorer:
         self.batch = _batch_size(model, dataset)
         own = _predict(session_for(model, set()), dataset.inputs, {}, self.batch)
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
+        self.outputs = own  # these weights without noise
         self.reference = own if reference is None else reference
         self.metric: Metric = choose_metric(metric, self.reference, dataset.labels, dataset.source)
         self.full_precision_per_sample = self.metric.per_sample(self.reference, dataset.labels, self.reference)
