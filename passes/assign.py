@@ -192,7 +192,7 @@ class _Measure:
         self.scorer = Scorer(model, scoring_dataset(model, context.config), reference, context.config.metric)
         ranges = context.reports["calibrate"].input_range
         self.measurer = Measurer(
-            model, self.target, self.layers, ranges, self.scorer, context.config.seed, context.config.workers
+            model, self.target, self.layers, ranges, self.scorer, context.config.seed, context.config.workers, True
         )
         self.offset = 100 * (self.scorer.full_precision - self.scorer.model_metric)
 
@@ -273,7 +273,7 @@ class _Verifier:
         ranges = context.reports["calibrate"].input_range
         layers = context.reports["partition"].layers
         self.measurer = Measurer(
-            model, context.target, layers, ranges, self.scorer, context.config.seed, context.config.workers
+            model, context.target, layers, ranges, self.scorer, context.config.seed, context.config.workers, True
         )
         self.options = options
 

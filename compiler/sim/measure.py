@@ -43,6 +43,7 @@ class Measurer:
         scorer: Scorer,
         seed: int,
         workers: Workers = Workers(),
+        screened: bool = False,
     ):
         self.model = model
         self.target = target
@@ -51,6 +52,7 @@ class Measurer:
         self.scorer = scorer
         self.seed = seed
         self.workers = workers  # a mapping's draws run there
+        self.screened = screened  # skip the samples no change seen can flip (hetmap.sim.screen)
 
     def measure(
         self,
@@ -74,7 +76,15 @@ class Measurer:
             write_layer(nodes[layer.name], layer_annotation(layer, option, self.target, input_range, [], total_weights))
         try:
             _, per_time = self.scorer.simulate(
-                self.model, self.target, times, seeds, self.seed, what=what, per_sample=per_sample, workers=self.workers
+                self.model,
+                self.target,
+                times,
+                seeds,
+                self.seed,
+                what=what,
+                per_sample=per_sample,
+                workers=self.workers,
+                screened=self.screened,
             )
         finally:
             for layer in chosen:

@@ -20,6 +20,7 @@ from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
+from hetmap.sim.screen import CHUNK_ROWS, Screen, screen_for
 from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
@@ -30,15 +31,27 @@ PROGRAMMED_LIMIT_BYTES = 512 << 20  # above: the chip is programmed again for ea
 
 
 def _predict(
-    session: ort.InferenceSession, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray], batch: int
+    session: ort.InferenceSession,
+    inputs: dict[str, np.ndarray],
+    extra: dict[str, np.ndarray],
+    batch: int,
+    screen: Screen | None = None,
 ) -> np.ndarray:
-    """Outputs over every sample, `batch` at a time; a 0-d input (a scalar) goes whole into each run."""
+    """Outputs over every sample, `batch` at a time; a 0-d input (a scalar) goes whole into each run.
+
+    With a `screen`, `inputs` are in its order and the run stops once no sample left can flip.
+    """
     size = max((len(array) for array in inputs.values() if array.ndim), default=1)
-    parts = []
+    parts, changes = [], []
     for start in range(0, size, batch):
         feeds = {name: array[start : start + batch] if array.ndim else array for name, array in inputs.items()}
         parts.append(session.run([session.get_outputs()[0].name], {**feeds, **extra})[0])
-    return np.concatenate(parts)
+        if screen is not None:
+            changes.append(screen.relative_change(parts[-1], start))
+            if screen.can_stop(changes, start + len(parts[-1])):
+                break
+    outputs = np.concatenate(parts)
+    return outputs if screen is None else screen.complete(outputs)
 
 
 def _batch_size(model: ir.Model, dataset: Dataset) -> int:
@@ -77,9 +90,22 @@ class Scorer:
         self.full_precision_per_sample = self.metric.per_sample(self.reference, dataset.labels, self.reference)
         self.full_precision = float(self.full_precision_per_sample.mean())
         self.model_metric = self.metric.score(own, dataset.labels, self.reference)  # this model's weights, no noise
+        self._screened = None
 
-    def _score(self, session, weights, what: str, per_sample: bool) -> float | np.ndarray:
-        return self.score_outputs(_predict(session, self.dataset.inputs, weights, self.batch), what, per_sample)
+    def screened_feed(self) -> tuple[dict[str, np.ndarray], int, Screen | None]:
+        """(inputs, samples per run, screen) for runs that skip the samples no change seen so far can flip."""
+        if self._screened is None:
+            screen = screen_for(self.metric, self.outputs)
+            if screen is None:
+                self._screened = (self.dataset.inputs, self.batch, None)
+            else:
+                rows = self.batch if self.fixed_batch else min(self.batch, CHUNK_ROWS)
+                self._screened = (self.dataset.subset(screen.order).inputs, rows, screen)
+        return self._screened
+
+    def _score(self, session, weights, what: str, per_sample: bool, feed) -> float | np.ndarray:
+        inputs, batch, screen = feed
+        return self.score_outputs(_predict(session, inputs, weights, batch, screen), what, per_sample)
 
     def score_outputs(self, outputs: np.ndarray, what: str, per_sample: bool = False) -> float | np.ndarray:
         """The metric of a variant's outputs (the samples' scores with `per_sample`); a non-finite output names it."""
@@ -102,23 +128,25 @@ class Scorer:
         what: str = "the mapped model",
         per_sample: bool = False,
         workers: Workers = Workers(),
+        screened: bool = False,
     ) -> tuple[float | None, list[list[float]]]:
         """(converters-only metric when asked, else None; metric per drift time per seed) of an annotated model.
 
         The converters-only run costs one more pass over the data, so only `hetmap run` asks for it.
         `what` names the variant in the error a non-finite output raises; with `per_sample`, each
         metric is the array of the samples' scores (a confidence interval needs them); `workers`
-        share out the draws.
+        share out the draws; `screened` skips samples that cannot flip (hetmap.sim.screen).
         """
         simulation: Simulation = build_simulation(annotated, target)
         session = session_for(simulation.model, simulation.drawn_names())
+        feed = self.screened_feed() if screened else (self.dataset.inputs, self.batch, None)
         if not simulation.blocks:
-            nominal = self._score(session, simulation.nominal(), what, per_sample)
+            nominal = self._score(session, simulation.nominal(), what, per_sample, feed)
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
-        nominal = self._score(session, simulation.nominal(), what, per_sample) if with_nominal else None
-        shared = (target, times, seed, self.dataset.inputs, self.batch)
+        nominal = self._score(session, simulation.nominal(), what, per_sample, feed) if with_nominal else None
+        shared = (target, times, seed, *feed)
         done = {}
         if workers.parallel and seeds > 1:
             parts = split(list(range(seeds)), workers.count)
@@ -135,15 +163,17 @@ class Scorer:
 
 def _draw_outputs(simulation: Simulation, session: ort.InferenceSession, shared, draw: int) -> list[np.ndarray]:
     """One chip (Monte-Carlo draw `draw`) programmed once and read at every drift time: outputs per time."""
-    target, times, seed, inputs, batch = shared
+    target, times, seed, inputs, batch, screen = shared
     program_rng, read_rngs = draw_generators(seed, draw, len(times))
     analog_weights = sum(block.matrix.size for block in simulation.blocks)
     if len(times) == 1 or PROGRAMMED_BYTES_PER_WEIGHT * analog_weights > PROGRAMMED_LIMIT_BYTES:
         # Program again for each time, block by block: the same chip (same generator state), less memory.
         fresh = [draw_generators(seed, draw, len(times))[0] for _ in times]
-        return [_predict(session, inputs, simulation.draw(p, t, r), batch) for p, t, r in zip(fresh, times, read_rngs)]
+        drawn = (simulation.draw(p, t, r) for p, t, r in zip(fresh, times, read_rngs))
+        return [_predict(session, inputs, weights, batch, screen) for weights in drawn]
     programmed = simulation.program(program_rng)
-    return [_predict(session, inputs, simulation.read(programmed, t, rng), batch) for t, rng in zip(times, read_rngs)]
+    read = (simulation.read(programmed, t, rng) for t, rng in zip(times, read_rngs))
+    return [_predict(session, inputs, weights, batch, screen) for weights in read]
 
 
 def _draws_outputs(annotated: ir.Model, shared, draws: list[int]) -> list[list[np.ndarray]]:
