@@ -3,9 +3,12 @@
 `whole` simulates the whole network for every layer and option (the path
 before issue 16), `suffix` runs only each layer's suffix from cached
 activations with the options stacked, `screened` (the default) also skips
-the samples a variant cannot flip (hetmap.sim.screen). Each round runs the
-engines one after the other, so load on a shared machine hits them alike;
-the best round counts. Drops must be equal to the bit across engines.
+the samples a variant cannot flip (hetmap.sim.screen), and `budget` also
+stops an option once its drop is sure to exceed the budget (--budget, as
+compile does). Each round runs them one after the other, so load on a
+shared machine hits them alike; the best round counts. Drops must be equal
+to the bit across engines, except that an option `budget` stopped must be
+over the budget in both.
 
 The trained reference models score accuracy on their test files; ResNet-50
 has random weights and inputs (agreement; every input lands in the same
@@ -14,7 +17,7 @@ an evenly spaced subset of its layers, since whole-model simulation of
 every layer takes hours.
 
     python -m bench.sensitivity_speed [--models cnn,resnet,transformer,resnet8,resnet20,resnet50]
-        [--samples 256] [--resnet50-samples 64] [--resnet50-layers 6] [--rounds 2]
+        [--samples 256] [--resnet50-samples 64] [--resnet50-layers 6] [--rounds 2] [--budget 0.5]
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ def _resnet50(samples: int) -> tuple[onnx.ModelProto, Dataset]:
     return build_resnet50(0), Dataset({"input": x}, None, "random inputs")
 
 
-def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, rounds: int) -> dict:
-    """Best seconds per engine, the screened share, and whether the drops agree."""
+def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, rounds: int, budget: float) -> dict:
+    """Best seconds per engine, the screened shares, and whether the drops agree."""
     model = ir.serde.deserialize_model(proto)
     config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset, workers=Workers(1))
     context = PassContext(load_target("hermes"), config)
@@ -68,26 +71,37 @@ def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, r
         picks = np.linspace(0, len(partition.layers) - 1, layer_count).round().astype(int)
         partition = dataclasses.replace(partition, layers=[partition.layers[i] for i in picks])
     context = context.with_reports({**reports, "partition": partition})
-    seconds = {engine: [] for engine in ENGINES}
-    drops, share = {}, 0.0
+    runs = {engine: (engine, None) for engine in ENGINES} | {"budget": ("screened", budget)}
+    seconds = {name: [] for name in runs}
+    drops, shares = {}, {}
     for _ in range(rounds):
-        for engine in ENGINES:
+        for name, (engine, largest) in runs.items():
             began = time.perf_counter()
-            _, report = Sensitivity(Measurement("1d", seeds=3), engine).run(model, context)
-            seconds[engine].append(time.perf_counter() - began)
-            drops[engine] = {(layer, o): d.drop_points for layer, row in report.layers.items() for o, d in row.items()}
-            share = report.screened_share if engine == "screened" else share
-    best = {engine: min(values) for engine, values in seconds.items()}
-    differ = {
-        engine: max(abs(drops[engine][key] - drops["whole"][key]) for key in drops["whole"]) for engine in ENGINES
+            _, report = Sensitivity(Measurement("1d", seeds=3), engine, largest).run(model, context)
+            seconds[name].append(time.perf_counter() - began)
+            drops[name] = {(layer, o): d for layer, row in report.layers.items() for o, d in row.items()}
+            shares[name] = report.screened_share
+    best = {name: min(values) for name, values in seconds.items()}
+    exact = drops["whole"]
+    agree = {
+        name: all(
+            (d.drop_points > budget and exact[key].drop_points > budget)
+            if d.at_least
+            else d.drop_points == exact[key].drop_points
+            for key, d in found.items()
+        )
+        for name, found in drops.items()
     }
     return {
         "layers": len(partition.layers),
         "samples": dataset.size,
+        "budget": budget,
         "seconds": best,
-        "speedup_vs_whole": {engine: best["whole"] / best[engine] for engine in ENGINES},
-        "screened_share": share,
-        "max_drop_difference_vs_whole": differ,
+        "speedup_vs_whole": {name: best["whole"] / best[name] for name in runs},
+        "skipped_share": shares,
+        "stopped_over_budget": sum(d.at_least for d in drops["budget"].values()),
+        "options": len(exact),
+        "drops_agree": agree,
     }
 
 
@@ -98,22 +112,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resnet50-samples", type=int, default=64)
     parser.add_argument("--resnet50-layers", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=0.5, help="compile's --max-drop, for the `budget` run")
     parser.add_argument("--out", type=Path, default=RESULTS / "sensitivity_speed.json")
     args = parser.parse_args(argv)
     results = {}
-    print("model        layers samples   whole s  suffix s  screened s  suffix x  screened x  skipped  drops equal")
+    print(
+        "model        layers samples   whole s  suffix s  screened s  budget s | speed-up: suffix screened budget"
+        " | skipped: screened budget | agree"
+    )
     for name in args.models.split(","):
         if name == "resnet50":
-            figures = measure(*_resnet50(args.resnet50_samples), args.resnet50_layers, args.rounds)
+            figures = measure(*_resnet50(args.resnet50_samples), args.resnet50_layers, args.rounds, args.budget)
         else:
-            figures = measure(*_reference(name, args.samples), None, args.rounds)
+            figures = measure(*_reference(name, args.samples), None, args.rounds, args.budget)
         results[name] = figures
-        s, x = figures["seconds"], figures["speedup_vs_whole"]
-        equal = max(figures["max_drop_difference_vs_whole"].values()) == 0
+        s, x, k = figures["seconds"], figures["speedup_vs_whole"], figures["skipped_share"]
         print(
             f"{name:12s} {figures['layers']:6d} {figures['samples']:7d} {s['whole']:9.1f} {s['suffix']:9.1f} "
-            f"{s['screened']:11.1f} {x['suffix']:8.2f}x {x['screened']:10.2f}x {figures['screened_share']:7.0%}  "
-            f"{'yes' if equal else 'NO'}",
+            f"{s['screened']:11.1f} {s['budget']:9.1f} | {x['suffix']:14.2f}x {x['screened']:7.2f}x {x['budget']:5.2f}x"
+            f" | {k['screened']:17.0%} {k['budget']:6.0%} | {'yes' if all(figures['drops_agree'].values()) else 'NO'}",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

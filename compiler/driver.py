@@ -15,7 +15,7 @@ from hetmap.graph.modelio import read_model, save_model_atomic, write_json_atomi
 from hetmap.graph.shapes import fixed_batch, graph_inputs, resolve_input_shapes
 from hetmap.mapping.annotations import mark_simulation
 from hetmap.mapping.mapping import resolve_mapping
-from hetmap.passes.assign import Assign, AssignOptions
+from hetmap.passes.assign import PARETO_BUDGETS, Assign, AssignOptions
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.emit import Emit
@@ -106,8 +106,9 @@ def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
     if given is not None:
         choose = [*finetune, assign]  # finetune trained the given mapping alone already
     else:
-        first = SensitivityBeforeFinetune(measurement) if adapting else Sensitivity(measurement)
-        again = [Sensitivity(measurement)] if adapting else []
+        largest = max(decision.max_drop, *PARETO_BUDGETS) if decision.pareto else decision.max_drop
+        first = (SensitivityBeforeFinetune if adapting else Sensitivity)(measurement, largest_budget=largest)
+        again = [Sensitivity(measurement, largest_budget=largest)] if adapting else []
         choose = [first, *finetune, *again, assign, *refine]
     return [Canonicalize(), Partition(), Calibrate(), *choose, Schedule(), Emit()]
 

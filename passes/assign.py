@@ -166,6 +166,10 @@ def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> P
     weight_bytes_per_option = np.array([[weight_bytes(l, o, context.target) for o in options] for l in layers])
     allowed = np.ones(drop.shape, dtype=bool)
     allowed[:, options.index(ANALOG)] = [l.tiles <= context.target.analog.count for l in layers]
+    # An option whose measuring stopped once it was sure to break every budget: the solver never needs it.
+    at_least = np.array([[sensitivity[l.name][o].at_least for o in options] for l in layers], dtype=bool)
+    masked = allowed & ~at_least
+    allowed = np.where(masked.any(axis=1, keepdims=True), masked, allowed)
     return Problem(
         layers=[l.name for l in layers],
         options=options,

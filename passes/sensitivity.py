@@ -36,6 +36,7 @@ ENGINES = ("screened", "suffix", "whole")
 class OptionDrop:
     drop_points: float  # full precision minus perturbed metric, percentage points
     std_points: float  # spread over seeds (0 for digital options)
+    at_least: bool = False  # measuring stopped once the drop was sure to exceed every budget assign solves for
 
 
 @dataclass
@@ -55,9 +56,13 @@ class Sensitivity(Pass):
     name = "sensitivity"
     inputs = ("partition", "calibrate", "finetune")
 
-    def __init__(self, measurement: Measurement = Measurement(), engine: str = "screened"):
+    def __init__(
+        self, measurement: Measurement = Measurement(), engine: str = "screened", largest_budget: float | None = None
+    ):
+        """largest_budget: the largest budget (points) assign solves for; an option sure to drop more stops early."""
         self.measurement = measurement
         self.engine = engine
+        self.largest_budget = largest_budget
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, SensitivityReport]:
         target = context.target
@@ -67,16 +72,20 @@ class Sensitivity(Pass):
         reference = finetune.weights.reference_outputs if finetune else None
         scorer = Scorer(model, dataset, reference, context.config.metric)
         ranges = context.reports["calibrate"].input_range
-        screened = 0.0
+        screened, over = 0.0, {}
         if self.engine == "whole":
             scores = _whole_model_scores(model, context, partition.layers, ranges, scorer, self.measurement)
         else:
             options, seeds, seed = target_options(target), self.measurement.seeds, context.config.seed
             t_s, screen = self.measurement.t_inference_s, self.engine == "screened"
-            sweep = sweep_for(scorer, model, target, partition.layers, ranges, options, seeds, t_s, seed, screen)
+            stop_above = self._stop_above(scorer)
+            sweep = sweep_for(
+                scorer, model, target, partition.layers, ranges, options, seeds, t_s, seed, screen, stop_above
+            )
             names = [layer.name for layer in partition.layers]
             swept = sweep_parallel(model, sweep, names, context.config.workers)
             scores = {name: _scores(scorer, name, layer.outputs) for name, layer in swept.items()}
+            over = {name: layer.over for name, layer in swept.items()}
             run, total = (sum(getattr(layer, key) for layer in swept.values()) for key in ("rows_run", "rows_total"))
             screened = 1 - run / max(total, 1)
         layers = {}
@@ -85,7 +94,9 @@ class Sensitivity(Pass):
             for option in target_options(target):
                 values = 100 * (scorer.model_metric - np.array(scores[layer.name][option]))
                 require_finite(values, f"sensitivity: the drop of layer '{layer.name}' as {option}")
-                drops[option] = OptionDrop(float(values.mean()), float(values.std()))
+                drops[option] = OptionDrop(
+                    float(values.mean()), float(values.std()), option in over.get(layer.name, ())
+                )
             layers[layer.name] = drops
         report = SensitivityReport(
             metric=scorer.metric.name,
@@ -99,6 +110,12 @@ class Sensitivity(Pass):
             screened_share=screened,
         )
         return model, report
+
+    def _stop_above(self, scorer: Scorer) -> float | None:
+        """The drop (a metric fraction) past which no option fits: the largest budget less what the weights lost."""
+        if self.largest_budget is None:
+            return None
+        return max(self.largest_budget - 100 * (scorer.full_precision - scorer.model_metric), 0.0) / 100
 
 
 def _scores(scorer: Scorer, layer: str, outputs: dict[str, list[np.ndarray]]) -> dict[str, list[float]]:

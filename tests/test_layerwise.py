@@ -32,11 +32,11 @@ def reference(name: str, samples: int = 48) -> tuple[onnx.ModelProto, Dataset]:
     return onnx.load(reference_path(f"{name}.onnx")), Dataset({"x": data["x"][:samples]}, data["y"][:samples], name)
 
 
-def decide(proto, dataset: Dataset | None, engine: str, target="hermes", assign=True, metric="auto") -> dict:
-    """Canonicalize .. sensitivity (with `engine`) .. assign: the reports by pass name."""
+def decide(proto, dataset: Dataset | None, engine: str, target="hermes", assign=True, metric="auto", budget=None):
+    """Canonicalize .. sensitivity (with `engine`, stopping options sure to break `budget`) .. assign (at 1 point)."""
     model = ir.serde.deserialize_model(copy.deepcopy(proto))
     config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset, metric=metric)
-    passes = [Canonicalize(), Partition(), Calibrate(), Sensitivity(MEASUREMENT, engine)]
+    passes = [Canonicalize(), Partition(), Calibrate(), Sensitivity(MEASUREMENT, engine, budget)]
     passes += [Assign(AssignOptions(max_drop=1.0, measurement=MEASUREMENT))] if assign else []
     _, reports = run_pipeline(model, passes, PassContext(as_target(target), config))
     return reports
@@ -155,11 +155,30 @@ def test_the_screen_skips_samples_that_cannot_flip_and_keeps_every_drop(name, la
     """Accuracy and agreement: the screened sweep runs fewer samples and measures every drop of the full one."""
     proto, dataset = reference(name, samples=256)
     dataset = dataset if labelled else Dataset(dataset.inputs, None, name)
-    full, screened = (decide(proto, dataset, engine) for engine in ("suffix", "screened"))
+    full, screened = (decide(proto, dataset, engine, assign=False) for engine in ("suffix", "screened"))
     assert_same_drops(full["sensitivity"], screened["sensitivity"])
-    assert full["assign"].mapping == screened["assign"].mapping
     assert full["sensitivity"].screened_share == 0
     assert screened["sensitivity"].screened_share > 0.3
+
+
+@pytest.mark.parametrize("name, labelled", [("resnet", True), ("transformer", False)])
+def test_options_sure_to_break_the_budget_stop_early_and_the_solver_decides_the_same(name, labelled):
+    proto, dataset = reference(name, samples=256)
+    dataset = dataset if labelled else Dataset(dataset.inputs, None, name)
+    full, bounded, screened = (
+        decide(proto, dataset, engine, budget=budget)
+        for engine, budget in (("suffix", None), ("screened", 1.0), ("screened", None))
+    )
+    report, exact = bounded["sensitivity"], drops(full["sensitivity"])
+    stopped = [(layer, o) for layer, row in report.layers.items() for o, d in row.items() if d.at_least]
+    assert stopped and report.screened_share > screened["sensitivity"].screened_share
+    for (layer, option), (drop, std) in exact.items():
+        measured = report.layers[layer][option]
+        if measured.at_least:
+            assert measured.drop_points > 1.0 and drop > 1.0, (layer, option)
+        else:
+            assert (measured.drop_points, measured.std_points) == pytest.approx((drop, std), abs=1e-9)
+    assert full["assign"].mapping == bounded["assign"].mapping
 
 
 def test_the_screen_keeps_whole_batches_of_a_fixed_batch_model_and_leaves_continuous_metrics_alone():

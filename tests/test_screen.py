@@ -17,7 +17,7 @@ from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
 from hetmap.sim import scorer as scorer_module
 from hetmap.sim.measure import Measurer
 from hetmap.sim.scorer import Scorer
-from hetmap.sim.screen import screen_for
+from hetmap.sim.screen import Track, screen_for
 
 
 def calibrated(name: str, samples: int, labelled: bool = True):
@@ -73,9 +73,13 @@ def test_the_screen_orders_by_gap_and_restores_the_data_order():
     outputs = np.array([[0.0, 5.0, 1.0], [2.0, 2.1, 0.0], [9.0, 0.0, 0.0], [1.0, 1.5, 1.4]], dtype=np.float32)
     from hetmap.sim.metrics import Metric
 
-    screen = screen_for(Metric("top1"), outputs)
+    screen = screen_for(Metric("top1"), outputs, None, outputs)
     assert list(screen.order) == [1, 3, 0, 2]  # relative gaps 0.048, 0.067, 0.8, 1.0
     measured = outputs[screen.order][:2] + 0.01
     restored = screen.complete(measured)
     assert np.allclose(restored[[1, 3]], outputs[[1, 3]] + 0.01) and np.array_equal(restored[[0, 2]], outputs[[0, 2]])
-    assert screen_for(Metric("cosine"), outputs) is None
+    assert screen_for(Metric("cosine"), outputs, None, outputs) is None
+    track = Track(screen)
+    track.add(np.array([[2.2, 2.1, 0.0], [1.0, 1.5, 1.4]], dtype=np.float32))  # the first flips
+    assert track.lost == 1 and track.done == 2 and not track.settled  # fewer rows than MIN_ROWS
+    assert track.drop_at_least() == 0.25  # agreement: nothing left can win back what was lost

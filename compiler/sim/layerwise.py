@@ -29,7 +29,7 @@ from hetmap.mapping.mapping import ANALOG
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer, session_for
-from hetmap.sim.screen import CHUNK_ROWS, Screen, screen_for
+from hetmap.sim.screen import CHUNK_ROWS, Screen, Track, screen_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 
 CACHE_BYTES = 512 << 20  # activations kept for every sample at once
@@ -52,6 +52,7 @@ class Sweep:
     batch: int  # samples per run of the unperturbed model (the scorer's)
     stackable: bool  # False for a fixed batch size: one option per run
     screen: Screen | None  # the samples' order and when a variant may stop; `dataset` is in that order
+    stop_above: float | None  # a drop (metric fraction) no budget assign solves for admits: measuring stops there
 
 
 @dataclass
@@ -59,14 +60,31 @@ class LayerSweep:
     outputs: dict[str, list[np.ndarray]]  # per option, one array of outputs per draw, in the data's order
     rows_run: int  # sample x variant evaluations run
     rows_total: int  # ... and those a sweep without the screen would run
+    over: set[str]  # options stopped once sure to drop more than `stop_above`: their drops are lower bounds
 
 
 def sweep_for(
-    scorer: Scorer, model: ir.Model, target, layers, input_ranges, options, draws, t_s, seed, screened=True
+    scorer: Scorer,
+    model: ir.Model,
+    target,
+    layers,
+    input_ranges,
+    options,
+    draws,
+    t_s,
+    seed,
+    screened=True,
+    stop_above=None,
 ) -> Sweep:
-    """The sweep a sensitivity measurement with this scorer runs (`screened`: skip samples that cannot flip)."""
+    """The sweep a sensitivity measurement with this scorer runs.
+
+    `screened`: skip the samples a variant cannot flip, and with `stop_above` (a metric fraction) stop
+    measuring an option once its drop is sure to exceed it.
+    """
     stackable = scorer.fixed_batch is None
-    screen = screen_for(scorer.metric, scorer.outputs) if screened and not has_subgraphs(model) else None
+    screen = None
+    if screened and not has_subgraphs(model):
+        screen = screen_for(scorer.metric, scorer.outputs, scorer.dataset.labels, scorer.reference)
     dataset = scorer.dataset if screen is None else scorer.dataset.subset(screen.order)
     return Sweep(
         target,
@@ -80,6 +98,7 @@ def sweep_for(
         scorer.batch,
         stackable,
         screen,
+        stop_above if screen is not None else None,
     )
 
 
@@ -220,21 +239,22 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, ba
     weight_bytes = 4 * layer.weight_count * variants
     stack = sweep.stackable and not float_unbatched and weight_bytes <= STACK_WEIGHT_BYTES
     plan = _LayerPlan(model, sweep, layer, cut, samples, batched)
-    rows_run = 0
+    rows_run, over = 0, set()
     for names, runs in _variant_plans(sweep, layer, stack):
         rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))
         rows = rows if sweep.screen is None or not sweep.stackable else min(rows, CHUNK_ROWS)
         for run in range(runs):
-            measured = plan.measure(names, run, source, rows)
+            measured, stopped_over = plan.measure(names, run, source, rows, whole_options=runs == 1)
+            over |= stopped_over
             for name in names:
                 rows_run += len(measured[name])
                 complete = measured[name] if sweep.screen is None else sweep.screen.complete(measured[name])
                 outputs[_option(name)].append(complete)
-    return LayerSweep(outputs, rows_run, source.size * variants)
+    return LayerSweep(outputs, rows_run, source.size * variants, over)
 
 
 class _LayerPlan:
-    """One layer's variants run over the samples; a variant the screen stops leaves the session."""
+    """One layer's variants run over the samples; a variant the screen settles leaves the session."""
 
     def __init__(self, model, sweep: Sweep, layer, cut, samples, batched):
         self.model, self.sweep, self.layer, self.cut = model, sweep, layer, cut
@@ -242,28 +262,26 @@ class _LayerPlan:
         self.total_weights = sum(l.weight_count for l in sweep.layers)
 
     def _session(self, names: list[str], run: int):
-        sweep, layer = self.sweep, self.layer
+        sweep, layer, input_range = self.sweep, self.layer, self.sweep.input_ranges[self.layer.name]
         annotations = [
-            (
-                name,
-                layer_annotation(
-                    layer, _option(name), sweep.target, sweep.input_ranges[layer.name], [], self.total_weights
-                ),
-            )
+            (name, layer_annotation(layer, _option(name), sweep.target, input_range, [], self.total_weights))
             for name in names
         ]
         suffix = suffix_model(self.model, self.cut, annotations, self.samples, self.batched)
         simulation = build_simulation(suffix, sweep.target, copy=False)
-        return _session(simulation.model, simulation.drawn_names()), _draw_weights(
-            simulation, layer.name, names, sweep, run
-        )
+        weights = _draw_weights(simulation, layer.name, names, sweep, run)
+        return _session(simulation.model, simulation.drawn_names()), weights
 
-    def measure(self, names: list[str], run: int, source: _Source, rows: int) -> dict[str, np.ndarray]:
-        """Each variant's outputs on the samples it ran, in the sweep's order (all of them without a screen)."""
+    def measure(self, names, run: int, source: _Source, rows: int, whole_options: bool):
+        """(each variant's outputs on the rows it ran, in the sweep's order; the options stopped over the budget).
+
+        Without a screen every row runs. With one, a variant leaves once settled, and an option
+        (all its variants here: `whole_options`) once its drop cannot fit under `sweep.stop_above`.
+        """
         screen, fed = self.sweep.screen, [v.name for v in self.cut.inputs]
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        changes: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        active, session = list(names), None
+        tracks = {name: Track(screen) for name in names} if screen is not None else {}
+        active, session, over = list(names), None, set()
         for start, stop in source.ranges(rows):
             if session is None:
                 session, weights = self._session(active, run)
@@ -271,14 +289,27 @@ class _LayerPlan:
             for name, part in zip(active, split_variants(result, len(active))):
                 parts[name].append(part)
                 if screen is not None:
-                    changes[name].append(screen.relative_change(part, start))
-            if screen is not None:
-                stopped = [name for name in active if screen.can_stop(changes[name], stop)]
-                active = [name for name in active if name not in stopped]
-                session = None if stopped else session
-                if not active:
-                    break
-        return {name: np.concatenate(part) for name, part in parts.items()}
+                    tracks[name].add(part)
+            if screen is None:
+                continue
+            if whole_options and self.sweep.stop_above is not None:
+                over |= _over_budget(names, active, tracks, self.sweep.stop_above)
+            leaving = [name for name in active if tracks[name].settled or _option(name) in over]
+            active = [name for name in active if name not in leaving]
+            session = None if leaving else session
+            if not active:
+                break
+        return {name: np.concatenate(part) for name, part in parts.items()}, over
+
+
+def _over_budget(names: list[str], active: list[str], tracks: dict, stop_above: float) -> set[str]:
+    """Options still running whose drop, their draws averaged, is already sure to exceed `stop_above`."""
+    over = set()
+    for option in {_option(name) for name in active}:
+        bounds = [tracks[name].drop_at_least() for name in names if _option(name) == option]
+        if np.mean(bounds) > stop_above:
+            over.add(option)
+    return over
 
 
 def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -330,4 +361,4 @@ def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
             parts = [_run(session, {**source.get(names, a, b), **weights}) for a, b in source.ranges(sweep.batch)]
             outputs[option].append(np.concatenate(parts))
     rows = sum(len(array) for arrays in outputs.values() for array in arrays)
-    return LayerSweep(outputs, rows, rows)
+    return LayerSweep(outputs, rows, rows, set())

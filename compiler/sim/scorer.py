@@ -20,7 +20,7 @@ from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
-from hetmap.sim.screen import CHUNK_ROWS, Screen, screen_for
+from hetmap.sim.screen import CHUNK_ROWS, Screen, Track, screen_for
 from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
@@ -42,13 +42,13 @@ def _predict(
     With a `screen`, `inputs` are in its order and the run stops once no sample left can flip.
     """
     size = max((len(array) for array in inputs.values() if array.ndim), default=1)
-    parts, changes = [], []
+    parts, track = [], None if screen is None else Track(screen)
     for start in range(0, size, batch):
         feeds = {name: array[start : start + batch] if array.ndim else array for name, array in inputs.items()}
         parts.append(session.run([session.get_outputs()[0].name], {**feeds, **extra})[0])
-        if screen is not None:
-            changes.append(screen.relative_change(parts[-1], start))
-            if screen.can_stop(changes, start + len(parts[-1])):
+        if track is not None:
+            track.add(parts[-1])
+            if track.settled:
                 break
     outputs = np.concatenate(parts)
     return outputs if screen is None else screen.complete(outputs)
@@ -95,7 +95,7 @@ class Scorer:
     def screened_feed(self) -> tuple[dict[str, np.ndarray], int, Screen | None]:
         """(inputs, samples per run, screen) for runs that skip the samples no change seen so far can flip."""
         if self._screened is None:
-            screen = screen_for(self.metric, self.outputs)
+            screen = screen_for(self.metric, self.outputs, self.dataset.labels, self.reference)
             if screen is None:
                 self._screened = (self.dataset.inputs, self.batch, None)
             else:
