@@ -27,6 +27,9 @@ from hetmap.targets import Target
 CHUNK = 256
 PROGRAMMED_BYTES_PER_WEIGHT = 12  # a programmed tile: conductance, drift exponent, read-noise amplitude
 PROGRAMMED_LIMIT_BYTES = 512 << 20  # above: the chip is programmed again for each drift time, block by block
+# From this many samples each draw is baked into a session of its own: constant weights let onnxruntime
+# use its fast (NCHWc) convolutions, which pays for building the session (bench.sim_speed measures both).
+BAKED_FROM_SAMPLES = 256
 
 
 def _predict(
@@ -109,15 +112,20 @@ class Scorer:
         metric is the array of the samples' scores (a confidence interval needs them); `workers`
         share out the draws.
         """
-        simulation: Simulation = build_simulation(annotated, target)
-        session = session_for(simulation.model, simulation.drawn_names())
+        baked = self.dataset.size >= BAKED_FROM_SAMPLES
+        simulation: Simulation = build_simulation(annotated, target, shifted_adc=baked)
         if not simulation.blocks:
-            nominal = self._score(session, simulation.nominal(), what, per_sample)
+            nominal = self._score(session_for(simulation.model, set()), {}, what, per_sample)
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
-        nominal = self._score(session, simulation.nominal(), what, per_sample) if with_nominal else None
-        shared = (target, times, seed, self.dataset.inputs, self.batch)
+        session = None if baked else session_for(simulation.model, simulation.drawn_names())
+        shared = (target, times, seed, self.dataset.inputs, self.batch, baked)
+        if with_nominal:
+            outputs = _run_draw(simulation, session, simulation.nominal(), shared)
+            nominal = self.score_outputs(outputs, what, per_sample)
+        else:
+            nominal = None
         done = {}
         if workers.parallel and seeds > 1:
             parts = split(list(range(seeds)), workers.count)
@@ -132,21 +140,38 @@ class Scorer:
         return nominal, per_time
 
 
-def _draw_outputs(simulation: Simulation, session: ort.InferenceSession, shared, draw: int) -> list[np.ndarray]:
+def _run_draw(simulation: Simulation, session: ort.InferenceSession | None, values, shared) -> np.ndarray:
+    """Outputs with the drawn initializers `values`: fed to `session`, or with none, baked into a session of their own."""
+    inputs, batch = shared[3], shared[4]
+    if session is not None:
+        return _predict(session, inputs, values, batch)
+    before = simulation.bake(values)
+    try:
+        return _predict(session_for(simulation.model, set()), inputs, {}, batch)
+    finally:
+        simulation.unbake(before)
+
+
+def _draw_outputs(simulation: Simulation, session: ort.InferenceSession | None, shared, draw: int) -> list[np.ndarray]:
     """One chip (Monte-Carlo draw `draw`) programmed once and read at every drift time: outputs per time."""
-    target, times, seed, inputs, batch = shared
+    target, times, seed = shared[:3]
     program_rng, read_rngs = draw_generators(seed, draw, len(times))
     analog_weights = sum(block.matrix.size for block in simulation.blocks)
     if len(times) == 1 or PROGRAMMED_BYTES_PER_WEIGHT * analog_weights > PROGRAMMED_LIMIT_BYTES:
         # Program again for each time, block by block: the same chip (same generator state), less memory.
         fresh = [draw_generators(seed, draw, len(times))[0] for _ in times]
-        return [_predict(session, inputs, simulation.draw(p, t, r), batch) for p, t, r in zip(fresh, times, read_rngs)]
+        return [
+            _run_draw(simulation, session, simulation.draw(p, t, r), shared) for p, t, r in zip(fresh, times, read_rngs)
+        ]
     programmed = simulation.program(program_rng)
-    return [_predict(session, inputs, simulation.read(programmed, t, rng), batch) for t, rng in zip(times, read_rngs)]
+    return [
+        _run_draw(simulation, session, simulation.read(programmed, t, rng), shared) for t, rng in zip(times, read_rngs)
+    ]
 
 
 def _draws_outputs(annotated: ir.Model, shared, draws: list[int]) -> list[list[np.ndarray]]:
     """_draw_outputs for several draws in a worker, which builds its own simulation graph."""
-    simulation = build_simulation(annotated, shared[0])
-    session = session_for(simulation.model, simulation.drawn_names())
+    baked = shared[5]
+    simulation = build_simulation(annotated, shared[0], shifted_adc=baked)
+    session = None if baked else session_for(simulation.model, simulation.drawn_names())
     return [_draw_outputs(simulation, session, shared, draw) for draw in draws]
