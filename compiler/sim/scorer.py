@@ -40,7 +40,9 @@ def _predict(
     parts = []
     for start in range(0, size, batch):
         feeds = {name: array[start : start + batch] if array.ndim else array for name, array in inputs.items()}
-        parts.append(session.run([session.get_outputs()[0].name], {**feeds, **extra})[0])
+        parts.append(
+            session.run([session.get_outputs()[0].name], {**feeds, **getattr(session, "hetmap_feeds", {}), **extra})[0]
+        )
     return np.concatenate(parts)
 
 
@@ -72,7 +74,7 @@ class Scorer:
         self.dataset = dataset
         self.fixed_batch = fixed_batch(model)
         self.batch = _batch_size(model, dataset)
-        own = _predict(session_for(model, set()), dataset.inputs, {}, self.batch)
+        own = _predict(session_for(model, set(), feed_matrices=True), dataset.inputs, {}, self.batch)
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.reference = own if reference is None else reference
         self.metric: Metric = choose_metric(metric, self.reference, dataset.labels, dataset.source)
@@ -115,11 +117,11 @@ class Scorer:
         baked = self.dataset.size >= BAKED_FROM_SAMPLES
         simulation: Simulation = build_simulation(annotated, target, shifted_adc=baked)
         if not simulation.blocks:
-            nominal = self._score(session_for(simulation.model, set()), {}, what, per_sample)
+            nominal = self._score(session_for(simulation.model, set(), feed_matrices=True), {}, what, per_sample)
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
-        session = None if baked else session_for(simulation.model, simulation.drawn_names())
+        session = None if baked else session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
         shared = (target, times, seed, self.dataset.inputs, self.batch, baked)
         if with_nominal:
             outputs = _run_draw(simulation, session, simulation.nominal(), shared)
@@ -147,7 +149,7 @@ def _run_draw(simulation: Simulation, session: ort.InferenceSession | None, valu
         return _predict(session, inputs, values, batch)
     before = simulation.bake(values)
     try:
-        return _predict(session_for(simulation.model, set()), inputs, {}, batch)
+        return _predict(session_for(simulation.model, set(), feed_matrices=True), inputs, {}, batch)
     finally:
         simulation.unbake(before)
 
@@ -173,5 +175,5 @@ def _draws_outputs(annotated: ir.Model, shared, draws: list[int]) -> list[list[n
     """_draw_outputs for several draws in a worker, which builds its own simulation graph."""
     baked = shared[5]
     simulation = build_simulation(annotated, shared[0], shifted_adc=baked)
-    session = None if baked else session_for(simulation.model, simulation.drawn_names())
+    session = None if baked else session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
     return [_draw_outputs(simulation, session, shared, draw) for draw in draws]
