@@ -241,7 +241,7 @@ def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed
     time, so this file computes what that draw computes. The `hetmap.*`
     layer annotations are dropped: they describe the clean graph, not this one.
     """
-    simulation = build_simulation(annotated, target)
+    simulation = build_simulation(annotated, target, shifted_adc=True)
     program_rng, (read_rng,) = draw_generators(seed, 0, 1)
     simulation.bake(simulation.draw(program_rng, parse_drift(drift), read_rng))
     mark_simulation(simulation.model, drift, seed, draw=0)

@@ -15,7 +15,10 @@ import onnxruntime as ort
 import pytest
 
 from helpers import EXAMPLE_MODELS, as_target, compiled_example, example_model, ort_outputs
-from hetmap.sim.simulation import build_simulation
+from hetmap.graph.data import Dataset
+from hetmap.sim import scorer as scorer_module
+from hetmap.sim.scorer import Scorer
+from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import load_target
 
 HERMES = load_target("hermes")
@@ -213,3 +216,36 @@ def test_error_after_a_year_of_drift_exceeds_the_error_after_a_second():
         return float(np.mean(errors))
 
     assert mean_error(ONE_YEAR_S) > 1.1 * mean_error(1.0)
+
+
+# The ADC in onnxruntime's fast layout, and draws baked into their sessions.
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet", "grouped_and_depthwise_conv"])
+def test_the_shifted_adc_computes_what_round_clip_and_mul_compute(name):
+    """One draw, ADC as convolutions (hetmap.sim.adc) or as Round/Clip/Mul per row block: the same outputs."""
+    annotated = compiled_example(name, ROOMY_TINY, "all-analog")[0]
+    _, feeds = example_model(name)
+    outputs, rounds = [], []
+    for shifted in (False, True):
+        simulation = build_simulation(annotated, ROOMY_TINY, shifted_adc=shifted)
+        program, (read,) = draw_generators(7, 0, 1)
+        simulation.bake(simulation.draw(program, 86400.0, read))
+        proto = ir.to_proto(simulation.model)
+        rounds.append(sum(node.op_type == "Round" for node in proto.graph.node))
+        outputs.append(ort_outputs(proto, feeds)[0])
+    assert rounds[1] < rounds[0]  # the convolutions' ADCs round without Round
+    assert np.abs(outputs[0]).max() > 0
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=0, atol=1e-6 * np.abs(outputs[0]).max())
+
+
+def test_draws_baked_into_their_own_sessions_score_as_draws_fed_to_one(monkeypatch):
+    """Within float noise: onnxruntime's kernels for constant and for fed weights sum in different orders."""
+    annotated = compiled_example("resnet", ROOMY_TINY, "all-analog")[0]
+    _, feeds = example_model("resnet")
+    scorer = Scorer(annotated, Dataset(feeds, None, "example inputs"), metric="cosine")
+    fed = scorer.simulate(annotated, ROOMY_TINY, [3600.0, 86400.0], 2, with_nominal=True)
+    monkeypatch.setattr(scorer_module, "BAKED_FROM_SAMPLES", 1)
+    baked = scorer.simulate(annotated, ROOMY_TINY, [3600.0, 86400.0], 2, with_nominal=True)
+    assert baked[0] == pytest.approx(fed[0], rel=1e-4)
+    assert np.allclose(baked[1], fed[1], rtol=1e-4) and len({round(v, 6) for v in fed[1][0]}) == 2

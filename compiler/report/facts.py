@@ -143,11 +143,14 @@ def verdict_text(accuracy: dict) -> str:
     return VERDICT_TEXT[accuracy["verdict"]].format(budget=accuracy["max_drop_points"])
 
 
-def drop_text(option: dict | None) -> str:
-    """'+0.31±0.12' from a sensitivity option's drop ('' when the option is missing)."""
+def drop_text(option: dict | None, spread: str = "±") -> str:
+    """'+0.31±0.12' from a sensitivity option's drop, '≥+2.34' where measuring stopped over every budget."""
     if option is None:
         return ""
-    return f"{option['drop_points']:+.2f}" + (f"±{option['std_points']:.2f}" if option["std_points"] else "")
+    at_least = "≥" if option.get("at_least") else ""
+    return f"{at_least}{option['drop_points']:+.2f}" + (
+        f"{spread}{option['std_points']:.2f}" if option["std_points"] else ""
+    )
 
 
 def mean_spread(score: dict) -> str:

@@ -19,6 +19,7 @@ from hetmap.report.facts import (
     breakdown_text,
     chosen_attempt,
     count_text,
+    drop_text,
     energy_text,
     finetune_tables,
     mapping_mix,
@@ -147,12 +148,7 @@ def _mapping_section(reports: dict[str, dict]) -> str:
         ]
         for option in options:
             drop = sensitivity["layers"].get(name, {}).get(option)
-            text = (
-                ""
-                if drop is None
-                else f"{drop['drop_points']:+.2f}" + (f" ± {drop['std_points']:.2f}" if drop["std_points"] else "")
-            )
-            row.append((text, "chosen" if mapping.get(name) == option else ""))
+            row.append((drop_text(drop, " ± "), "chosen" if mapping.get(name) == option else ""))
         rows.append(row)
     parts = [table(headers, rows, numeric={3, 4, 5, 6, 7, 8, 9, *range(10, 10 + len(options))})]
     if sensitivity is not None:
@@ -161,6 +157,8 @@ def _mapping_section(reports: dict[str, dict]) -> str:
                 f"<p>Sensitivity columns: {escape(sensitivity['metric'])} drop in percentage points when that layer alone "
                 f"takes the option (analog read {escape(sensitivity['drift'])} after programming, ± std over "
                 f"{sensitivity['seeds']} seeds, {sensitivity['samples']} samples of {escape(sensitivity['data'])}); "
+                f"≥: measuring stopped once the drop was sure to exceed every budget the solver tried; "
+                f"{sensitivity.get('screened_share', 0):.0%} of the sample runs skipped as unable to flip; "
                 f"highlighted: the option chosen. MACs per inference; tiles: physical tile ids; tile use: crossbar cells holding weights over the cells of the layer's tiles.</p>"
             )
         )

@@ -10,6 +10,7 @@ cosine similarity otherwise, unless the user names one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
@@ -28,6 +29,9 @@ from hetmap.targets import Target
 CHUNK = 256
 PROGRAMMED_BYTES_PER_WEIGHT = 12  # a programmed tile: conductance, drift exponent, read-noise amplitude
 PROGRAMMED_LIMIT_BYTES = 512 << 20  # above: the chip is programmed again for each drift time, block by block
+# From this many samples each draw is baked into a session of its own: constant weights let onnxruntime
+# use its fast (NCHWc) convolutions, which pays for building the session (bench.sim_speed measures both).
+BAKED_FROM_SAMPLES = 256
 
 
 def _predict(
@@ -45,7 +49,8 @@ def _predict(
     parts, track = [], None if screen is None else Track(screen)
     for start in range(0, size, batch):
         feeds = {name: array[start : start + batch] if array.ndim else array for name, array in inputs.items()}
-        parts.append(session.run([session.get_outputs()[0].name], {**feeds, **extra})[0])
+        run_feeds = {**feeds, **getattr(session, "hetmap_feeds", {}), **extra}
+        parts.append(session.run([session.get_outputs()[0].name], run_feeds)[0])
         if track is not None:
             track.add(parts[-1])
             if track.settled:
@@ -82,7 +87,7 @@ class Scorer:
         self.dataset = dataset
         self.fixed_batch = fixed_batch(model)
         self.batch = _batch_size(model, dataset)
-        own = _predict(session_for(model, set()), dataset.inputs, {}, self.batch)
+        own = _predict(session_for(model, set(), feed_matrices=True), dataset.inputs, {}, self.batch)
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.outputs = own  # these weights without noise
         self.reference = own if reference is None else reference
@@ -102,10 +107,6 @@ class Scorer:
                 rows = self.batch if self.fixed_batch else min(self.batch, CHUNK_ROWS)
                 self._screened = (self.dataset.subset(screen.order).inputs, rows, screen)
         return self._screened
-
-    def _score(self, session, weights, what: str, per_sample: bool, feed) -> float | np.ndarray:
-        inputs, batch, screen = feed
-        return self.score_outputs(_predict(session, inputs, weights, batch, screen), what, per_sample)
 
     def score_outputs(self, outputs: np.ndarray, what: str, per_sample: bool = False) -> float | np.ndarray:
         """The metric of a variant's outputs (the samples' scores with `per_sample`); a non-finite output names it."""
@@ -137,16 +138,20 @@ class Scorer:
         metric is the array of the samples' scores (a confidence interval needs them); `workers`
         share out the draws; `screened` skips samples that cannot flip (hetmap.sim.screen).
         """
-        simulation: Simulation = build_simulation(annotated, target)
-        session = session_for(simulation.model, simulation.drawn_names())
-        feed = self.screened_feed() if screened else (self.dataset.inputs, self.batch, None)
+        baked = self.dataset.size >= BAKED_FROM_SAMPLES
+        simulation: Simulation = build_simulation(annotated, target, shifted_adc=baked)
+        inputs, batch, screen = self.screened_feed() if screened else (self.dataset.inputs, self.batch, None)
         if not simulation.blocks:
-            nominal = self._score(session, simulation.nominal(), what, per_sample, feed)
+            session = session_for(simulation.model, set(), feed_matrices=True)
+            nominal = self.score_outputs(_predict(session, inputs, {}, batch, screen), what, per_sample)
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
-        nominal = self._score(session, simulation.nominal(), what, per_sample, feed) if with_nominal else None
-        shared = (target, times, seed, *feed)
+        session = None if baked else session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
+        shared = _Runs(target, times, seed, inputs, batch, screen, baked)
+        nominal = None
+        if with_nominal:
+            nominal = self.score_outputs(_run_draw(simulation, session, simulation.nominal(), shared), what, per_sample)
         done = {}
         if workers.parallel and seeds > 1:
             parts = split(list(range(seeds)), workers.count)
@@ -161,23 +166,49 @@ class Scorer:
         return nominal, per_time
 
 
-def _draw_outputs(simulation: Simulation, session: ort.InferenceSession, shared, draw: int) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class _Runs:
+    """What every draw's runs share (picklable, for workers)."""
+
+    target: Target
+    times: list[float]
+    seed: int
+    inputs: dict[str, np.ndarray]  # in the screen's order when there is one
+    batch: int
+    screen: Screen | None
+    baked: bool  # each draw baked into a session of its own rather than fed
+
+
+def _run_draw(simulation: Simulation, session: ort.InferenceSession | None, values, shared) -> np.ndarray:
+    """Outputs with the drawn initializers `values`: fed to `session`, or with none, baked into a session of their own."""
+    inputs, batch, screen = shared.inputs, shared.batch, shared.screen
+    if session is not None:
+        return _predict(session, inputs, values, batch, screen)
+    before = simulation.bake(values)
+    try:
+        return _predict(session_for(simulation.model, set(), feed_matrices=True), inputs, {}, batch, screen)
+    finally:
+        simulation.unbake(before)
+
+
+def _draw_outputs(simulation: Simulation, session: ort.InferenceSession | None, shared, draw: int) -> list[np.ndarray]:
     """One chip (Monte-Carlo draw `draw`) programmed once and read at every drift time: outputs per time."""
-    target, times, seed, inputs, batch, screen = shared
+    times, seed = shared.times, shared.seed
     program_rng, read_rngs = draw_generators(seed, draw, len(times))
     analog_weights = sum(block.matrix.size for block in simulation.blocks)
     if len(times) == 1 or PROGRAMMED_BYTES_PER_WEIGHT * analog_weights > PROGRAMMED_LIMIT_BYTES:
         # Program again for each time, block by block: the same chip (same generator state), less memory.
         fresh = [draw_generators(seed, draw, len(times))[0] for _ in times]
         drawn = (simulation.draw(p, t, r) for p, t, r in zip(fresh, times, read_rngs))
-        return [_predict(session, inputs, weights, batch, screen) for weights in drawn]
+        return [_run_draw(simulation, session, values, shared) for values in drawn]
     programmed = simulation.program(program_rng)
     read = (simulation.read(programmed, t, rng) for t, rng in zip(times, read_rngs))
-    return [_predict(session, inputs, weights, batch, screen) for weights in read]
+    return [_run_draw(simulation, session, values, shared) for values in read]
 
 
 def _draws_outputs(annotated: ir.Model, shared, draws: list[int]) -> list[list[np.ndarray]]:
     """_draw_outputs for several draws in a worker, which builds its own simulation graph."""
-    simulation = build_simulation(annotated, shared[0])
-    session = session_for(simulation.model, simulation.drawn_names())
+    baked = shared.baked
+    simulation = build_simulation(annotated, shared.target, shifted_adc=baked)
+    session = None if baked else session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
     return [_draw_outputs(simulation, session, shared, draw) for draw in draws]

@@ -21,16 +21,29 @@ IN_PLACE_ABOVE_BYTES = 1024
 # DequantizeLinear of a constant weight runs on every inference in onnxruntime, and keeps its
 # Conv off the fast (NCHWc) kernels: folded to float here, up to this many bytes per session.
 FOLD_DEQUANTIZE_BYTES = 256 << 20
+ARENA_BELOW_BYTES = 256 << 20  # sessions over more weights allocate without onnxruntime's memory arena
 _IN_PLACE_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64)}
 
 
-def session_for(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
-    """A CPU session over `model` (initializers named in `fed` become inputs), its weights read in place."""
+def session_for(model: ir.Model, fed: set[str], feed_matrices: bool = False) -> ort.InferenceSession:
+    """A CPU session over `model` (initializers named in `fed` become inputs), its weights read in place.
+
+    onnxruntime copies every constant initializer it is given (measured with 1.32), even one handed
+    over as an OrtValue; an input is read where it lies. With `feed_matrices`, the large matrices of
+    MatMul and Gemm, which gain nothing from being constant once prepacking is off, become inputs too:
+    `session.hetmap_feeds` holds them for every run.
+    """
+    matrices = _matrices(model) - fed if feed_matrices else set()
+    fed = fed | matrices
     moved = [value for name, value in model.graph.initializers.items() if name in fed or _in_place(value)]
     proto = proto_without(model, moved)
     names, arrays = [], []
     folded = _fold_dequantize(model, proto)
+    fed_folded = _matrix_operands(proto) if feed_matrices else set()
     for name, array in folded.items():
+        if name in fed_folded:
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, array.shape))
+            continue
         proto.graph.initializer.append(_external(name, onnx.TensorProto.FLOAT, array))
         names.append(name)
         arrays.append(array)
@@ -51,12 +64,43 @@ def session_for(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = jobs.SESSION_THREADS
+    # Prepacked MatMul/Gemm weights are a second copy of them; inference measured no faster with it.
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    # onnxruntime's arena keeps its largest activations (a dequantised weight) for good, and grows by doubling.
+    options.enable_cpu_mem_arena = sum(value.const_value.nbytes for value in moved) < ARENA_BELOW_BYTES
     values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
     if names:
         options.add_external_initializers(names, values)
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     session.hetmap_weights = (arrays, values)  # read in place: they must live as long as the session
+    session.hetmap_feeds = {name: folded[name] for name in fed_folded if name in folded}
+    for name in matrices:
+        session.hetmap_feeds[name] = np.ascontiguousarray(model.graph.initializers[name].const_value.numpy())
     return session
+
+
+def _matrix_operands(proto: onnx.ModelProto) -> set[str]:
+    """Values read only as the weight operand (input 1) of MatMul or Gemm nodes."""
+    uses: dict[str, bool] = {}
+    for node in proto.graph.node:
+        for index, name in enumerate(node.input):
+            uses[name] = uses.get(name, True) and node.op_type in ("MatMul", "Gemm") and index == 1
+    return {name for name, only in uses.items() if only}
+
+
+def _matrices(model: ir.Model) -> set[str]:
+    """Initializers above IN_PLACE_ABOVE_BYTES read only as the weight operand of MatMul or Gemm nodes."""
+    readers: dict[str, set[tuple[str, int]]] = {}
+    for node in model.graph:
+        for index, value in enumerate(node.inputs):
+            if value is not None and value.is_initializer():
+                readers.setdefault(value.name, set()).add((node.op_type, index))
+    return {
+        name
+        for name, uses in readers.items()
+        if all(op in ("MatMul", "Gemm") and index == 1 for op, index in uses)
+        and _in_place(model.graph.initializers[name])
+    }
 
 
 def _fold_dequantize(model: ir.Model, proto: onnx.ModelProto) -> dict[str, np.ndarray]:

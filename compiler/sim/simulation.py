@@ -26,6 +26,7 @@ import onnx_ir.passes.common as common_passes
 from hetmap.graph.layouts import PEAK_FLOOR, WeightLayout, quantize_symmetric, row_ranges
 from hetmap.mapping.annotations import read_layer
 from hetmap.sim import noise as pcm
+from hetmap.sim.adc import ADC_SHIFT_LEVELS, shifted_block
 from hetmap.sim.cut import shared_copy
 from hetmap.targets import Target
 
@@ -128,11 +129,20 @@ class Simulation:
             factors.append(np.full(read.shape[1], _compensation(array, read) if noise.drift_compensation else 1.0))
         return block.values(np.concatenate(parts, axis=1), np.concatenate(factors).astype(np.float32))
 
-    def bake(self, values: dict[str, np.ndarray]) -> None:
-        """Store one draw as the graph's initializers (for a standalone ONNX file)."""
+    def bake(self, values: dict[str, np.ndarray]) -> dict[str, ir.TensorProtocol]:
+        """Store one draw as the graph's initializers; returns what they held, for `unbake`."""
+        before = {}
         for block in self.blocks:
             for value in (block.weight, block.output_scale):
+                before[value.name] = value.const_value
                 value.const_value = ir.tensor(values[value.name], name=value.name)
+        return before
+
+    def unbake(self, before: dict[str, ir.TensorProtocol]) -> None:
+        """Give the drawn initializers back their values from before `bake` (a draw's arrays can then be freed)."""
+        for block in self.blocks:
+            for value in (block.weight, block.output_scale):
+                value.const_value = before[value.name]
 
 
 def draw_generators(seed: int, draw: int, reads: int) -> tuple[np.random.Generator, list[np.random.Generator]]:
@@ -177,6 +187,8 @@ class _Builder:
         self.simulation = Simulation(model, target)
         self.nodes: list[ir.Node] = []
         self.prefix = ""
+        self.shifted_adc = False
+        self.shared: dict[tuple, tuple[ir.Value, ...]] = {}
 
     def constant(self, suffix: str, array: np.ndarray | ir.LazyTensor) -> ir.Value:
         name = f"{self.prefix}/{suffix}"
@@ -254,6 +266,9 @@ class _Builder:
         else:
             features, restore = self._features_last(node, x, activation, activation_rank)
         channel_shape = (-1, *([1] * (len(layout.shape) - 2))) if layout.is_conv else (-1,)
+        shifted = self.shifted_adc and layout.op_type == "Conv" and adc_levels < ADC_SHIFT_LEVELS
+        if shifted:
+            channel_shape = (-1, 1, *([1] * (len(layout.shape) - 2)))  # a depthwise convolution's weight
         ranges = row_ranges(matrix.shape[0], block_rows)
         partials = []
         for index, (start, stop) in enumerate(ranges):
@@ -281,6 +296,9 @@ class _Builder:
                     for k, v in (("start", start), ("stop", stop), ("axis", -1))
                 ]
                 inputs = self.op("Slice", [features, *bounds], f"rows{index}")
+            if shifted:
+                partials.append(shifted_block(self, node, inputs, weight, output_scale, adc_levels, index))
+                continue
             if layout.is_conv:
                 attributes = {name: attr.value for name, attr in node.attributes.items()}
                 partial = self.op(node.op_type, [inputs, weight], f"tile_mvm{index}", **attributes)
@@ -345,7 +363,7 @@ class _Builder:
         return y
 
 
-def build_simulation(annotated: ir.Model, target: Target, copy: bool = True) -> Simulation:
+def build_simulation(annotated: ir.Model, target: Target, copy: bool = True, shifted_adc: bool = False) -> Simulation:
     """A copy of the annotated model with every mapped layer rewritten; weights clean until a draw.
 
     The copy shares the weight tensors (none is modified); copy=False
@@ -353,6 +371,7 @@ def build_simulation(annotated: ir.Model, target: Target, copy: bool = True) -> 
     """
     model = (shared_copy(annotated) or ir.from_proto(ir.to_proto(annotated))) if copy else annotated
     builder = _Builder(model, target)
+    builder.shifted_adc = shifted_adc
     for node in list(model.graph):
         annotation = read_layer(node)
         if annotation is None:
