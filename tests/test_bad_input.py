@@ -273,7 +273,14 @@ def test_output_folder_that_is_the_input_file(hetmap):
 @pytest.mark.parametrize("after_s", [1.0, 4.5], ids=["while loading", "while measuring"])
 def test_interrupted_compile_leaves_no_complete_output(tmp_path, after_s):
     command = [HETMAP, "compile", CNN, "--data", CNN_DATA, "-o", "out", "--seeds", "50", "--pareto"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores SIGINT
+    )
     time.sleep(after_s)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
