@@ -62,7 +62,7 @@ def hetmap_outcome(
 
     It fine-tunes on `train_path` and decides on `data_path` (default: the bundled training and test sets).
     """
-    adaptation = Adaptation(epochs, batch_size=setting.batch_size)  # hetmap's recipe: its sweep picks the rate
+    adaptation = Adaptation(epochs, batch_size=setting.batch_size)  # hetmap's recipe and default rate
     result = compile_model(
         reference_path(f"{name}.onnx"),
         target,

@@ -126,6 +126,8 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
         reference_path("mlp.train.npz"),
         "--finetune",
         str(epochs),
+        "--finetune-lr",
+        "auto",
         "--seeds",
         "2",
     )
