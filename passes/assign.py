@@ -26,11 +26,13 @@ a note of how many samples would resolve the budget.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
+from scipy.stats import norm
 
 from hetmap.mapping.cost import dram_surcharge_pj_per_byte, layer_cost, mapping_energy_pj, weight_bytes
 from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
@@ -233,7 +235,8 @@ def choose_verified(
     solver asked again at a half, a quarter, an eighth of the budget, each
     rung's best mapping within its smaller budget on the decision data (a
     mapping with a small drop changes few held-out samples, so its interval
-    is narrow enough to verify where the budget's own mapping cannot be);
+    is narrow enough to verify where the budget's own mapping cannot be;
+    climbed only when the held-out samples could verify the budget at all);
     then the safest mapping (each layer's least measured drop) and the
     all-widest-digital one, the harbour when the data cannot vouch for analog
     layers. Every mapping is measured on the decision data before it is
@@ -270,7 +273,9 @@ def choose_verified(
     ordered = sorted(feasible, key=lambda a: rank(a, objective))
     ordered += sorted((a for a in decision.attempts if a not in feasible), key=lambda a: a.measured_drop_points)
     found = first_within(ordered[:FIRST_VERIFIED])
-    for share in LADDER if budget > 0 else ():
+    drop = verified[0][1] if verified else None
+    can_verify = drop is not None and _narrowest_half_width(drop.samples, drop.confidence) < budget
+    for share in LADDER if can_verify else ():
         if found:
             return found
         rung = solve_and_verify(problem, measured, budget * share, objective, offset, LADDER_ROUNDS)
@@ -282,6 +287,18 @@ def choose_verified(
             return found
         found = first_within([measured(harbour, offset + predicted_drop(problem, harbour))])
     return found or min(verified, key=lambda pair: (pair[1].high_points, rank(pair[0], objective)))
+
+
+def _narrowest_half_width(samples: int, confidence: float) -> float:
+    """Half the interval of a mapping that changes no held-out sample (only the two pseudo-samples spread it).
+
+    No mapping verifies a budget below it, so the ladder is not climbed then.
+    """
+    if confidence <= 0:
+        return 0.0
+    if samples < 2:
+        return math.inf
+    return float(norm.ppf(0.5 + confidence / 2) * math.sqrt(2 * 100.0**2 / (samples + 1) / samples))
 
 
 def _key(mapping: dict[str, str]) -> tuple[tuple[str, str], ...]:
