@@ -60,6 +60,7 @@ class Setting:
     drift: str = "1d"
     seeds: int = 3
     epochs: int = 3  # all-analog hardware-aware fine-tuning, as hetmap's --finetune
+    hetmap_epochs: int | None = None  # hetmap's own --finetune where it differs (bench.compare: MPS's wall clock)
     learning_rate: float = FIXED_LEARNING_RATE  # every fine-tune here (hetmap's sweeps its own)
     batch_size: int = Adaptation.batch_size
     layer_steps: int = 10  # LionHeart's brief fine-tune per move, optimiser steps

@@ -127,13 +127,14 @@ def write_markdown(path: Path, payload: dict) -> None:
         "",
         f"Target {payload['target']}. Mapping decisions and fine-tuning at {setting['drift']} of drift, hetmap's budget "
         f"{setting['max_drop']} points, {setting['seeds']} seeds while deciding; {setting['epochs']} fine-tuning epochs at learning "
-        f"rate {setting['learning_rate']:g} (hetmap --finetune, all-analog HWA; MPS gets the same number of optimiser steps, "
-        f"split 40/40/20 % over its three phases). Every mapping is then scored by hetmap's simulator on the test set at "
+        f"rate {setting['learning_rate']:g} (all-analog HWA; MPS gets the same number of optimiser steps, "
+        f"split 40/40/20 % over its three phases); hetmap --finetune {setting.get('hetmap_epochs') or setting['epochs']} "
+        "epochs at its own recipe's rate. Every mapping is then scored by hetmap's simulator on the test set at "
         f"{', '.join(payload['drifts'])} over the same {payload['seeds']} noise seeds: mean ± std. Every method decides on a validation split "
         f"({payload['validation_share']:.0%} of the training file, held out from training); the test set only scores. MPS's `fp` layers run at INT8 when "
         "scored (the target has no full-precision unit). `hetmap@mps-drop` is hetmap without fine-tuning given MPS's measured "
-        "drop at the drift time on the validation split as its budget: the two at the same accuracy, to compare analog shares. Mapping time: wall time from the calibrated model to the mapping, "
-        "fine-tuning included, on this machine.",
+        "drop at the drift time on the validation split as its budget: the two at the same accuracy, to compare analog shares; `hetmap+finetune@mps-drop` the same with fine-tuning. Mapping time: wall time from the calibrated model to the mapping, "
+        "fine-tuning (and hetmap's refine) included, on this machine, all in this one run.",
         "",
         markdown_table(*methods_table(models, payload["drifts"])),
         "",

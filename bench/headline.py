@@ -6,8 +6,8 @@ drift) with and without --finetune, and every baseline of bench/baselines.py
 (all-analog with and without hardware-aware fine-tuning, all-INT8,
 all-INT4, LionHeart's layer-by-layer search, HAWQ-style Hessian greedy) on
 the same data, target, drift time and noise seeds. Mapping times are
-measured in this run: hetmap's is its compile's sensitivity, finetune and
-assign passes; a baseline's runs from the calibrated model to its mapping.
+measured in this run: hetmap's is its compile's sensitivity, finetune,
+assign and refine passes; a baseline's runs from the calibrated model to its mapping.
 The simulator's speed against aihwkit is bench.fidelity's measurement. The
 goals are issue 6's (the Mixed-Precision Supernetwork paper's headline).
 
@@ -40,7 +40,7 @@ from hetmap.targets import Target, load_target
 MODELS = ("cnn", "mlp", "resnet", "transformer")
 QUICK_MODEL = "mlp"
 TARGET = "hermes"
-MAPPING_PASSES = ("sensitivity_before", "finetune", "sensitivity", "assign")
+MAPPING_PASSES = ("sensitivity_before", "finetune", "sensitivity", "assign", "refine")
 GOAL_ANALOG_SHARE = 0.80
 GOAL_GAIN_POINTS = 3.4
 GOAL_MAPPING_SPEEDUP = 2.2
@@ -62,7 +62,7 @@ def hetmap_outcome(
 
     It fine-tunes on `train_path` and decides on `data_path` (default: the bundled training and test sets).
     """
-    adaptation = Adaptation(epochs, batch_size=setting.batch_size)  # hetmap's recipe: its sweep picks the rate
+    adaptation = Adaptation(epochs, batch_size=setting.batch_size)  # hetmap's recipe and default rate
     result = compile_model(
         reference_path(f"{name}.onnx"),
         target,
@@ -78,6 +78,10 @@ def hetmap_outcome(
     chosen = next(a for a in assign["attempts"] if a["mapping"] == assign["mapping"]["layers"])
     method = "hetmap+finetune" if epochs else "hetmap"
     details = {"within_budget": assign["within_budget"], "epochs": epochs, "pass_seconds": pass_seconds}
+    if "finetune" in reports:
+        details["learning_rate"] = reports["finetune"]["learning_rate"]
+        details["weights"] = assign["weights"]
+        details["refine"] = reports["refine"]["shipped"]
     return outcome(
         base,
         method,

@@ -28,7 +28,7 @@ from hetmap.graph.modelio import read_model, write_json_atomic
 from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.mapping.annotations import read_target
 from hetmap.mapping.solver import OBJECTIVES
-from hetmap.passes.finetune import DEVICES, SCOPES
+from hetmap.passes.finetune import DEVICES, FIXED_LEARNING_RATE, SCOPES
 from hetmap.pipeline import report_to_dict
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 from hetmap.sim.drift import parse_drift
@@ -81,6 +81,17 @@ class FiniteFloat(click.FloatRange):
 @click.version_option(__version__, prog_name="hetmap")
 def cli() -> None:
     """Map ONNX neural networks onto heterogeneous analog/digital accelerators."""
+
+
+class LearningRate(FiniteFloat):
+    """A positive finite rate, or `auto`: a short sweep picks it."""
+
+    name = "rate or auto"
+
+    def convert(self, value, param, context):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super().convert(value, param, context)
 
 
 @cli.command()
@@ -158,9 +169,10 @@ def cli() -> None:
 @click.option("--allow-over-budget", is_flag=True, help="Exit 0 even when the verified mapping is over --max-drop.")
 @click.option(
     "--finetune-lr",
-    default=None,
-    type=FiniteFloat(min=0, min_open=True),
-    help="Fine-tuning's initial learning rate (Adam, cosine schedule); default: a short sweep on held-out data.",
+    default=str(FIXED_LEARNING_RATE),
+    show_default=True,
+    type=LearningRate(min=0, min_open=True),
+    help="Fine-tuning's initial learning rate (Adam, cosine schedule); auto: a short sweep on held-out data picks it.",
 )
 @click.option(
     "--device",
@@ -241,7 +253,9 @@ def compile(
             verify_path=verify,
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
             train_path=train,
-            adaptation=Adaptation(finetune_epochs, finetune_scope, finetune_lr, device=device),
+            adaptation=Adaptation(
+                finetune_epochs, finetune_scope, None if finetune_lr == "auto" else finetune_lr, device=device
+            ),
             on_step=on_step,
             workers=Workers(workers, ray_address),
         )

@@ -7,7 +7,9 @@ target's level from the first step, the rate finetune chose), then the
 simulator measures it as assign did: at the budget's drift time over the
 same seeds, drops against the model the user brought. The refined weights
 ship only when their measured drop is not worse than the assigned
-weights'; otherwise the model leaves unchanged. Runs only with --finetune.
+weights'; otherwise the model leaves unchanged. Runs only with --finetune,
+and trains nothing when every layer is on the widest digital unit (no
+device noise, no narrow quantiser to adapt to).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import onnx_ir as ir
 
 from hetmap.errors import HetmapError
 from hetmap.graph.shapes import graph_inputs
-from hetmap.mapping.mapping import ANALOG, target_options
+from hetmap.mapping.mapping import ANALOG, option_bits, target_options
 from hetmap.pipeline import Pass, PassContext, WeightChange, handoff, scoring_dataset
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
@@ -79,8 +81,13 @@ class Refine(Pass):
 
         trainable = trainable_initializers(model, layers, options.scope)
         original = {name: model.graph.initializers[name].const_value for name in trainable}
-        net = Supernet(model, layers, ranges, context.target, trainable, options.measurement.t_inference_s)
         rate = finetune.learning_rate if finetune else options.learning_rate
+        if _all_widest_digital(mapping, target_options(context.target)):  # no noise and no narrow unit to adapt to
+            return model, RefineReport(
+                options.epochs, 0, rate, 0, before, None, options.measurement.drift, options.measurement.seeds,
+                "as assigned", time.perf_counter() - began, WeightChange(original, original, scorer.reference),
+            )  # fmt: skip
+        net = Supernet(model, layers, ranges, context.target, trainable, options.measurement.t_inference_s)
         sampler = MappingSampler(list(mapping), target_options(context.target), None, 0.0, fixed=mapping)
         adapt_config = AdaptConfig(
             epochs=options.epochs,
@@ -125,3 +132,9 @@ class Refine(Pass):
         per_time = measurer.measure(mapping, [measurement.t_inference_s], measurement.seeds, "the chosen mapping")
         drop = float(np.mean(100 * (measurer.scorer.full_precision - np.array(per_time[0]))))
         return drop if math.isfinite(drop) else math.inf
+
+
+def _all_widest_digital(mapping: dict[str, str], options: list[str]) -> bool:
+    """Every layer on the widest digital unit."""
+    widest = max((o for o in options if o != ANALOG), key=option_bits, default=None)
+    return widest is not None and all(option == widest for option in mapping.values())

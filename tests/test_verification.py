@@ -145,3 +145,31 @@ def test_candidates_are_verified_best_objective_first(objective, first):
     verify = synthetic_verifier(samples=20000)
     choose_verified(decision, problem, no_measure, verify, 5.0, objective)
     assert verify.asked == [first]
+
+
+def test_the_ladder_solves_at_a_smaller_budget_before_falling_back_to_all_digital():
+    """The budget's own mapping fails held out; the solver's mapping at half the budget verifies, before the harbour."""
+    decision, problem = decision_with({"analog": 0.2})
+    measured = []
+
+    def measure(mapping, predicted):
+        measured.append(mapping["l0"])
+        return Attempt(dict(mapping), predicted, 0.3, 0.0, {"int4": 2.0, "int8": 3.0}[mapping["l0"]], 0.0)
+
+    verify = synthetic_verifier(samples=20000)
+    shipped, drop = choose_verified(decision, problem, measure, verify, 2.0, "analog-share")
+    assert measured[0] == "int4" and verify.asked == ["analog", "int4"]
+    assert shipped.mapping == {"l0": "int4"} and drop.verdict(2.0) == WITHIN
+
+
+def test_the_ladder_is_not_climbed_when_no_mapping_could_verify_the_budget():
+    """50 held-out samples: even a mapping that changes none has an interval wider than 2 points; the harbour is next."""
+    decision, problem = decision_with({"analog": 0.2})
+    measured = []
+
+    def measure(mapping, predicted):
+        measured.append(mapping["l0"])
+        return Attempt(dict(mapping), predicted, 0.3, 0.0, {"int4": 2.0, "int8": 3.0}[mapping["l0"]], 0.0)
+
+    choose_verified(decision, problem, measure, synthetic_verifier(samples=50), 2.0, "analog-share")
+    assert measured == ["int8"]

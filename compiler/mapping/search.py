@@ -70,7 +70,12 @@ def rank(attempt: Attempt, objective: str) -> tuple[float, ...]:
 
 
 def solve_and_verify(
-    problem: Problem, measure: Measure, budget: float, objective: str, offset: float = 0.0
+    problem: Problem,
+    measure: Measure,
+    budget: float,
+    objective: str,
+    offset: float = 0.0,
+    rounds: int = CORRECTION_ROUNDS,
 ) -> list[Attempt]:
     """MILP, simulate, correct: every measured attempt, in order.
 
@@ -86,7 +91,7 @@ def solve_and_verify(
     """
     problem = Problem(**{**vars(problem), "drop": problem.drop.copy()})
     attempts, tried = [], []
-    for _ in range(CORRECTION_ROUNDS):
+    for _ in range(rounds):
         mapping = solve(problem, max(budget - offset, 0.0), objective, tried)
         if mapping is None and attempts:
             break
