@@ -11,9 +11,10 @@ off, and the MILP solved again, a bounded number of rounds
 
 After fine-tuning, the same is done on the weights from before it (with
 the sensitivity measured then; finetune's result hands both weights on),
-and those weights ship instead when their mapping is strictly better: a
-short fine-tune can cost the noiseless model more of the budget than it
-wins back, and must not make the result worse.
+and those weights ship instead when their mapping is strictly better
+(verified on the held-out data, when there is some): a short fine-tune can
+cost the noiseless model more of the budget than it wins back, and must
+not make the result worse.
 
 Every decision above is made on the decision part of the data. The best
 candidates are then verified once each on the held-out verification part
@@ -108,22 +109,31 @@ class Assign(Pass):
         change = finetune.weights if finetune else None
         chosen = self._decide(model, context, "sensitivity", change)
         weights = "fine-tuned" if change and change.before else "as given"
+        unadapted = None
         if change and change.before and "sensitivity_before" in context.reports:
             _swap_weights(model, change.before)
             unadapted = self._decide(model, context, "sensitivity_before", change)
-            if unadapted[0].beats(chosen[0], options.objective):
-                chosen, weights = unadapted, "before fine-tuning"
-            else:
-                _swap_weights(model, change.after)
-        decision, problem, measure = chosen
+            _swap_weights(model, change.after)
         verify_data = verification_dataset(model, context.config)
-        shipped, verification = decision.best, None
-        if verify_data is not None:
-            verifier = _Verifier(model, context, options, verify_data, change if weights == "fine-tuned" else None)
-            shipped, drop = choose_verified(
-                decision, problem, measure, verifier, options.max_drop, options.objective, measure.offset
-            )
-            verification = verifier.summary(drop, options.max_drop)
+        if verify_data is None:
+            if unadapted is not None and unadapted[0].beats(chosen[0], options.objective):
+                chosen, weights = unadapted, "before fine-tuning"
+                _swap_weights(model, change.before)
+            decision, problem, measure = chosen
+            shipped, verification = decision.best, None
+        else:
+            # Both weights are verified and the better verified result ships: a fine-tune can win on the
+            # decision data and still verify worse (its all-digital harbour may be worse than the original's).
+            adapted = change if weights == "fine-tuned" else None
+            shipped, verification = self._verified(model, context, chosen, verify_data, adapted)
+            if unadapted is not None:
+                _swap_weights(model, change.before)
+                other = self._verified(model, context, unadapted, verify_data, None)
+                if _verified_better(other, (shipped, verification), options):
+                    (shipped, verification), chosen, weights = other, unadapted, "before fine-tuning"
+                else:
+                    _swap_weights(model, change.after)
+            decision, problem, measure = chosen
         pareto = []
         if options.pareto:
             for budget in PARETO_BUDGETS:
@@ -142,6 +152,16 @@ class Assign(Pass):
         )
         return model, report
 
+    def _verified(self, model, context, chosen, verify_data, change) -> tuple[Attempt, Verification]:
+        """The candidate that ships from `chosen` on the model's current weights, by held-out verification."""
+        decision, problem, measure = chosen
+        options = self.options
+        verifier = _Verifier(model, context, options, verify_data, change)
+        shipped, drop = choose_verified(
+            decision, problem, measure, verifier, options.max_drop, options.objective, measure.offset
+        )
+        return shipped, verifier.summary(drop, options.max_drop)
+
     def _decide(
         self, model: ir.Model, context: PassContext, sensitivity: str, change
     ) -> tuple[Decision, Problem, _Measure]:
@@ -151,6 +171,17 @@ class Assign(Pass):
         problem = _problem(context, sensitivity)
         decision = decide(problem, measure, self.options.max_drop, self.options.objective, measure.offset)
         return decision, problem, measure
+
+
+def _verified_better(challenger: tuple, holder: tuple, options: AssignOptions) -> bool:
+    """Strictly better: within the budget where the other is not, then the objective, else the lower upper bound."""
+    (attempt, verification), (held, held_verification) = challenger, holder
+    within, held_within = (v.verdict == WITHIN for v in (verification, held_verification))
+    if within != held_within:
+        return within
+    if within:
+        return best([held, attempt], options.objective) is attempt  # ties go to the holder
+    return verification.high_points < held_verification.high_points
 
 
 def _swap_weights(model: ir.Model, weights: dict[str, ir.TensorProtocol]) -> None:
