@@ -173,3 +173,18 @@ def test_the_ladder_is_not_climbed_when_no_mapping_could_verify_the_budget():
 
     choose_verified(decision, problem, measure, synthetic_verifier(samples=50), 2.0, "analog-share")
     assert measured == ["int8"]
+
+
+def test_the_weights_guard_prefers_within_then_the_objective_then_the_lower_upper_bound():
+    from hetmap.passes.assign import AssignOptions, Verification, _verified_better
+
+    def outcome(share: float, high: float, verdict: str):
+        attempt = Attempt({"fc": "analog"}, 0.0, 0.2, 0.1, 1.0, share)
+        return attempt, Verification("held out", 100, 3, True, 0.95, 0.2, -0.3, high, verdict)
+
+    options = AssignOptions(objective="analog-share", max_drop=0.5)
+    fine_tuned_over, original_within = outcome(0.9, 1.5, INCONCLUSIVE), outcome(0.0, 0.4, WITHIN)
+    assert _verified_better(original_within, fine_tuned_over, options)  # a better share does not beat the budget
+    assert not _verified_better(outcome(0.5, 0.4, WITHIN), outcome(0.9, 0.45, WITHIN), options)
+    assert not _verified_better(outcome(0.9, 0.4, WITHIN), outcome(0.9, 0.45, WITHIN), options)  # ties: the holder
+    assert _verified_better(outcome(0.0, 1.2, OVER), outcome(0.9, 1.6, OVER), options)
