@@ -147,15 +147,21 @@ def test_candidates_are_verified_best_objective_first(objective, first):
     assert verify.asked == [first]
 
 
-def test_the_ladder_solves_at_a_smaller_budget_before_falling_back_to_all_digital():
-    """The budget's own mapping fails held out; the solver's mapping at half the budget verifies, before the harbour."""
-    decision, problem = decision_with({"analog": 0.2})
+def recording_measure():
+    """A measure of the one-layer problem (0.3 points on the decision data) that records the options it was asked."""
     measured = []
 
     def measure(mapping, predicted):
         measured.append(mapping["l0"])
         return Attempt(dict(mapping), predicted, 0.3, 0.0, {"int4": 2.0, "int8": 3.0}[mapping["l0"]], 0.0)
 
+    return measured, measure
+
+
+def test_the_ladder_solves_at_a_smaller_budget_before_falling_back_to_all_digital():
+    """The budget's own mapping fails held out; the solver's mapping at half the budget verifies, before the harbour."""
+    decision, problem = decision_with({"analog": 0.2})
+    measured, measure = recording_measure()
     verify = synthetic_verifier(samples=20000)
     shipped, drop = choose_verified(decision, problem, measure, verify, 2.0, "analog-share")
     assert measured[0] == "int4" and verify.asked == ["analog", "int4"]
@@ -165,12 +171,7 @@ def test_the_ladder_solves_at_a_smaller_budget_before_falling_back_to_all_digita
 def test_the_ladder_is_not_climbed_when_no_mapping_could_verify_the_budget():
     """50 held-out samples: even a mapping that changes none has an interval wider than 2 points; the harbour is next."""
     decision, problem = decision_with({"analog": 0.2})
-    measured = []
-
-    def measure(mapping, predicted):
-        measured.append(mapping["l0"])
-        return Attempt(dict(mapping), predicted, 0.3, 0.0, {"int4": 2.0, "int8": 3.0}[mapping["l0"]], 0.0)
-
+    measured, measure = recording_measure()
     choose_verified(decision, problem, measure, synthetic_verifier(samples=50), 2.0, "analog-share")
     assert measured == ["int8"]
 
