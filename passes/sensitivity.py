@@ -6,7 +6,9 @@ with only that layer perturbed, on the calibration data (accuracy with
 labels, else agreement with full precision), analog over Monte-Carlo
 seeds (hetmap.sim.layerwise: activations before the layer computed once,
 only the rest of the network run per option and draw, the options
-stacked in one run). Drops are in percentage points from these weights without noise,
+stacked in one run; hetmap.sim.screen: samples no change seen can flip
+are skipped, and an option sure to drop more than the largest budget
+assign solves for stops early, its drop then a lower bound). Drops are in percentage points from these weights without noise,
 so that each layer's drop is its own; the solver adds them up on top of
 what fine-tuning cost the noiseless model (weights_full_precision). With
 fine-tuning, `sensitivity_before` measures the weights as brought, before it,
