@@ -149,17 +149,12 @@ def rank_loss(logits: torch.Tensor, choices: np.ndarray, ranks: list[int], margi
     return torch.relu(margin - gaps)[better].mean()
 
 
-def _subset(data: Dataset, index: np.ndarray) -> Dataset:
-    inputs = {name: array[index] if array.ndim else array for name, array in data.inputs.items()}
-    return Dataset(inputs, None if data.labels is None else data.labels[index], data.source)
-
-
 def _phase_data(train: Dataset, start_step: int, steps: int, batch_size: int, seed: int) -> Dataset:
     """The samples of `steps` steps from `start_step` on, walking the training set epoch by epoch."""
     epochs = math.ceil((start_step + steps) * batch_size / train.size)
     order = np.concatenate([np.random.default_rng([seed, epoch]).permutation(train.size) for epoch in range(epochs)])
     begin = min(start_step * batch_size, len(order))
-    return _subset(train, np.sort(order[begin : begin + steps * batch_size]))
+    return train.subset(np.sort(order[begin : begin + steps * batch_size]))
 
 
 class Mps:

@@ -44,11 +44,6 @@ class Sweep:
     validation_samples: int
 
 
-def subset(data: Dataset, index: np.ndarray) -> Dataset:
-    inputs = {name: array[index] if array.ndim else array for name, array in data.inputs.items()}
-    return Dataset(inputs, None if data.labels is None else data.labels[index], data.source)
-
-
 def choose_learning_rate(
     net,
     input_names: list[str],
@@ -60,10 +55,10 @@ def choose_learning_rate(
     """The candidate rate whose short run leaves the lowest validation loss; `net`'s weights are unchanged."""
     order = np.random.default_rng([config.seed, 17]).permutation(train.size)
     held_out = max(1, min(int(train.size * VALIDATION_SHARE), train.size - 1))
-    validation, fit = subset(train, np.sort(order[:held_out])), subset(train, np.sort(order[held_out:]))
+    validation, fit = train.subset(np.sort(order[:held_out])), train.subset(np.sort(order[held_out:]))
     run_steps = config.epochs * math.ceil(train.size / config.batch_size)
     steps = min(max(SWEEP_STEPS[0], run_steps // 4), SWEEP_STEPS[1], math.ceil(fit.size / config.batch_size))
-    fit = subset(fit, np.arange(min(fit.size, steps * config.batch_size)))
+    fit = fit.subset(np.arange(min(fit.size, steps * config.batch_size)))
     start = {name: p.detach().clone() for name, p in net.named_parameters() if p.requires_grad}
     scale = _noise_scale(net)
     scorer = _Validation(net, input_names, validation, sampler, config)
