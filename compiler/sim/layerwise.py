@@ -35,6 +35,7 @@ from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 CACHE_BYTES = 512 << 20  # activations kept for every sample at once
 RUN_BYTES = 256 << 20  # one stacked run: variants x samples x the largest activation, roughly
 STACK_WEIGHT_BYTES = 256 << 20  # a layer whose copies (one per variant) would hold more runs unstacked
+REBUILD_SHARE = 2 / 3  # a session is rebuilt once at most this share of its variants is still measured
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Sweep:
 @dataclass
 class LayerSweep:
     outputs: dict[str, list[np.ndarray]]  # per option, one array of outputs per draw, in the data's order
-    rows_run: int  # sample x variant evaluations run
+    rows_run: int  # sample x variant evaluations computed
     rows_total: int  # ... and those a sweep without the screen would run
     over: set[str]  # options stopped once sure to drop more than `stop_above`: their drops are lower bounds
 
@@ -244,10 +245,10 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, ba
         rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))
         rows = rows if sweep.screen is None or not sweep.stackable else min(rows, CHUNK_ROWS)
         for run in range(runs):
-            measured, stopped_over = plan.measure(names, run, source, rows, whole_options=runs == 1)
+            measured, stopped_over, computed = plan.measure(names, run, source, rows, whole_options=runs == 1)
             over |= stopped_over
+            rows_run += computed
             for name in names:
-                rows_run += len(measured[name])
                 complete = measured[name] if sweep.screen is None else sweep.screen.complete(measured[name])
                 outputs[_option(name)].append(complete)
     return LayerSweep(outputs, rows_run, source.size * variants, over)
@@ -273,7 +274,8 @@ class _LayerPlan:
         return _session(simulation.model, simulation.drawn_names()), weights
 
     def measure(self, names, run: int, source: _Source, rows: int, whole_options: bool):
-        """(each variant's outputs on the rows it ran, in the sweep's order; the options stopped over the budget).
+        """(each variant's outputs on the rows it ran, in the sweep's order; the options stopped over the budget;
+        the sample x variant rows computed, those riding along in a session after leaving included).
 
         Without a screen every row runs. With one, a variant leaves once settled, and an option
         (all its variants here: `whole_options`) once its drop cannot fit under `sweep.stop_above`.
@@ -281,25 +283,28 @@ class _LayerPlan:
         screen, fed = self.sweep.screen, [v.name for v in self.cut.inputs]
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         tracks = {name: Track(screen) for name in names} if screen is not None else {}
-        active, session, over = list(names), None, set()
+        active, session, over, computed = list(names), None, set(), 0
         for start, stop in source.ranges(rows):
             if session is None:
-                session, weights = self._session(active, run)
+                held = list(active)
+                session, weights = self._session(held, run)
             result = _run(session, {**source.get(fed, start, stop), **weights})
-            for name, part in zip(active, split_variants(result, len(active))):
-                parts[name].append(part)
-                if screen is not None:
-                    tracks[name].add(part)
+            computed += (stop - start) * len(held)
+            for name, part in zip(held, split_variants(result, len(held))):
+                if name in active:
+                    parts[name].append(part)
+                    if screen is not None:
+                        tracks[name].add(part)
             if screen is None:
                 continue
             if whole_options and self.sweep.stop_above is not None:
                 over |= _over_budget(names, active, tracks, self.sweep.stop_above)
-            leaving = [name for name in active if tracks[name].settled or _option(name) in over]
-            active = [name for name in active if name not in leaving]
-            session = None if leaving else session
+            active = [name for name in active if not tracks[name].settled and _option(name) not in over]
             if not active:
                 break
-        return {name: np.concatenate(part) for name, part in parts.items()}, over
+            if len(active) <= len(held) * REBUILD_SHARE:
+                session = None  # rebuilt without the variants that left; fewer leavers ride along, ignored
+        return {name: np.concatenate(part) for name, part in parts.items()}, over, computed
 
 
 def _over_budget(names: list[str], active: list[str], tracks: dict, stop_above: float) -> set[str]:
