@@ -23,13 +23,12 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from hetmap.graph.data import Dataset
 from hetmap.mapping.annotations import layer_annotation
 from hetmap.mapping.mapping import ANALOG
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer, session_for
-from hetmap.sim.screen import CHUNK_ROWS, Screen, Track, screen_for
+from hetmap.sim.screen import CHUNK_ROWS, Screen, Track
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 
 CACHE_BYTES = 512 << 20  # activations kept for every sample at once
@@ -45,14 +44,14 @@ class Sweep:
     target: object  # hetmap.targets.Target
     layers: tuple  # partition's MappableLayer rows
     input_ranges: dict[str, float]
-    dataset: Dataset
+    inputs: dict[str, np.ndarray]  # the data's inputs, in the screen's order when there is one
     options: tuple[str, ...]
     draws: int  # Monte-Carlo draws of analog
     t_inference_s: float
     seed: int
     batch: int  # samples per run of the unperturbed model (the scorer's)
     stackable: bool  # False for a fixed batch size: one option per run
-    screen: Screen | None  # the samples' order and when a variant may stop; `dataset` is in that order
+    screen: Screen | None  # the samples' order and when a variant may stop
     stop_above: float | None  # a drop (metric fraction) no budget assign solves for admits: measuring stops there
 
 
@@ -83,15 +82,14 @@ def sweep_for(
     measuring an option once its drop is sure to exceed it.
     """
     stackable = scorer.fixed_batch is None
-    screen = None
+    inputs, screen = scorer.dataset.inputs, None
     if screened and not has_subgraphs(model):
-        screen = screen_for(scorer.metric, scorer.outputs, scorer.dataset.labels, scorer.reference)
-    dataset = scorer.dataset if screen is None else scorer.dataset.subset(screen.order)
+        inputs, _, screen = scorer.screened_feed
     return Sweep(
         target,
         tuple(layers),
         dict(input_ranges),
-        dataset,
+        inputs,
         tuple(options),
         draws,
         t_s,
@@ -109,7 +107,7 @@ def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, L
     if has_subgraphs(model):
         return {name: _whole_model(model, sweep, layers[name]) for name in names}
     cuts = {name: find_cut(model, name) for name in names}
-    data = sweep.dataset.inputs
+    data = sweep.inputs
     size = max((len(a) for a in data.values() if a.ndim), default=1)
     probe_rows = min(size, sweep.batch if not sweep.stackable else 2)
     activations = list(dict.fromkeys(v.name for cut in cuts.values() for v in cut.inputs if v.name not in data))
@@ -361,7 +359,7 @@ def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
             if option == ANALOG:
                 program_rng, (read_rng,) = draw_generators(sweep.seed, draw, 1)
                 weights = simulation.draw(program_rng, sweep.t_inference_s, read_rng)
-            source = _Source(model, [], sweep.dataset.inputs, sweep.batch, True)
+            source = _Source(model, [], sweep.inputs, sweep.batch, True)
             names = list(source.data)
             parts = [_run(session, {**source.get(names, a, b), **weights}) for a, b in source.ranges(sweep.batch)]
             outputs[option].append(np.concatenate(parts))

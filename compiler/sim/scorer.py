@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import onnx_ir as ir
@@ -95,18 +96,15 @@ class Scorer:
         self.full_precision_per_sample = self.metric.per_sample(self.reference, dataset.labels, self.reference)
         self.full_precision = float(self.full_precision_per_sample.mean())
         self.model_metric = self.metric.score(own, dataset.labels, self.reference)  # this model's weights, no noise
-        self._screened = None
 
+    @cached_property
     def screened_feed(self) -> tuple[dict[str, np.ndarray], int, Screen | None]:
         """(inputs, samples per run, screen) for runs that skip the samples no change seen so far can flip."""
-        if self._screened is None:
-            screen = screen_for(self.metric, self.outputs, self.dataset.labels, self.reference)
-            if screen is None:
-                self._screened = (self.dataset.inputs, self.batch, None)
-            else:
-                rows = self.batch if self.fixed_batch else min(self.batch, CHUNK_ROWS)
-                self._screened = (self.dataset.subset(screen.order).inputs, rows, screen)
-        return self._screened
+        screen = screen_for(self.metric, self.outputs, self.dataset.labels, self.reference)
+        if screen is None:
+            return self.dataset.inputs, self.batch, None
+        rows = self.batch if self.fixed_batch else min(self.batch, CHUNK_ROWS)
+        return self.dataset.subset(screen.order).inputs, rows, screen
 
     def score_outputs(self, outputs: np.ndarray, what: str, per_sample: bool = False) -> float | np.ndarray:
         """The metric of a variant's outputs (the samples' scores with `per_sample`); a non-finite output names it."""
@@ -140,7 +138,7 @@ class Scorer:
         """
         baked = self.dataset.size >= BAKED_FROM_SAMPLES
         simulation: Simulation = build_simulation(annotated, target, shifted_adc=baked)
-        inputs, batch, screen = self.screened_feed() if screened else (self.dataset.inputs, self.batch, None)
+        inputs, batch, screen = self.screened_feed if screened else (self.dataset.inputs, self.batch, None)
         if not simulation.blocks:
             session = session_for(simulation.model, set(), feed_matrices=True)
             nominal = self.score_outputs(_predict(session, inputs, {}, batch, screen), what, per_sample)
