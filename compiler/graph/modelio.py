@@ -8,14 +8,18 @@ import secrets
 from pathlib import Path
 
 import google.protobuf.message
+import numpy as np
 import onnx
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
+from hetmap.graph import wire
 
 
-def load_onnx(path: Path) -> onnx.ModelProto:
+def load_onnx(path: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """Load an ONNX file (external data included) or explain why it cannot be read.
+
+    Returns the ModelProto and, by name, the graph initializers it leaves out (hetmap.graph.wire.read_apart).
 
     The checker runs by path before the load, so its own C++ copy of the
     model and the Python one never coexist; load errors take precedence.
@@ -30,7 +34,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     except onnx.checker.ValidationError as error:
         checker_error = " ".join(str(error).split())  # the checker's message spans lines
     try:
-        model = onnx.load(str(path))
+        model, arrays = _load_apart(path)
     except (google.protobuf.message.DecodeError, RuntimeError, ValueError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HetmapError(f"model file '{path}' is not a readable ONNX model ({reason})") from None
@@ -40,7 +44,16 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         raise HetmapError(f"model file '{path}' holds no ONNX graph")
     if checker_error is not None:
         raise HetmapError(f"model file '{path}' fails the ONNX checker: {checker_error}")
-    return model
+    return model, arrays
+
+
+def _load_apart(path: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """onnx.load, but the graph's raw initializers come apart as arrays (hetmap.graph.wire): one copy of them."""
+    if onnx.serialization.registry.get_format_from_file_extension(path.suffix) not in (None, "protobuf"):
+        return onnx.load(str(path)), {}  # a text format
+    model, arrays = wire.read_apart(path)
+    onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    return model, arrays
 
 
 def _holds_map(type_proto: onnx.TypeProto) -> bool:
@@ -52,7 +65,7 @@ def _holds_map(type_proto: onnx.TypeProto) -> bool:
 
 def read_model(path: Path) -> ir.Model:
     """Load an ONNX file into onnx-ir, which has no map types (skl2onnx's ZipMap output)."""
-    proto = load_onnx(path)
+    proto, arrays = load_onnx(path)
     for info in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
         if _holds_map(info.type):
             raise HetmapError(
@@ -63,6 +76,9 @@ def read_model(path: Path) -> ir.Model:
         model = ir.serde.deserialize_model(proto)
     except ir.serde.SerdeError as error:
         raise HetmapError(f"model file '{path}' cannot be read into hetmap's graph IR ({error})") from None
+    for name, array in arrays.items():
+        value = model.graph.initializers[name]
+        value.const_value = ir.Tensor(array, dtype=value.const_value.dtype, name=name)
     _negative_dims_to_symbolic(model)
     return _detach_from_proto(model)
 
@@ -129,18 +145,16 @@ def save_model_atomic(model: ir.Model, path: Path) -> None:
 
     A file of concatenated ModelProto messages parses as their merge
     (repeated fields append), so each initializer is written as its own
-    one-tensor message and then the model without initializers: peak extra
-    memory is one tensor instead of two or three copies of the model.
+    one-tensor message, its array's bytes written from where they lie
+    (hetmap.graph.wire), and then the model without initializers: no
+    weight is copied.
     """
 
     def write(handle) -> None:
         graph = model.graph
         values = list(graph.initializers.values())
         for value in values:
-            chunk = onnx.ModelProto()
-            value.const_value.name = value.name
-            ir.serde.serialize_tensor_into(chunk.graph.initializer.add(), value.const_value)
-            handle.write(chunk.SerializeToString())
+            wire.write_initializer(handle, value)
         for value in values:
             graph.initializers.pop(value.name)
         try:

@@ -29,6 +29,7 @@ from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants,
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer, session_for
 from hetmap.sim.screen import CHUNK_ROWS, Screen, Track
+from hetmap.sim.sessions import release_graphs
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 
 CACHE_BYTES = 512 << 20  # activations kept for every sample at once
@@ -151,7 +152,12 @@ def _groups(names, cuts, per_sample, size, data):
 
 
 def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
-    return session_for(model, fed)
+    """Large MatMul/Gemm weights are fed, not constant: onnxruntime would copy them (a suffix's FC matrices)."""
+    return session_for(model, fed, feed_matrices=True)
+
+
+def _outputs(session: ort.InferenceSession, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return session.run(names, {**feeds, **session.hetmap_feeds})
 
 
 def _full_precision(model: ir.Model, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -166,7 +172,7 @@ def _full_precision(model: ir.Model, names: list[str], feeds: dict[str, np.ndarr
     finally:
         for _ in extra:
             model.graph.outputs.pop()
-    return dict(zip(names, session.run(names, feeds)))
+    return dict(zip(names, _outputs(session, names, feeds)))
 
 
 class _Source:
@@ -205,7 +211,7 @@ class _Source:
             finally:
                 for _ in extra:
                     self.model.graph.outputs.pop()
-        return dict(zip(self.names, self.session.run(self.names, self._slice(start, stop))))
+        return dict(zip(self.names, _outputs(self.session, self.names, self._slice(start, stop))))
 
     def get(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
         inputs = self._slice(start, stop)
@@ -244,6 +250,7 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, ba
         rows = rows if sweep.screen is None or not sweep.stackable else min(rows, CHUNK_ROWS)
         for run in range(runs):
             measured, stopped_over, computed = plan.measure(names, run, source, rows, whole_options=runs == 1)
+            release_graphs()  # the suffix graphs of these variants
             over |= stopped_over
             rows_run += computed
             for name in names:
@@ -316,7 +323,7 @@ def _over_budget(names: list[str], active: list[str], tracks: dict, stop_above: 
 
 
 def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    return session.run([session.get_outputs()[0].name], feeds)[0]
+    return _outputs(session, [session.get_outputs()[0].name], feeds)[0]
 
 
 def _option(variant: str) -> str:

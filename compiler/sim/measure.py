@@ -16,6 +16,7 @@ from hetmap.mapping.annotations import clear_layer, layer_annotation, write_laye
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.jobs import Workers
 from hetmap.sim.scorer import Scorer
+from hetmap.sim.sessions import release_graphs
 from hetmap.targets import Target
 
 
@@ -89,4 +90,5 @@ class Measurer:
         finally:
             for layer in chosen:
                 clear_layer(nodes[layer.name])
+            release_graphs()
         return per_time
