@@ -22,6 +22,7 @@ import onnx
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
+from hetmap.graph.modelio import read_model, save_model_atomic
 
 SESSION_THREADS = 0  # onnxruntime's intra-op threads per session (0: one per core); a pool's worker takes its share
 
@@ -49,15 +50,13 @@ def map_parts(function: Callable, model: ir.Model, shared, parts: list, workers:
         return [function(model, shared, part) for part in parts]
     if workers.ray_address is None and _weight_bytes(model) < workers.serial_below_bytes:
         return [function(model, shared, part) for part in parts]
-    payload = ir.to_proto(model).SerializeToString()
     if workers.ray_address is not None:
-        return _map_ray(function, payload, shared, parts, workers)
+        return _map_ray(function, ir.to_proto(model).SerializeToString(), shared, parts, workers)
     count = min(workers.count, len(parts))
     threads = max(1, default_worker_count() // count)
     with tempfile.TemporaryDirectory(prefix="hetmap-workers-") as folder:
         path = Path(folder) / "model.onnx"
-        path.write_bytes(payload)
-        del payload
+        save_model_atomic(model, path)  # a weight at a time: no serialised copy of the model here
         context = multiprocessing.get_context("spawn")  # no fork of onnxruntime's or torch's threads
         with ProcessPoolExecutor(count, context, initializer=_start, initargs=(str(path), shared, threads)) as pool:
             return list(pool.map(_run, [function] * len(parts), parts))
@@ -73,7 +72,7 @@ _worker: dict = {}
 def _start(path: str, shared, threads: int) -> None:
     global SESSION_THREADS
     SESSION_THREADS = threads
-    _worker["model"] = ir.serde.deserialize_model(onnx.load(path))
+    _worker["model"] = read_model(Path(path))
     _worker["shared"] = shared
 
 
