@@ -16,9 +16,13 @@ same model families are quoted beside ours.
 
     python -m bench.compare [--models resnet8,resnet20,cnn,resnet] [--epochs N] [--seeds N] [--quick]
 
+`--validation N` (shapes32 models): every method decides on N newly drawn
+images instead of a quarter of the training file (which then trains whole);
+hetmap verifies on half of them, so N sets what a budget can certify.
+
 Writes bench/results/compare.json and compare.md (other --models:
 compare.NAME-NAME.*; --quick: compare.quick.*, the digits MLP on a training
-subset, one epoch, 2 seeds).
+subset, one epoch, 2 seeds; --validation N adds .validationN to the stem).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from bench.mps import MpsSetting, budget_steps, run_mps
 from hetmap.graph.data import load_dataset
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG
-from hetmap.models import reference_path
+from hetmap.models import reference_path, shapes32
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.scorer import Scorer
 from hetmap.targets import Target, load_target
@@ -51,6 +55,8 @@ MODELS = ("resnet8", "resnet20")
 QUICK_MODEL = "mlp"
 QUICK_TRAIN_SAMPLES = 256
 VALIDATION_SHARE = 0.25  # of the training file: the data every method decides on
+FRESH_VALIDATION_SEED = 20261201  # --validation N: a shapes32 stream no bundled file was drawn from
+SHAPES32_MODELS = ("resnet8", "resnet20")
 TARGET = "hermes"
 DRIFTS = ("1h", "1d", "1y")
 SEEDS = 5
@@ -126,21 +132,33 @@ def full_precision_row(test: Scorer) -> Row:
     return Row("full-precision", {}, {d: value for d in DRIFTS}, 0.0, 0.0, None, 0, 0.0)
 
 
-def split_training(train_path: Path, folder: Path, train_samples: int | None) -> tuple[Path, Path]:
-    """(training, validation) files: a seeded VALIDATION_SHARE of the training file decides, the rest (or `train_samples` of it) trains."""
+def split_training(train_path: Path, folder: Path, train_samples: int | None, fresh: int = 0) -> tuple[Path, Path]:
+    """(training, validation) files: a seeded VALIDATION_SHARE of the training file decides, the rest (or `train_samples` of it) trains.
+
+    With `fresh` (shapes32 models), `fresh` newly drawn images decide instead and the whole file trains.
+    """
     with np.load(train_path) as archive:
         arrays = {key: archive[key] for key in archive.files}
     order = np.random.default_rng(0).permutation(len(arrays["x"]))
-    held = round(VALIDATION_SHARE * len(order))
-    parts = {"validation": np.sort(order[:held]), "train": np.sort(order[held:][:train_samples])}
-    for part, index in parts.items():
-        np.savez(folder / f"{part}.npz", **{key: array[index] for key, array in arrays.items()})
+    held = 0 if fresh else round(VALIDATION_SHARE * len(order))
+    np.savez(
+        folder / "train.npz", **{key: array[np.sort(order[held:][:train_samples])] for key, array in arrays.items()}
+    )
+    if fresh:
+        x, y = shapes32.generate(fresh, np.random.default_rng(FRESH_VALIDATION_SEED))
+        np.savez(folder / "validation.npz", x=x, y=y)
+    else:
+        np.savez(folder / "validation.npz", **{key: array[np.sort(order[:held])] for key, array in arrays.items()})
     return folder / "train.npz", folder / "validation.npz"
 
 
-def run_model(name: str, target: Target, setting: Setting, seeds: int, log, train_samples: int | None = None) -> dict:
+def run_model(
+    name: str, target: Target, setting: Setting, seeds: int, log, train_samples: int | None = None, fresh: int = 0
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="hetmap-compare-") as tmp:
-        train_path, validation_path = split_training(reference_path(f"{name}.train.npz"), Path(tmp), train_samples)
+        train_path, validation_path = split_training(
+            reference_path(f"{name}.train.npz"), Path(tmp), train_samples, fresh
+        )
         base = prepare(reference_path(f"{name}.onnx"), target, validation_path, train_path)
         dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(base.model)}
         test = Scorer(base.model, load_dataset(reference_path(f"{name}.test.npz"), dtypes))
@@ -328,6 +346,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--seeds", type=int, default=SEEDS, help="noise seeds of the final scoring")
     parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="shapes32 models: decide on N newly drawn images (the whole training file trains) instead of a quarter"
+        " of the training file; hetmap verifies on half of them, so N sets what a budget can certify",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"{QUICK_MODEL} on {QUICK_TRAIN_SAMPLES} training samples, one epoch, 2 seeds",
@@ -335,6 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for compare.json and compare.md")
     args = parser.parse_args(argv)
     names = [QUICK_MODEL] if args.quick else [n for n in args.models.split(",") if n]
+    if args.validation and (args.quick or any(n not in SHAPES32_MODELS for n in names)):
+        parser.error(f"--validation draws shapes32 images: models {', '.join(SHAPES32_MODELS)} only")
     try:  # every model bundled with its training and test files
         for name, suffix in itertools.product(names, (".onnx", ".train.npz", ".test.npz")):
             reference_path(f"{name}{suffix}")
@@ -349,17 +377,21 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = 2 if args.quick else args.seeds
     target = load_target(TARGET)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    models = {n: run_model(n, target, setting, seeds, log, QUICK_TRAIN_SAMPLES if args.quick else None) for n in names}
+    train_samples = QUICK_TRAIN_SAMPLES if args.quick else None
+    models = {n: run_model(n, target, setting, seeds, log, train_samples, args.validation) for n in names}
     goal_rows, notes = goals(models, setting)
     given = "--quick" if args.quick else f"--models {','.join(names)} --epochs {args.epochs} --seeds {args.seeds}"
     if args.hetmap_epochs and not args.quick:
         given += f" --hetmap-epochs {args.hetmap_epochs}"
+    if args.validation:
+        given += f" --validation {args.validation}"
     command = f"python -m bench.compare {given}"  # --out only says where the files go
     payload = {
         "command": command.strip(),
         "target": TARGET,
         "drifts": list(DRIFTS),
         "validation_share": VALIDATION_SHARE,
+        "fresh_validation": args.validation,
         "seeds": seeds,
         "setting": dataclasses.asdict(setting),
         "paper": {"source": PAPER_SOURCE, "models": PAPER},
@@ -368,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
         "notes": notes,
     }
     stem = "compare.quick" if args.quick else "compare" if names == list(MODELS) else "compare." + "-".join(names)
+    stem += f".validation{args.validation}" if args.validation else ""
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
     write_markdown(args.out / f"{stem}.md", payload)

@@ -131,7 +131,7 @@ def write_markdown(path: Path, payload: dict) -> None:
         f"split 40/40/20 % over its three phases); hetmap --finetune {setting.get('hetmap_epochs') or setting['epochs']} "
         "epochs at its own recipe's rate. Every mapping is then scored by hetmap's simulator on the test set at "
         f"{', '.join(payload['drifts'])} over the same {payload['seeds']} noise seeds: mean ± std. Every method decides on a validation split "
-        f"({payload['validation_share']:.0%} of the training file, held out from training); the test set only scores. MPS's `fp` layers run at INT8 when "
+        f"({_validation_text(payload)}); the test set only scores. MPS's `fp` layers run at INT8 when "
         "scored (the target has no full-precision unit). `hetmap@mps-drop` is hetmap without fine-tuning given MPS's measured "
         "drop at the drift time on the validation split as its budget: the two at the same accuracy, to compare analog shares; `hetmap+finetune@mps-drop` the same with fine-tuning. Mapping time: wall time from the calibrated model to the mapping, "
         "fine-tuning (and hetmap's refine) included, on this machine, all in this one run.",
@@ -155,3 +155,10 @@ def write_markdown(path: Path, payload: dict) -> None:
         "",
     ]
     path.write_text("\n".join(text))
+
+
+def _validation_text(payload: dict) -> str:
+    fresh = payload.get("fresh_validation")
+    if fresh:
+        return f"{fresh} newly drawn shapes32 images; the whole training file trains"
+    return f"{payload['validation_share']:.0%} of the training file, held out from training"
