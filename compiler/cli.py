@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
-from hetmap import __version__
+from hetmap import Terminated, __version__
 from hetmap.driver import (
     REPORT_HTML,
     Adaptation,
@@ -353,6 +354,9 @@ def main() -> None:
     except (click.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
+    except Terminated:
+        err.print("terminated")
+        sys.exit(128 + signal.SIGTERM)
     except Exception as error:  # a bug: one line unless debugging
         if os.environ.get("HETMAP_DEBUG"):
             raise

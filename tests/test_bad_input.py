@@ -270,8 +270,16 @@ def test_output_folder_that_is_the_input_file(hetmap):
 
 
 # An interrupted compile leaves nothing inspect or run would take for a whole compile.
-@pytest.mark.parametrize("after_s", [1.0, 4.5], ids=["while loading", "while measuring"])
-def test_interrupted_compile_leaves_no_complete_output(tmp_path, after_s):
+@pytest.mark.parametrize(
+    "after_s, stop, code, last_line",
+    [
+        (1.0, signal.SIGINT, 130, "aborted"),
+        (4.5, signal.SIGINT, 130, "aborted"),
+        (4.5, signal.SIGTERM, 143, "terminated"),
+    ],
+    ids=["Ctrl-C while loading", "Ctrl-C while measuring", "SIGTERM while measuring"],
+)
+def test_interrupted_compile_leaves_no_complete_output(tmp_path, after_s, stop, code, last_line):
     command = [HETMAP, "compile", CNN, "--data", CNN_DATA, "-o", "out", "--seeds", "50", "--pareto"]
     process = subprocess.Popen(
         command,
@@ -282,9 +290,9 @@ def test_interrupted_compile_leaves_no_complete_output(tmp_path, after_s):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores SIGINT
     )
     time.sleep(after_s)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "aborted", stderr
+    assert process.returncode == code and stderr.strip().splitlines()[-1] == last_line, stderr
     assert "Traceback" not in stderr
     assert not (tmp_path / "out/reports/pipeline.json").exists()
     assert not (tmp_path / "out/model.mapped.onnx").exists()

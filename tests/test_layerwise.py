@@ -1,7 +1,11 @@
 """Sensitivity from cached activations, stacked suffix runs and the sample screen decides as whole-model simulation does."""
 
 import copy
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -189,3 +193,47 @@ def test_the_screen_keeps_whole_batches_of_a_fixed_batch_model_and_leaves_contin
     assert screened["sensitivity"].screened_share > 0
     cosine = decide(proto, dataset, "screened", assign=False, metric="cosine")["sensitivity"]
     assert cosine.metric == "cosine" and cosine.screened_share == 0
+
+
+_SLOW_POOL = """
+import multiprocessing, sys, threading, time
+from pathlib import Path
+from hetmap.graph.modelio import read_model
+from hetmap.sim.jobs import Workers, map_parts
+
+def slow(model, shared, part):
+    time.sleep(300)
+
+def report_workers():
+    while len(multiprocessing.active_children()) < 2:
+        time.sleep(0.05)
+    print(*(p.pid for p in multiprocessing.active_children()), flush=True)
+
+if __name__ == "__main__":
+    threading.Thread(target=report_workers, daemon=True).start()
+    map_parts(slow, read_model(Path(sys.argv[1])), None, [0, 1], Workers(2, serial_below_bytes=0))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel ends them on Linux (prctl)")
+def test_pool_workers_end_with_the_process_that_started_them(tmp_path):
+    script = tmp_path / "slow_pool.py"
+    script.write_text(_SLOW_POOL)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(reference_path("cnn.onnx"))], stdout=subprocess.PIPE, text=True
+    )
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    parent.kill()  # SIGKILL: nothing of the parent's own runs
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)

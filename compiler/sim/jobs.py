@@ -10,8 +10,11 @@ onnxruntime session in a pool of N uses cores / N threads.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +27,7 @@ import onnx_ir as ir
 from hetmap.errors import HetmapError
 from hetmap.graph.modelio import read_model, save_model_atomic
 
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent ends
 SESSION_THREADS = 0  # onnxruntime's intra-op threads per session (0: one per core); a pool's worker takes its share
 
 
@@ -58,8 +62,14 @@ def map_parts(function: Callable, model: ir.Model, shared, parts: list, workers:
         path = Path(folder) / "model.onnx"
         save_model_atomic(model, path)  # a weight at a time: no serialised copy of the model here
         context = multiprocessing.get_context("spawn")  # no fork of onnxruntime's or torch's threads
-        with ProcessPoolExecutor(count, context, initializer=_start, initargs=(str(path), shared, threads)) as pool:
-            return list(pool.map(_run, [function] * len(parts), parts))
+        initargs = (str(path), shared, threads, os.getpid())
+        with ProcessPoolExecutor(count, context, initializer=_start, initargs=initargs) as pool:
+            try:
+                return list(pool.map(_run, [function] * len(parts), parts))
+            except BaseException:  # stopped (an error, Ctrl-C, SIGTERM): leaving the pool would wait for its parts
+                for process in multiprocessing.active_children():
+                    process.terminate()
+                raise
 
 
 def _weight_bytes(model: ir.Model) -> int:
@@ -69,11 +79,23 @@ def _weight_bytes(model: ir.Model) -> int:
 _worker: dict = {}
 
 
-def _start(path: str, shared, threads: int) -> None:
+def _start(path: str, shared, threads: int, parent: int) -> None:
     global SESSION_THREADS
+    _end_with(parent)
     SESSION_THREADS = threads
     _worker["model"] = read_model(Path(path))
     _worker["shared"] = shared
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel end this worker when `parent` ends, however it ends (Linux; elsewhere the pool's own care)."""
+    if not sys.platform.startswith("linux"):
+        return
+    prctl = getattr(ctypes.CDLL(None), "prctl", None)
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before the request took hold
+        os._exit(1)
 
 
 def _run(function: Callable, part):
