@@ -17,6 +17,7 @@ import pytest
 from helpers import EXAMPLE_MODELS, as_target, compiled_example, example_model, ort_outputs
 from hetmap.graph.data import Dataset
 from hetmap.sim import scorer as scorer_module
+from hetmap.sim import sessions
 from hetmap.sim.scorer import Scorer
 from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import load_target
@@ -166,6 +167,33 @@ def test_int2_weights_are_int8_initializers_within_plus_minus_one():
     assert len(stored) == 4 and all(t.data_type == onnx.TensorProto.INT8 for t in stored)
     values = np.concatenate([onnx.numpy_helper.to_array(t).ravel() for t in stored])
     assert set(np.unique(values)) == {-1, 0, 1}
+
+
+# Sessions over the simulation graph.
+
+
+def test_a_fed_matrix_folds_its_dequantize_linear_whatever_its_size(monkeypatch):
+    """Folded once in numpy and fed: the outputs of onnxruntime's own DequantizeLinear, bit for bit."""
+    simulation = build_simulation(compiled_example("cnn", "hermes", "all-digital-int4")[0], HERMES)
+    _, feeds = example_model("cnn")
+    monkeypatch.setattr(sessions, "FOLD_DEQUANTIZE_BYTES", 0)  # no constant weight folds
+    fed = sessions.session_for(simulation.model, set(), feed_matrices=True)
+    kept = sessions.session_for(simulation.model, set())
+    matrices = {node.inputs[1].name for node in simulation.model.graph if node.op_type in ("Gemm", "MatMul")}
+    assert matrices and set(fed.hetmap_feeds) == matrices
+    assert all(array.dtype == np.float32 for array in fed.hetmap_feeds.values())
+    output = fed.get_outputs()[0].name
+    np.testing.assert_array_equal(fed.run([output], {**feeds, **fed.hetmap_feeds})[0], kept.run([output], feeds)[0])
+
+
+def test_a_session_over_weights_large_once_dequantised_runs_without_the_memory_arena(monkeypatch):
+    """Stored as INT4 the weights are small, but each run dequantises them: onnxruntime's arena would keep that."""
+    model = build_simulation(compiled_example("cnn", "hermes", "all-digital-int4")[0], HERMES).model
+    stored = sum(value.const_value.nbytes for value in model.graph.initializers.values())
+    monkeypatch.setattr(sessions, "ARENA_BELOW_BYTES", 2 * stored)
+    assert not sessions.session_for(model, set()).get_session_options().enable_cpu_mem_arena
+    monkeypatch.setattr(sessions, "ARENA_BELOW_BYTES", 100 * stored)
+    assert sessions.session_for(model, set()).get_session_options().enable_cpu_mem_arena
 
 
 # Analog device noise.

@@ -145,16 +145,19 @@ class Scorer:
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
-        session = None if baked else session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
         shared = _Runs(target, times, seed, inputs, batch, screen, baked)
-        nominal = None
-        if with_nominal:
-            nominal = self.score_outputs(_run_draw(simulation, session, simulation.nominal(), shared), what, per_sample)
         done = {}
         if workers.parallel and seeds > 1:
             parts = split(list(range(seeds)), workers.count)
             for part, outputs in zip(parts, map_parts(_draws_outputs, annotated, shared, parts, workers)):
                 done.update(zip(part, outputs))
+        # Only for runs in this process, and after the model was serialised for the workers: no peak of both.
+        session = None
+        if not baked and (with_nominal or not done):
+            session = session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
+        nominal = None
+        if with_nominal:
+            nominal = self.score_outputs(_run_draw(simulation, session, simulation.nominal(), shared), what, per_sample)
         per_time = [[] for _ in times]
         for draw in range(seeds):
             outputs = done[draw] if done else _draw_outputs(simulation, session, shared, draw)

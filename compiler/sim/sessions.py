@@ -25,7 +25,7 @@ IN_PLACE_ABOVE_BYTES = 1024
 # DequantizeLinear of a constant weight runs on every inference in onnxruntime, and keeps its
 # Conv off the fast (NCHWc) kernels: folded to float here, up to this many bytes per session.
 FOLD_DEQUANTIZE_BYTES = 256 << 20
-ARENA_BELOW_BYTES = 256 << 20  # sessions over more weights allocate without onnxruntime's memory arena
+ARENA_BELOW_BYTES = 256 << 20  # sessions over more weights (as float32) allocate without onnxruntime's memory arena
 _IN_PLACE_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64)}
 
 
@@ -64,8 +64,8 @@ def session_for(model: ir.Model, fed: set[str], feed_matrices: bool = False) -> 
     moved = [value for name, value in model.graph.initializers.items() if name in fed or _in_place(value)]
     proto = proto_without(model, moved)
     names, arrays = [], []
-    folded = _fold_dequantize(model, proto)
     fed_folded = _matrix_operands(proto) if feed_matrices else set()
+    folded = _fold_dequantize(model, proto, fed_folded)
     for name, array in folded.items():
         if name in fed_folded:
             proto.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, array.shape))
@@ -93,7 +93,7 @@ def session_for(model: ir.Model, fed: set[str], feed_matrices: bool = False) -> 
     # Prepacked MatMul/Gemm weights are a second copy of them; inference measured no faster with it.
     options.add_session_config_entry("session.disable_prepacking", "1")
     # onnxruntime's arena keeps its largest activations (a dequantised weight) for good, and grows by doubling.
-    options.enable_cpu_mem_arena = sum(value.const_value.nbytes for value in moved) < ARENA_BELOW_BYTES
+    options.enable_cpu_mem_arena = _float_bytes(model) < ARENA_BELOW_BYTES
     values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
     if names:
         options.add_external_initializers(names, values)
@@ -129,16 +129,18 @@ def _matrices(model: ir.Model) -> set[str]:
     }
 
 
-def _fold_dequantize(model: ir.Model, proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+def _fold_dequantize(model: ir.Model, proto: onnx.ModelProto, fed: set[str]) -> dict[str, np.ndarray]:
     """Float values of the DequantizeLinear nodes on constant weights, those nodes removed from `proto`.
 
     (q - zero_point) * scale in float32, as onnxruntime's kernel computes it, so the values are the same.
+    Outputs named in `fed` fold whatever their size: an input is not copied, and a large weight folded
+    once spares every run its dequantised copy. The quantised weights no node reads then leave `proto`.
     """
     constants = model.graph.initializers
     bodies = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
     if any(attribute.type in bodies for node in proto.graph.node for attribute in node.attribute):
         return {}  # bodies may read the weights too: left as they are
-    folded, kept, total = {}, [], 0
+    folded, kept, total, sources = {}, [], 0, set()
     for node in proto.graph.node:
         inputs = [name for name in node.input if name]
         foldable = (
@@ -147,13 +149,12 @@ def _fold_dequantize(model: ir.Model, proto: onnx.ModelProto) -> dict[str, np.nd
             and all(name in constants and constants[name].const_value is not None for name in inputs)
             and not any(attribute.name == "block_size" and attribute.i for attribute in node.attribute)
         )
-        if foldable:
-            size = 4 * constants[inputs[0]].const_value.size
-            foldable = total + size <= FOLD_DEQUANTIZE_BYTES
-        if not foldable:
+        size = 4 * constants[inputs[0]].const_value.size if foldable and node.output[0] not in fed else 0
+        if not foldable or total + size > FOLD_DEQUANTIZE_BYTES:
             kept.append(node)
             continue
         total += size
+        sources.update(inputs)
         q, scale, *zero = (constants[name].const_value.numpy() for name in inputs)
         axis = next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 1)
         shape = [1] * q.ndim
@@ -167,7 +168,24 @@ def _fold_dequantize(model: ir.Model, proto: onnx.ModelProto) -> dict[str, np.nd
     if folded:
         del proto.graph.node[:]
         proto.graph.node.extend(kept)
+        _drop_unread(proto.graph, sources)
     return folded
+
+
+def _drop_unread(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Initializers in `names` that nothing reads any more: onnxruntime would parse them only to drop them."""
+    read = {name for node in graph.node for name in node.input}
+    unread = names - read - {value.name for value in (*graph.input, *graph.output)}
+    for index in reversed(range(len(graph.initializer))):
+        if graph.initializer[index].name in unread:
+            del graph.initializer[index]
+
+
+def _float_bytes(model: ir.Model) -> int:
+    """The model's weights as float32: what its dequantised weights take at run time, whatever they are stored as."""
+    return sum(
+        4 * value.const_value.size for value in model.graph.initializers.values() if value.const_value is not None
+    )
 
 
 def _in_place(value: ir.Value) -> bool:
