@@ -52,7 +52,7 @@ def map_parts(function: Callable, model: ir.Model, shared, parts: list, workers:
     """[function(model, shared, part) for part in parts], on `workers`."""
     if not workers.parallel or len(parts) <= 1:
         return [function(model, shared, part) for part in parts]
-    if workers.ray_address is None and _weight_bytes(model) < workers.serial_below_bytes:
+    if workers.ray_address is None and weight_bytes(model) < workers.serial_below_bytes:
         return [function(model, shared, part) for part in parts]
     if workers.ray_address is not None:
         return _map_ray(function, ir.to_proto(model).SerializeToString(), shared, parts, workers)
@@ -72,7 +72,7 @@ def map_parts(function: Callable, model: ir.Model, shared, parts: list, workers:
                 raise
 
 
-def _weight_bytes(model: ir.Model) -> int:
+def weight_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
 
 

@@ -250,7 +250,7 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, ba
         rows = rows if sweep.screen is None or not sweep.stackable else min(rows, CHUNK_ROWS)
         for run in range(runs):
             measured, stopped_over, computed = plan.measure(names, run, source, rows, whole_options=runs == 1)
-            release_graphs()  # the suffix graphs of these variants
+            release_graphs(model)  # the suffix graphs of these variants
             over |= stopped_over
             rows_run += computed
             for name in names:

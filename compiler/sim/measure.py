@@ -90,5 +90,5 @@ class Measurer:
         finally:
             for layer in chosen:
                 clear_layer(nodes[layer.name])
-            release_graphs()
+            release_graphs(self.model)
         return per_time

@@ -25,17 +25,22 @@ IN_PLACE_ABOVE_BYTES = 1024
 # DequantizeLinear of a constant weight runs on every inference in onnxruntime, and keeps its
 # Conv off the fast (NCHWc) kernels: folded to float here, up to this many bytes per session.
 FOLD_DEQUANTIZE_BYTES = 256 << 20
+RELEASE_FROM_BYTES = 64 << 20  # models with more weights free each measurement's graphs at once
 ARENA_BELOW_BYTES = 256 << 20  # sessions over more weights (as float32) allocate without onnxruntime's memory arena
 _IN_PLACE_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64)}
 
 
-def release_graphs() -> None:
-    """Free the simulation graphs no longer used and hand their memory back to the system.
+def release_graphs(model: ir.Model) -> None:
+    """Free the simulation graphs of `model` no longer used and hand their memory back to the system.
 
     onnx_ir graphs are reference cycles, which hold their weights until Python's cyclic collector runs
     (large arrays do not make it run); glibc then keeps freed blocks in its heaps unless trimmed. A global
     mmap threshold did the same but cost every large allocation (~8 % of a resnet20 sensitivity pass).
+    A full collection costs more the more Python objects live, so small models skip it: 3x the test
+    suite's time when every measurement collected.
     """
+    if jobs.weight_bytes(model) < RELEASE_FROM_BYTES:
+        return
     gc.collect()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
