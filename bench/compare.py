@@ -41,7 +41,8 @@ import onnx_ir as ir
 
 from bench import headline
 from bench.baselines import Calibrated, Setting, all_analog_finetuned, layer_by_layer, measure, outcome, prepare
-from bench.compare_tables import PAPER, PAPER_SOURCE, at_drift, write_markdown
+from bench.compare_goals import goals
+from bench.compare_tables import PAPER, PAPER_SOURCE, write_markdown
 from bench.mps import MpsSetting, budget_steps, run_mps
 from hetmap.graph.data import load_dataset
 from hetmap.graph.shapes import graph_inputs
@@ -73,7 +74,6 @@ ROWS = (
     "hetmap@mps-drop",
     "hetmap+finetune@mps-drop",
 )
-SHARE_FLOOR = 0.9  # issue 15's analog weight share floor
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -260,76 +260,6 @@ def _rows(
         rows.append(row(base, test, method, result.model, result.mapping, result.seconds, seeds, details))
         log(f"{name}: {method} ({matched.max_drop} points) in {result.seconds:.1f} s")
     return rows
-
-
-def _against_mps(ours: dict, mps: dict) -> tuple[bool, str]:
-    """At least MPS's accuracy at 1 day with a higher analog weight share, or more accuracy at the same share."""
-    gain, share = at_drift(ours) - at_drift(mps), ours["analog_weight_share"] - mps["analog_weight_share"]
-    text = (
-        f"{gain:+.2f} pts at weight share {ours['analog_weight_share']:.1%} vs {mps['analog_weight_share']:.1%}"
-        f" (MACs {ours['analog_mac_share']:.1%} vs {mps['analog_mac_share']:.1%})"
-    )
-    return (gain >= 0 and share > 0) or (gain > 0 and share >= 0), text
-
-
-def _share_goal(ours: dict, mps: dict) -> tuple[bool, str]:
-    """Issue 15 (a): an analog weight share of at least max(MPS's, SHARE_FLOOR) at 1-day accuracy at or above MPS's."""
-    gain, share = at_drift(ours) - at_drift(mps), ours["analog_weight_share"]
-    needed = max(mps["analog_weight_share"], SHARE_FLOOR)
-    text = f"{share:.1%} analog weights (needs {needed:.1%}) at {gain:+.2f} pts vs MPS"
-    return gain >= 0 and share >= needed, text
-
-
-def goals(models: dict, setting: Setting) -> tuple[list[dict], list[str]]:
-    """The issue's goals for hetmap against MPS, per model; met when every model meets it."""
-    versus = "matches MPS's accuracy at 1 day with a higher analog share (or beats it at the same share)"
-    share_goal = f"ships at least max(MPS's, {SHARE_FLOOR:.0%}) analog weights at MPS's accuracy or above (issue 15)"
-    checks = {
-        f"hetmap+finetune {share_goal}": {},
-        f"hetmap+finetune@mps-drop {share_goal}": {},
-        f"hetmap+finetune {versus}": {},
-        f"hetmap@mps-drop {versus}": {},
-        f"hetmap+finetune within its {setting.max_drop}-point budget at 1 day": {},
-        "hetmap+finetune maps faster than MPS": {},
-    }
-    notes = []
-    for name, result in models.items():
-        rows, fp = result["rows"], result["full_precision"]
-        ours, mps = rows["hetmap+finetune"], rows["mps"]
-        checks[f"hetmap+finetune {versus}"][name] = _against_mps(ours, mps)
-        checks[f"hetmap@mps-drop {versus}"][name] = _against_mps(rows["hetmap@mps-drop"], mps)
-        for method in ("hetmap+finetune", "hetmap+finetune@mps-drop"):
-            checks[f"{method} {share_goal}"][name] = _share_goal(rows[method], mps)
-        drop = fp - at_drift(ours)
-        checks[f"hetmap+finetune within its {setting.max_drop}-point budget at 1 day"][name] = (
-            drop <= setting.max_drop,
-            f"drop {drop:+.2f} pts",
-        )
-        speedup = mps["seconds"] / max(ours["seconds"], 1e-9)
-        checks["hetmap+finetune maps faster than MPS"][name] = (
-            speedup > 1,
-            f"{ours['seconds']:.1f} s vs {mps['seconds']:.1f} s ({speedup:.2f}x)",
-        )
-        mps_drop = fp - at_drift(mps)
-        side = "over" if mps_drop > setting.max_drop else "within"
-        notes.append(
-            f"{name}: MPS (no budget) drops {mps_drop:+.2f} pts from full precision at 1 day: {side} hetmap's "
-            f"{setting.max_drop}-point budget by {abs(mps_drop - setting.max_drop):.2f} pts; hetmap@mps-drop was given "
-            f"{rows['hetmap@mps-drop']['details']['max_drop']} pts"
-        )
-    rows = []
-    for goal, per_model in checks.items():
-        passed = sum(ok for ok, _ in per_model.values())
-        status = "met" if passed == len(per_model) else f"not met ({passed} of {len(per_model)} models)"
-        rows.append(
-            {
-                "goal": goal,
-                "measured": "; ".join(f"{n} {text}" for n, (_, text) in per_model.items()),
-                "status": status,
-                "per_model": {n: ok for n, (ok, _) in per_model.items()},
-            }
-        )
-    return rows, notes
 
 
 def main(argv: list[str] | None = None) -> dict:
