@@ -40,7 +40,7 @@ from hetmap.mapping.cost import mapping_energy_pj
 from hetmap.mapping.mapping import ANALOG, option_bits, target_options
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
-from hetmap.passes.finetune import FIXED_LEARNING_RATE, Adaptation
+from hetmap.passes.finetune import FIXED_LEARNING_RATE, MAPPING_LEARNING_RATE, REFINE_EPOCHS, Adaptation
 from hetmap.passes.partition import Partition
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline, scoring_dataset
 from hetmap.sim.drift import parse_drift
@@ -61,6 +61,7 @@ class Setting:
     seeds: int = 3
     epochs: int = 3  # all-analog hardware-aware fine-tuning, as hetmap's --finetune
     hetmap_epochs: int | None = None  # hetmap's own --finetune where it differs (bench.compare: MPS's wall clock)
+    confidence: float = 0.95  # hetmap's --confidence (0: the mean rule, as MPS decides)
     learning_rate: float = FIXED_LEARNING_RATE  # every fine-tune here (hetmap's sweeps its own)
     batch_size: int = Adaptation.batch_size
     layer_steps: int = 10  # LionHeart's brief fine-tune per move, optimiser steps
@@ -207,16 +208,21 @@ class _Adaptable:
         self.net = Supernet(self.model, base.layers, ranges, base.context.target, trainable, parse_drift(setting.drift))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    def finetune(self, mapping: dict[str, str], train: Dataset, epochs: int) -> None:
-        """Train `mapping` alone (hetmap's adaptation with a fixed mapping) and write the weights back."""
+    def finetune(self, mapping: dict[str, str], train: Dataset, epochs: int, rate: float | None = None) -> None:
+        """Train `mapping` alone (hetmap's adaptation with a fixed mapping) and write the weights back.
+
+        `rate`: hetmap's own rate for one mapping, with full device noise from the first step (its --refine and
+        --mapping recipe); None: the setting's rate, the noise ramped as the adaptation's default.
+        """
         names = [layer.name for layer in self.base.layers]
         sampler = MappingSampler(names, target_options(self.base.context.target), None, 0.0, fixed=mapping)
         config = AdaptConfig(
             epochs=epochs,
             batch_size=self.setting.batch_size,
-            learning_rate=self.setting.learning_rate,
+            learning_rate=rate or self.setting.learning_rate,
             seed=self.base.context.config.seed,
             device=self.device,
+            noise_ramp=0.0 if rate else None,
         )
         adapt(self.net, [value.name for value in graph_inputs(self.model)], train, sampler, config, run_id="baseline")
         self.load(self.net.graph.parameter_arrays())
@@ -250,12 +256,17 @@ def preset(base: Calibrated, setting: Setting, option: str) -> Outcome:
 
 
 def all_analog_finetuned(base: Calibrated, setting: Setting) -> Outcome:
-    """All-analog after `setting.epochs` epochs of hardware-aware training of that mapping."""
+    """All-analog after hetmap's fine-tune of that mapping alone (`hetmap compile --mapping all-analog --finetune E`).
+
+    E: the epochs hetmap+finetune trains in all, its supernetwork's and refine's.
+    """
     began = time.perf_counter()
     tuned = _Adaptable(base, setting)
     mapping = {layer.name: ANALOG for layer in base.layers}
-    tuned.finetune(mapping, base.train, setting.epochs)
-    return _scored(base, "all-analog+hwa", tuned.model, mapping, setting, began, {"epochs": setting.epochs})
+    epochs = (setting.hetmap_epochs or setting.epochs) + REFINE_EPOCHS
+    tuned.finetune(mapping, base.train, epochs, MAPPING_LEARNING_RATE)
+    details = {"epochs": epochs, "learning_rate": MAPPING_LEARNING_RATE}
+    return _scored(base, "all-analog+hwa", tuned.model, mapping, setting, began, details)
 
 
 def layer_by_layer(base: Calibrated, setting: Setting) -> Outcome:

@@ -126,14 +126,20 @@ def write_markdown(path: Path, payload: dict) -> None:
         f"    {payload['command']}",
         "",
         f"Target {payload['target']}. Mapping decisions and fine-tuning at {setting['drift']} of drift, hetmap's budget "
-        f"{setting['max_drop']} points, {setting['seeds']} seeds while deciding; {setting['epochs']} fine-tuning epochs at learning "
-        f"rate {setting['learning_rate']:g} (all-analog HWA; MPS gets the same number of optimiser steps, "
-        f"split 40/40/20 % over its three phases); hetmap --finetune {setting.get('hetmap_epochs') or setting['epochs']} "
-        "epochs at its own recipe's rate. Every mapping is then scored by hetmap's simulator on the test set at "
+        f"{setting['max_drop']} points at {setting.get('confidence', 0.95):.0%} confidence on held-out data, "
+        f"{setting['seeds']} seeds while deciding. MPS: {setting['epochs']} fine-tuning epochs of optimiser steps at rate "
+        f"{setting['learning_rate']:g}, split 40/40/20 % over its three phases. hetmap: --finetune "
+        f"{setting.get('hetmap_epochs') or setting['epochs']} epochs of its supernetwork at its default rate, then "
+        "--refine (the chosen mapping alone, at its one-mapping rate) at its default epochs. `all-analog+hwa`: hetmap's "
+        "one-mapping fine-tune of the all-analog mapping for as many epochs as hetmap trains in all. "
+        f"Training data: {'images only (distillation from full precision)' if payload.get('no_labels') else 'images and labels'}. "
+        "Every mapping is then scored by hetmap's simulator on the test set at "
         f"{', '.join(payload['drifts'])} over the same {payload['seeds']} noise seeds: mean ± std. Every method decides on a validation split "
         f"({_validation_text(payload)}); the test set only scores. MPS's `fp` layers run at INT8 when "
         "scored (the target has no full-precision unit). `hetmap@mps-drop` is hetmap without fine-tuning given MPS's measured "
-        "drop at the drift time on the validation split as its budget: the two at the same accuracy, to compare analog shares; `hetmap+finetune@mps-drop` the same with fine-tuning. Mapping time: wall time from the calibrated model to the mapping, "
+        "drop at the drift time on the validation split as its budget, decided by MPS's rule (the mean drop on the validation "
+        "split, `--confidence 0`): the two at the same accuracy, to compare analog shares; `hetmap+finetune@mps-drop` the same "
+        "with fine-tuning. Mapping time: wall time from the calibrated model to the mapping, "
         "fine-tuning (and hetmap's refine) included, on this machine, all in this one run.",
         "",
         markdown_table(*methods_table(models, payload["drifts"])),

@@ -68,7 +68,9 @@ def hetmap_outcome(
         target,
         folder,
         data_path or reference_path(f"{name}.test.npz"),
-        decision=Decision(None, setting.max_drop, "analog-share", setting.drift, setting.seeds),
+        decision=Decision(
+            None, setting.max_drop, "analog-share", setting.drift, setting.seeds, False, setting.confidence
+        ),
         train_path=train_path or reference_path(f"{name}.train.npz"),
         adaptation=adaptation,
     )

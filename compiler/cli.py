@@ -29,7 +29,7 @@ from hetmap.graph.modelio import read_model, write_json_atomic
 from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.mapping.annotations import read_target
 from hetmap.mapping.solver import OBJECTIVES
-from hetmap.passes.finetune import DEVICES, FIXED_LEARNING_RATE, SCOPES
+from hetmap.passes.finetune import DEVICES, FIXED_LEARNING_RATE, MAPPING_LEARNING_RATE, REFINE_EPOCHS, SCOPES
 from hetmap.pipeline import report_to_dict
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 from hetmap.sim.drift import parse_drift
@@ -173,7 +173,23 @@ class LearningRate(FiniteFloat):
     default=str(FIXED_LEARNING_RATE),
     show_default=True,
     type=LearningRate(min=0, min_open=True),
-    help="Fine-tuning's initial learning rate (Adam, cosine schedule); auto: a short sweep on held-out data picks it.",
+    help="The supernetwork's initial learning rate (Adam, cosine schedule); auto: a short sweep on held-out data picks it.",
+)
+@click.option(
+    "--refine",
+    "refine_epochs",
+    default=REFINE_EPOCHS,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="EPOCHS",
+    help="After --finetune, train the chosen mapping alone this many epochs (0: not at all).",
+)
+@click.option(
+    "--refine-lr",
+    default=MAPPING_LEARNING_RATE,
+    show_default=True,
+    type=FiniteFloat(min=0, min_open=True),
+    help="Learning rate for one mapping trained alone: --refine, or --mapping with --finetune.",
 )
 @click.option(
     "--device",
@@ -205,6 +221,8 @@ def compile(
     confidence,
     allow_over_budget,
     finetune_lr,
+    refine_epochs,
+    refine_lr,
     device,
 ) -> None:
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
@@ -255,7 +273,12 @@ def compile(
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
             train_path=train,
             adaptation=Adaptation(
-                finetune_epochs, finetune_scope, None if finetune_lr == "auto" else finetune_lr, device=device
+                finetune_epochs,
+                finetune_scope,
+                None if finetune_lr == "auto" else finetune_lr,
+                refine_epochs=refine_epochs,
+                mapping_learning_rate=refine_lr,
+                device=device,
             ),
             on_step=on_step,
             workers=Workers(workers, ray_address),

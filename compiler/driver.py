@@ -95,14 +95,16 @@ def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
         )
     )
     options = RefineOptions(
-        max(1, adaptation.epochs // 2),  # a few epochs: half the supernetwork's
+        adaptation.refine_epochs,
         measurement,
         adaptation.scope,
         adaptation.batch_size,
         adaptation.label_weight,
         adaptation.device,
+        adaptation.mapping_learning_rate,
+        decision.confidence,
     )
-    refine = [Refine(options)] if adapting else []
+    refine = [Refine(options)] if adapting and adaptation.refine_epochs > 0 else []
     if given is not None:
         choose = [*finetune, assign]  # finetune trained the given mapping alone already
     else:

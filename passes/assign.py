@@ -156,7 +156,7 @@ class Assign(Pass):
         """The candidate that ships from `chosen` on the model's current weights, by held-out verification."""
         decision, problem, measure = chosen
         options = self.options
-        verifier = _Verifier(model, context, options, verify_data, change)
+        verifier = Verifier(model, context, options.measurement, options.confidence, verify_data, change)
         shipped, drop = choose_verified(
             decision, problem, measure, verifier, options.max_drop, options.objective, measure.offset
         )
@@ -340,10 +340,12 @@ def _key(mapping: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(mapping.items()))
 
 
-class _Verifier:
+class Verifier:
     """Scores mappings on the held-out verification data, against the model the user brought."""
 
-    def __init__(self, model: ir.Model, context: PassContext, options: AssignOptions, data: tuple, change):
+    def __init__(
+        self, model: ir.Model, context: PassContext, measurement: Measurement, confidence: float, data: tuple, change
+    ):
         dataset, self.held_out = data
         reference = None
         if change is not None:  # fine-tuned weights are measured against the user's model on this data too
@@ -356,13 +358,13 @@ class _Verifier:
         self.measurer = Measurer(
             model, context.target, layers, ranges, self.scorer, context.config.seed, context.config.workers, True
         )
-        self.options = options
+        self.measurement, self.confidence = measurement, confidence
 
     def __call__(self, mapping: dict[str, str]) -> VerifiedDrop:
-        measurement = self.options.measurement
+        measurement = self.measurement
         what = f"the mapping with {sum(o == ANALOG for o in mapping.values())} analog layers (verification)"
         per_time = self.measurer.measure(mapping, [measurement.t_inference_s], measurement.seeds, what, per_sample=True)
-        return verified_drop(self.scorer.full_precision_per_sample, np.array(per_time[0]), self.options.confidence)
+        return verified_drop(self.scorer.full_precision_per_sample, np.array(per_time[0]), self.confidence)
 
     def summary(self, drop: VerifiedDrop, budget: float) -> Verification:
         verdict = drop.verdict(budget)

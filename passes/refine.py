@@ -1,15 +1,17 @@
-"""Refine: the chosen mapping alone gets a short fine-tune of its own (DESIGN step 5), kept only if it measures better.
+"""Refine: the chosen mapping alone gets a short fine-tune of its own (DESIGN step 5), kept only if it verifies better.
 
 The supernetwork's shared weights serve every mapping the sampler drew;
 the one assign chose is what ships, so it trains alone for a few epochs
 (hetmap's adaptation with that mapping fixed, device noise at the
-target's level from the first step, the rate finetune chose), then the
-simulator measures it as assign did: at the budget's drift time over the
-same seeds, drops against the model the user brought. The refined weights
-ship only when their measured drop is not worse than the assigned
-weights'; otherwise the model leaves unchanged. Runs only with --finetune,
-and trains nothing when every layer is on the widest digital unit (no
-device noise, no narrow quantiser to adapt to).
+target's level from the first step, at the rate for one mapping: 10x the
+supernetwork's, see hetmap.passes.finetune), then the last verification
+measures it as assign verified it: on the held-out data, at the budget's
+drift time over the same seeds, drops against the model the user
+brought, with the same confidence interval. The refined weights ship
+only when the top of their interval is not above the assigned weights';
+otherwise the model leaves unchanged. Runs only with --finetune, and
+trains nothing when every layer is on the widest digital unit (no device
+noise, no narrow quantiser to adapt to).
 """
 
 from __future__ import annotations
@@ -18,28 +20,29 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG, option_bits, target_options
-from hetmap.pipeline import Pass, PassContext, WeightChange, handoff, scoring_dataset
-from hetmap.sim.measure import Measurement, Measurer
-from hetmap.sim.scorer import Scorer
+from hetmap.passes.assign import Verifier
+from hetmap.pipeline import Pass, PassContext, WeightChange, scoring_dataset, verification_dataset
+from hetmap.sim.confidence import VerifiedDrop
+from hetmap.sim.measure import Measurement
 
 
 @dataclass(frozen=True)
 class RefineOptions:
-    """How long the chosen mapping trains, and how (finetune's scope, batch, loss mix and device)."""
+    """How long the chosen mapping trains, and how (finetune's scope, batch, loss mix and device); assign's confidence."""
 
-    epochs: int = 1
+    epochs: int = 4
     measurement: Measurement = Measurement()
     scope: str = "all"
     batch_size: int = 64
     label_weight: float = 0.5
     device: str = "auto"
-    learning_rate: float = 1e-4  # without a finetune report only; else the rate finetune chose
+    learning_rate: float = 1e-3
+    confidence: float = 0.95
 
 
 @dataclass
@@ -48,13 +51,16 @@ class RefineReport:
     steps: int
     learning_rate: float
     analog_layers: int
-    drop_before_points: float  # the assigned weights' measured drop at the drift time, mean over seeds
+    drop_before_points: float  # the assigned weights' verified drop at the drift time, mean over seeds and samples
     drop_after_points: float | None  # the refined weights' (None: the run diverged)
+    high_before_points: float  # the top of the assigned weights' confidence interval
+    high_after_points: float | None
+    verified_on: str  # the data both were measured on
+    held_out: bool  # whether it was held out of every decision
     drift: str
     seeds: int
     shipped: str  # "refined" or "as assigned"
     seconds: float
-    weights: WeightChange | None = handoff()
 
 
 class Refine(Pass):
@@ -72,27 +78,29 @@ class Refine(Pass):
         began, options, config = time.perf_counter(), self.options, context.config
         layers = context.reports["partition"].layers
         mapping = dict(context.reports["assign"].mapping.layers)
-        finetune = context.reports.get("finetune")
-        reference = finetune.weights.reference_outputs if finetune and finetune.weights else None
-        scorer = Scorer(model, scoring_dataset(model, config), reference, config.metric)
-        ranges = context.reports["calibrate"].input_range
-        measurer = Measurer(model, context.target, layers, ranges, scorer, config.seed)
-        before = self._drop(measurer, mapping)
-
         trainable = trainable_initializers(model, layers, options.scope)
-        original = {name: model.graph.initializers[name].const_value for name in trainable}
-        rate = finetune.learning_rate if finetune else options.learning_rate
+        assigned = {name: model.graph.initializers[name].const_value for name in trainable}
+        finetune = context.reports.get("finetune")
+        users = finetune.weights.before if finetune and finetune.weights else assigned
+        data = verification_dataset(model, config) or (scoring_dataset(model, config), False)
+        before = self._verified(model, context, data, WeightChange(users, assigned, None), mapping)
+        untrained = dict(
+            epochs=options.epochs, learning_rate=options.learning_rate, drop_before_points=before.mean_points,
+            high_before_points=before.high_points, verified_on=data[0].source, held_out=data[1],
+            drift=options.measurement.drift, seeds=options.measurement.seeds,
+        )  # fmt: skip
         if _all_widest_digital(mapping, target_options(context.target)):  # no noise and no narrow unit to adapt to
             return model, RefineReport(
-                options.epochs, 0, rate, 0, before, None, options.measurement.drift, options.measurement.seeds,
-                "as assigned", time.perf_counter() - began, WeightChange(original, original, scorer.reference),
+                steps=0, analog_layers=0, drop_after_points=None, high_after_points=None, shipped="as assigned",
+                seconds=time.perf_counter() - began, **untrained,
             )  # fmt: skip
+        ranges = context.reports["calibrate"].input_range
         net = Supernet(model, layers, ranges, context.target, trainable, options.measurement.t_inference_s)
         sampler = MappingSampler(list(mapping), target_options(context.target), None, 0.0, fixed=mapping)
         adapt_config = AdaptConfig(
             epochs=options.epochs,
             batch_size=options.batch_size,
-            learning_rate=rate,
+            learning_rate=options.learning_rate,
             seed=config.seed + 1,
             device=torch_device(options.device),
             noise_ramp=0.0,
@@ -101,37 +109,36 @@ class Refine(Pass):
         input_names = [value.name for value in graph_inputs(model)]
         try:
             steps = adapt(net, input_names, config.train, sampler, adapt_config, "refine", context.progress).steps
-            for name, array in net.graph.parameter_arrays().items():
-                model.graph.initializers[name].const_value = ir.tensor(array, name=name)
-            after = self._drop(measurer, mapping)
+            refined = {name: ir.tensor(array, name=name) for name, array in net.graph.parameter_arrays().items()}
+            _put(model, refined)
+            after = self._verified(model, context, data, WeightChange(users, refined, None), mapping)
         except HetmapError:  # diverged, or weights the simulator refuses: the assigned ones ship
-            steps, after = 0, math.inf
-        refined = {name: model.graph.initializers[name].const_value for name in trainable}
-        shipped = "refined" if after <= before else "as assigned"
+            steps, after = 0, None
+        shipped = "refined" if after is not None and after.high_points <= before.high_points else "as assigned"
         if shipped != "refined":
-            for name, tensor in original.items():
-                model.graph.initializers[name].const_value = tensor
+            _put(model, assigned)
         report = RefineReport(
-            epochs=options.epochs,
             steps=steps,
-            learning_rate=rate,
             analog_layers=sum(option == ANALOG for option in mapping.values()),
-            drop_before_points=before,
-            drop_after_points=after if math.isfinite(after) else None,
-            drift=options.measurement.drift,
-            seeds=options.measurement.seeds,
+            drop_after_points=after.mean_points if after else None,
+            high_after_points=after.high_points if after else None,
             shipped=shipped,
             seconds=time.perf_counter() - began,
-            weights=WeightChange(original, refined if shipped == "refined" else original, scorer.reference),
+            **untrained,
         )
         return model, report
 
-    def _drop(self, measurer: Measurer, mapping: dict[str, str]) -> float:
-        """The mapping's measured drop in points against the reference, mean over the seeds."""
-        measurement = self.options.measurement
-        per_time = measurer.measure(mapping, [measurement.t_inference_s], measurement.seeds, "the chosen mapping")
-        drop = float(np.mean(100 * (measurer.scorer.full_precision - np.array(per_time[0]))))
-        return drop if math.isfinite(drop) else math.inf
+    def _verified(self, model: ir.Model, context: PassContext, data, change: WeightChange, mapping) -> VerifiedDrop:
+        """The mapping's drop on `data` with the model's current weights (change.after), against the user's."""
+        drop = Verifier(model, context, self.options.measurement, self.options.confidence, data, change)(mapping)
+        if not all(math.isfinite(x) for x in (drop.mean_points, drop.high_points)):
+            raise HetmapError("the chosen mapping's verified drop is not finite")
+        return drop
+
+
+def _put(model: ir.Model, weights: dict[str, ir.TensorProtocol]) -> None:
+    for name, tensor in weights.items():
+        model.graph.initializers[name].const_value = tensor
 
 
 def _all_widest_digital(mapping: dict[str, str], options: list[str]) -> bool:

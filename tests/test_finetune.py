@@ -149,8 +149,9 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
         assert refine["steps"] == 0 and refine["shipped"] == "as assigned" and refine["drop_after_points"] is None
     else:
         assert refine["steps"] > 0 and refine["shipped"] in ("refined", "as assigned")
-        assert (refine["shipped"] == "refined") == (refine["drop_after_points"] <= refine["drop_before_points"])
-    assert refine["epochs"] == 1
+        assert (refine["shipped"] == "refined") == (refine["high_after_points"] <= refine["high_before_points"])
+        assert refine["learning_rate"] == 1e-3 and refine["held_out"] and "mlp.test.npz" in refine["verified_on"]
+    assert refine["epochs"] == 4
     assert reports["sensitivity"]["full_precision"] == reports["sensitivity_before"]["full_precision"]
     adapted, original = onnx.load("out/model.mapped.onnx"), onnx.load(reference_path("mlp.onnx"))
     onnx.checker.check_model(adapted, full_check=True)

@@ -292,11 +292,10 @@ def test_the_browser_check_sees_a_broken_picture(compiled, tmp_path):
     assert images_loaded_in_chromium(broken, tmp_path) == (len(PICTURES), len(PICTURES) + 1)
 
 
-def test_the_summary_says_when_refine_shipped_weights_the_verification_did_not_see(reports):
-    refined = {**reports, "refine": {"shipped": "refined", "drop_before_points": 0.4, "drop_after_points": 0.1}}
-    evidence = summary(refined)["accuracy"]["evidence"]
-    assert "verified on" in evidence and "then refined: +0.10 points on the decision data (was +0.40)" in evidence
-    assert (
-        "refined"
-        not in summary({**reports, "refine": {**refined["refine"], "shipped": "as assigned"}})["accuracy"]["evidence"]
-    )
+def test_the_summary_gives_the_verification_of_the_refined_weights_when_they_ship(reports):
+    refine = {"shipped": "refined", "drop_before_points": 0.4, "drop_after_points": 0.1, "high_after_points": 0.3}
+    evidence = summary({**reports, "refine": {**refine, "held_out": True}})["accuracy"]["evidence"]
+    assert "verified on" in evidence
+    assert "then refined and verified again on the same held-out samples: +0.10 points (was +0.40)" in evidence
+    assert "interval top +0.30" in evidence
+    assert "refined" not in summary({**reports, "refine": {**refine, "shipped": "as assigned"}})["accuracy"]["evidence"]

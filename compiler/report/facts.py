@@ -123,12 +123,13 @@ def _evidence(verified: dict | None, chosen: dict, seeds: int) -> str:
 
 
 def _refined(refine: dict | None) -> str:
-    """When refine shipped new weights, what it measured: the verification above is of the weights before it."""
+    """When refine shipped new weights, their verification: the one above is of the weights before it."""
     if not refine or refine["shipped"] != "refined":
         return ""
+    where = "held-out samples" if refine.get("held_out") else "samples"
     return (
-        f"; then refined: {refine['drop_after_points']:+.2f} points on the decision data "
-        f"(was {refine['drop_before_points']:+.2f}), not verified again"
+        f"; then refined and verified again on the same {where}: {refine['drop_after_points']:+.2f} points "
+        f"(was {refine['drop_before_points']:+.2f}), interval top {refine['high_after_points']:+.2f}"
     )
 
 
