@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -164,6 +165,35 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
     assert "fine-tun" in open("out/report.html").read()
 
 
+def test_a_given_mapping_trains_alone_at_the_one_mapping_rate(hetmap):
+    result = hetmap(
+        "compile",
+        reference_path("mlp.onnx"),
+        "-t",
+        "hermes",
+        "-o",
+        "out",
+        "--mapping",
+        "all-analog",
+        "--data",
+        reference_path("mlp.test.npz"),
+        "--train",
+        reference_path("mlp.train.npz"),
+        "--finetune",
+        "2",
+        "--refine-lr",
+        "2e-3",
+        "--seeds",
+        "2",
+    )
+    assert result.exit_code == 0, result.stderr
+    finetune = json.loads(open("out/reports/finetune.json").read())
+    assert finetune["learning_rate"] == 2e-3 and finetune["paths"] == ["mapping"] and len(finetune["history"]) == 2
+    before, after = ({s["mapping"]: s["mean"] for s in finetune[when]} for when in ("before", "after"))
+    assert after["mapping"] >= before["mapping"] - 1  # the digits MLP loses little on analog: the rate keeps it
+    assert not Path("out/reports/refine.json").exists()  # the given mapping is the one trained
+
+
 def test_finetune_without_training_data_is_one_line(hetmap):
     onnx.save(messy.gemm_trans_b(), "model.onnx")
     assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "--finetune", "1"), "--train")
@@ -211,8 +241,11 @@ def test_a_fine_tune_that_maps_worse_ships_the_weights_from_before_it(hetmap):
         "1",
         "--finetune-lr",
         "0.5",
+        "--refine",
+        "0",  # the guard alone: no refine after it
     )
     assert plain.exit_code == 0 and wrecked.exit_code == 0, plain.stderr + wrecked.stderr
+    assert not Path("wrecked/reports/refine.json").exists()
     finetune = json.loads(open("wrecked/reports/finetune.json").read())
     assert {s["mapping"]: s["mean"] for s in finetune["after"]}["full-precision"] < 90  # the fine-tune broke the model
     assign = json.loads(open("wrecked/reports/assign.json").read())
