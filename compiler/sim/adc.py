@@ -9,6 +9,10 @@ range still saturates: addition is monotone); a 1x1 depthwise convolution
 takes the shift back off (exact: integers below 2^24) and another multiplies
 by the output scale, as Mul does. onnxruntime adds a convolution's bias after
 the whole sum (tests/test_simulate.py checks the two forms agree).
+
+A layer's equal row blocks of at least NCHWC_CHANNELS channels run as one
+grouped convolution (grouped_blocks): one Gather, one ADC over all blocks,
+the same numbers as one convolution per block, bit for bit.
 """
 
 from __future__ import annotations

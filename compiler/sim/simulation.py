@@ -7,7 +7,8 @@ saturates each tile's outputs (adc_bits over +-adc_bound in normalised
 units) before the digital sum, and the bias is added digitally. Digital
 INTk layers quantise weights per output channel (stored as INTk, restored
 by DequantizeLinear) and activations to 8 bits. Activation and converter
-quantisers are Div/Round/Clip/Mul; noise is drawn in numpy and enters as
+quantisers are Div/Round/Clip/Mul (a DAC of up to 8 bits QuantizeLinear,
+hetmap.sim.adc the ADC of baked convolutions); noise is drawn in numpy and enters as
 initializer values, so stock onnxruntime runs it and a seed
 reproduces it. Mirrors aihwkit's TorchInferenceRPUConfig forward with
 static input ranges, no noise or bound management and no output noise.
