@@ -14,10 +14,19 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from helpers import EXAMPLE_MODELS, as_target, compiled_example, example_model, ort_outputs
+from helpers import (
+    EXAMPLE_MODELS,
+    as_target,
+    compile_in_memory,
+    compiled_example,
+    example_model,
+    ort_outputs,
+    reference_path,
+)
 from hetmap.graph.data import Dataset
+from hetmap.sim import adc, sessions
 from hetmap.sim import scorer as scorer_module
-from hetmap.sim import sessions
+from hetmap.sim import simulation as simulation_module
 from hetmap.sim.scorer import Scorer
 from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import load_target
@@ -60,7 +69,7 @@ def simulated_outputs(name: str, target, mapping: str) -> tuple[np.ndarray, np.n
 
 
 @pytest.mark.parametrize("name", ["cnn", "transformer", "if_and_loop", "matmul_constant_left", "conv_transpose_bn"])
-def test_simulation_graph_has_only_standard_deterministic_ops_and_passes_the_checker(name):
+def test_simulation_graph_has_only_standard_deterministic_ops_and_passes_the_checker(name, tmp_path):
     proto = simulation_proto(compiled_example(name, "hermes", "mixed")[0], HERMES)
     onnx.checker.check_model(proto, full_check=True)
     nodes = list(proto.graph.node)
@@ -73,9 +82,14 @@ def test_simulation_graph_has_only_standard_deterministic_ops_and_passes_the_che
         "Multinomial",
         "Bernoulli",
     }
-    # converters as float Round/Clip: no QDQ pair for onnxruntime to fuse into integer kernels
-    assert {"Round", "Clip"} <= {node.op_type for node in nodes}
-    assert "QuantizeLinear" not in {node.op_type for node in nodes}
+    # converters as float Round/Clip, DACs as QuantizeLinear then Cast: no QDQ pair to fuse into integer kernels
+    assert {"Round", "Clip", "QuantizeLinear"} <= {node.op_type for node in nodes}
+    assert "DequantizeLinear" not in {node.op_type for node in nodes if node.name.endswith("dac_codes")}
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
+    assert not optimized & {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat"}
 
 
 @pytest.mark.parametrize(
@@ -251,7 +265,7 @@ def test_error_after_a_year_of_drift_exceeds_the_error_after_a_second():
 
 @pytest.mark.parametrize("name", ["cnn", "resnet", "grouped_and_depthwise_conv"])
 def test_the_shifted_adc_computes_what_round_clip_and_mul_compute(name):
-    """One draw, ADC as convolutions (hetmap.sim.adc) or as Round/Clip/Mul per row block: the same outputs."""
+    """One draw, ADC as grouped convolutions (hetmap.sim.adc) or as Round/Clip/Mul per row block: the same outputs."""
     annotated = compiled_example(name, ROOMY_TINY, "all-analog")[0]
     _, feeds = example_model(name)
     outputs, rounds = [], []
@@ -265,6 +279,48 @@ def test_the_shifted_adc_computes_what_round_clip_and_mul_compute(name):
     assert rounds[1] < rounds[0]  # the convolutions' ADCs round without Round
     assert np.abs(outputs[0]).max() > 0
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=0, atol=1e-6 * np.abs(outputs[0]).max())
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnet20"])
+def test_grouped_row_blocks_compute_bit_for_bit_what_one_convolution_per_block_computes(name, monkeypatch):
+    """Reference models on hermes (28-channel blocks of 3x3 kernels), one draw baked: one grouped Conv per layer or one Conv per row block."""
+    proto = onnx.load(reference_path(f"{name}.onnx"))
+    feeds = {"x": np.load(reference_path(f"{name}.test.npz"))["x"][:32]}
+    annotated = compile_in_memory(proto, HERMES, "all-analog", feeds)[0]
+    outputs, groups = [], []
+    for count in (adc.grouped_count, lambda layout, ranges: 0):
+        monkeypatch.setattr(adc, "grouped_count", count)
+        simulation = build_simulation(annotated, HERMES, shifted_adc=True)
+        program, (read,) = draw_generators(3, 0, 1)
+        simulation.bake(simulation.draw(program, 86400.0, read))
+        model = ir.to_proto(simulation.model)
+        groups.append(sum(node.op_type == "Conv" and node.name.endswith("/tile_mvm") for node in model.graph.node))
+        outputs.append(ort_outputs(model, feeds)[0])
+    assert groups[0] > 0 and groups[1] == 0
+    assert np.abs(outputs[1]).max() > 0
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_the_dacs_quantizelinear_rounds_as_div_round_and_clip_do_bit_for_bit():
+    """Quotients on and beside every half-integer of the DAC's range, and beyond it on both sides."""
+    step = np.float32(0.0123457)
+    halves = (np.arange(-140, 140, dtype=np.float32) + np.float32(0.5)) * step
+    x = np.concatenate([halves, np.nextafter(halves, np.inf), np.nextafter(halves, -np.inf), halves * 1.7])
+    x = x.astype(np.float32).reshape(1, -1)
+    model = ir.Model(ir.Graph([], [], nodes=[], opset_imports={"": 21}), ir_version=10)
+    builder = simulation_module._Builder(model, ROOMY_TINY)
+    source = ir.Value(name="x", shape=ir.Shape(x.shape), type=ir.TensorType(ir.DataType.FLOAT))
+    model.graph.inputs.append(source)
+    for name, codes in (("quantize", builder.dac), ("divide", lambda v, s, n: builder.codes(v, s, n, "old"))):
+        builder.prefix = name
+        output = codes(source, float(step), 127)
+        output.type, output.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape(x.shape)
+        model.graph.outputs.append(output)
+    model.graph.extend(builder.nodes)
+    new, old = ort_outputs(ir.to_proto(model), {"x": x})
+    assert {node.op_type for node in builder.nodes} >= {"QuantizeLinear", "Div"}
+    assert np.abs(old).max() == 127 and len(np.unique(old)) == 255
+    np.testing.assert_array_equal(new, old)
 
 
 def test_draws_baked_into_their_own_sessions_score_as_draws_fed_to_one(monkeypatch):

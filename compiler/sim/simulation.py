@@ -7,7 +7,8 @@ saturates each tile's outputs (adc_bits over +-adc_bound in normalised
 units) before the digital sum, and the bias is added digitally. Digital
 INTk layers quantise weights per output channel (stored as INTk, restored
 by DequantizeLinear) and activations to 8 bits. Activation and converter
-quantisers are Div/Round/Clip/Mul; noise is drawn in numpy and enters as
+quantisers are Div/Round/Clip/Mul (a DAC of up to 8 bits QuantizeLinear,
+hetmap.sim.adc the ADC of baked convolutions); noise is drawn in numpy and enters as
 initializer values, so stock onnxruntime runs it and a seed
 reproduces it. Mirrors aihwkit's TorchInferenceRPUConfig forward with
 static input ranges, no noise or bound management and no output noise.
@@ -16,6 +17,7 @@ static input ranges, no noise or bound management and no output noise.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import ml_dtypes
@@ -23,45 +25,15 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 
-from hetmap.graph.layouts import PEAK_FLOOR, WeightLayout, quantize_symmetric, row_ranges
+from hetmap.graph.layouts import WeightLayout, quantize_symmetric, row_ranges
 from hetmap.mapping.annotations import read_layer
+from hetmap.sim import adc
 from hetmap.sim import noise as pcm
-from hetmap.sim.adc import ADC_SHIFT_LEVELS, shifted_block
+from hetmap.sim.blocks import AnalogBlock, clean_block, clean_grouped, converters, tile_compensation
 from hetmap.sim.cut import shared_copy
 from hetmap.targets import Target
 
 ACTIVATION_BITS = 8  # digital layers see INT8 activations
-
-
-@dataclass
-class AnalogBlock:
-    """One row block of an analog layer: its tiles share inputs and sum after their ADCs.
-
-    The graph computes in converter codes: the block's weight initializer is
-    W x to_codes (per column), so integer DAC codes times it give ADC codes
-    directly, and the ADC's integers times `output_scale` (real units per
-    code, times each tile's drift compensation) give the partial product.
-    """
-
-    weight: ir.Value  # initializer: the block's weight in converter codes
-    output_scale: ir.Value  # initializer: real units per ADC code, per column
-    matrix: np.ndarray  # clean W[rows_b, cols] block
-    to_codes: np.ndarray  # [cols]: DAC step / ADC step in real units
-    adc_scale: np.ndarray  # [cols]: real units per ADC code without drift compensation
-    layout: WeightLayout
-    channels: int  # input channels per group (convolutions) or rows (matrices)
-    tile_cols: int
-
-    def tiles(self) -> list[slice]:
-        cols = self.matrix.shape[1]
-        return [slice(start, min(start + self.tile_cols, cols)) for start in range(0, cols, self.tile_cols)]
-
-    def values(self, matrix: np.ndarray, compensation: np.ndarray) -> dict[str, np.ndarray]:
-        """Initializer values for block weights `matrix` and per-column compensation factors."""
-        return {
-            self.weight.name: self.layout.block_weight(matrix * self.to_codes, self.channels),
-            self.output_scale.name: (self.adc_scale * compensation).reshape(self.output_scale.const_value.shape),
-        }
 
 
 @dataclass
@@ -98,7 +70,7 @@ class Simulation:
         """
         values = {}
         for block, arrays in zip(self.blocks, programmed):
-            values.update(self._read_block(block, arrays, t_inference_s, rng, reuse=False))
+            self._read_block(values, block, arrays, t_inference_s, rng, reuse=False)
         return values
 
     def draw(
@@ -114,11 +86,11 @@ class Simulation:
         values = {}
         for block in self.blocks:
             arrays = [pcm.program_weights(block.matrix[:, tile], noise, program_rng) for tile in block.tiles()]
-            values.update(self._read_block(block, arrays, t_inference_s, read_rng, reuse=True))
+            self._read_block(values, block, arrays, t_inference_s, read_rng, reuse=True)
         return values
 
-    def _read_block(self, block: AnalogBlock, arrays, t_inference_s: float, rng, reuse: bool) -> dict:
-        """One block's drawn initializers; `reuse` reads into the programmed arrays (not read again)."""
+    def _read_block(self, values: dict, block: AnalogBlock, arrays, t_inference_s: float, rng, reuse: bool) -> None:
+        """One block's drawn initializers into `values`; `reuse` reads into the programmed arrays (not read again)."""
         noise = self.target.analog.noise
         uncompensated = dataclasses.replace(noise, drift_compensation=False)
         parts, factors = [], []
@@ -126,16 +98,17 @@ class Simulation:
             out = array.g_programmed_us if reuse else None
             read = pcm.read_weights(array, uncompensated, t_inference_s, rng, out=out)
             parts.append(read)
-            factors.append(np.full(read.shape[1], _compensation(array, read) if noise.drift_compensation else 1.0))
-        return block.values(np.concatenate(parts, axis=1), np.concatenate(factors).astype(np.float32))
+            factors.append(np.full(read.shape[1], tile_compensation(array, read) if noise.drift_compensation else 1.0))
+        block.store(values, np.concatenate(parts, axis=1), np.concatenate(factors).astype(np.float32))
 
     def bake(self, values: dict[str, np.ndarray]) -> dict[str, ir.TensorProtocol]:
         """Store one draw as the graph's initializers; returns what they held, for `unbake`."""
         before = {}
         for block in self.blocks:
             for value in (block.weight, block.output_scale):
-                before[value.name] = value.const_value
-                value.const_value = ir.tensor(values[value.name], name=value.name)
+                if value.name not in before:  # blocks with slots share their values
+                    before[value.name] = value.const_value
+                    value.const_value = ir.tensor(values[value.name], name=value.name)
         return before
 
     def unbake(self, before: dict[str, ir.TensorProtocol]) -> None:
@@ -156,26 +129,11 @@ def draw_generators(seed: int, draw: int, reads: int) -> tuple[np.random.Generat
     return program, read
 
 
-def _clean_block(layout: WeightLayout, block: np.ndarray, to_codes: np.ndarray, channels: int) -> ir.LazyTensor:
-    """A block's noiseless weight in converter codes, computed only when asked for.
-
-    Draws replace it, so a measurement never holds a second copy of the model's analog weights.
-    """
-    if layout.op_type == "Conv":
-        shape = (block.shape[1], channels, *layout.shape[2:])
-    elif layout.op_type == "ConvTranspose":
-        shape = (layout.groups * channels, layout.shape[1], *layout.shape[2:])
-    else:
-        shape = block.shape
-    return ir.LazyTensor(
-        lambda: ir.tensor(layout.block_weight(block * to_codes, channels)), ir.DataType.FLOAT, ir.Shape(shape)
-    )
-
-
-def _compensation(array: pcm.ProgrammedArray, read: np.ndarray) -> float:
-    """Global drift compensation of one tile: mean |g| at programming over mean |g| now."""
-    g_now = float(np.abs(read * array.us_per_weight).mean())
-    return array.g_reference_mean_us / g_now if g_now > 0 else 1.0
+def _conv_bias(node: ir.Node, layout: WeightLayout) -> np.ndarray | None:
+    """A convolution's bias shaped to add to its output, or None."""
+    if not layout.is_conv or len(node.inputs) < 3 or node.inputs[2] is None:
+        return None
+    return node.inputs[2].const_value.numpy().reshape(-1, *([1] * (len(layout.shape) - 2)))
 
 
 class _Builder:
@@ -231,6 +189,23 @@ class _Builder:
         node.replace_input_with(activation, x)
         node.replace_input_with(operand, weight)
 
+    def dac(self, x: ir.Value, step: float, levels: int) -> ir.Value:
+        """The DAC's codes (as float): QuantizeLinear divides and rounds half to even as Div and Round do.
+
+        Bit for bit the codes Div/Round/Clip compute (tests/test_simulate.py), in one pass where those
+        take three, and the saturation at +-levels runs on int8; a wider DAC keeps Div/Round/Clip.
+        """
+        if levels > 127:
+            return self.codes(x, step, levels, "dac")
+        zero = self.constant("dac_zero", np.array(0, np.int8))
+        q = self.op("QuantizeLinear", [x, self.constant("dac_step", np.array(step, np.float32)), zero], "dac_quantize")
+        if levels < 127 or x.producer() is None or x.producer().op_type != "Relu":  # int8 also holds -128
+            bounds = [
+                self.constant(f"dac_{side}", np.array(v, np.int8)) for side, v in (("low", -levels), ("high", levels))
+            ]
+            q = self.op("Clip", [q, *bounds], "dac_clip")
+        return self.op("Cast", [q], "dac_codes", to=ir.DataType.FLOAT)
+
     def codes(self, x: ir.Value, step: float, levels: int, suffix: str) -> ir.Value:
         """x as integer converter codes (in float): round(x / step), saturated at +-levels."""
         q = self.op(
@@ -258,7 +233,7 @@ class _Builder:
         matrix = layout.to_matrix(np.asarray(node.inputs[operand].const_value.numpy(), dtype=np.float32))
         dac_levels = 2 ** (analog.dac_bits - 1) - 1
         dac_step = input_range / dac_levels
-        x = self.codes(node.inputs[activation], dac_step, dac_levels, "dac")
+        x = self.dac(node.inputs[activation], dac_step, dac_levels)
         adc_levels = 2 ** (analog.adc_bits - 1) - 1
         adc_step = 2 * analog.adc_bound / (2**analog.adc_bits - 2)  # aihwkit's out_res x 2 out_bound
         if layout.is_conv:
@@ -266,20 +241,20 @@ class _Builder:
         else:
             features, restore = self._features_last(node, x, activation, activation_rank)
         channel_shape = (-1, *([1] * (len(layout.shape) - 2))) if layout.is_conv else (-1,)
-        shifted = self.shifted_adc and layout.op_type == "Conv" and adc_levels < ADC_SHIFT_LEVELS
+        shifted = self.shifted_adc and layout.op_type == "Conv" and adc_levels < adc.ADC_SHIFT_LEVELS
         if shifted:
             channel_shape = (-1, 1, *([1] * (len(layout.shape) - 2)))  # a depthwise convolution's weight
         ranges = row_ranges(matrix.shape[0], block_rows)
-        partials = []
+        scales_of = functools.partial(converters, input_range=input_range, dac_step=dac_step, adc_step=adc_step)
+        grouped = adc.grouped_count(layout, ranges) if shifted else 0
+        partials = [self._grouped(node, layout, matrix, ranges[:grouped], x, scales_of, adc_levels)] if grouped else []
         for index, (start, stop) in enumerate(ranges):
+            if index < grouped:
+                continue
             block = matrix[start:stop]
             channels = (stop - start) // layout.kernel
-            column_peak = np.abs(block).max(axis=0)
-            column_peak[column_peak == 0] = 1
-            np.maximum(column_peak, np.float32(PEAK_FLOOR), out=column_peak)
-            adc_scale = (adc_step * input_range * column_peak).astype(np.float32)  # real units per ADC code
-            to_codes = (dac_step / adc_scale).astype(np.float32)
-            weight = self.constant(f"tile_rows{index}", _clean_block(layout, block, to_codes, channels))
+            adc_scale, to_codes = scales_of(block)
+            weight = self.constant(f"tile_rows{index}", clean_block(layout, block, to_codes, channels))
             output_scale = self.constant(f"adc{index}_scale", adc_scale.reshape(channel_shape))
             self.simulation.blocks.append(
                 AnalogBlock(weight, output_scale, block, to_codes, adc_scale, layout, channels, analog.cols)
@@ -297,7 +272,7 @@ class _Builder:
                 ]
                 inputs = self.op("Slice", [features, *bounds], f"rows{index}")
             if shifted:
-                partials.append(shifted_block(self, node, inputs, weight, output_scale, adc_levels, index))
+                partials.append(adc.shifted_block(self, node, inputs, weight, output_scale, adc_levels, index))
                 continue
             if layout.is_conv:
                 attributes = {name: attr.value for name, attr in node.attributes.items()}
@@ -316,12 +291,36 @@ class _Builder:
                 f"adc{index}_clip",
             )
             partials.append(self.op("Mul", [adc_codes, output_scale], f"adc{index}_out"))
+        bias = _conv_bias(node, layout)
+        if bias is not None and len(partials) > 1:  # Sum adds it last, as Add after it would: one pass less
+            partials.append(self.constant("bias", bias))
         y = partials[0] if len(partials) == 1 else self.op("Sum", partials, "tile_sum")
         if restore is not None and len(layout.shape) > 1:  # a vector weight's unit axis is squeezed instead
             y = restore(y)
-        y = self._finish(node, y, layout)
+        y = self._finish(node, y, layout, bias is None or len(partials) > 1)
         ir.convenience.replace_nodes_and_values(self.graph, node, [node], self.nodes, [node.outputs[0]], [y])
         self.nodes = []
+
+    def _grouped(self, node: ir.Node, layout: WeightLayout, matrix, ranges, x: ir.Value, scales_of, adc_levels: int):
+        """A Conv's leading equal row blocks as one grouped convolution (hetmap.sim.adc.grouped_blocks)."""
+        channels = (ranges[0][1] - ranges[0][0]) // layout.kernel
+        cout, spatial = layout.shape[0], len(layout.shape) - 2
+        parts = [(matrix[start:stop], *scales_of(matrix[start:stop])) for start, stop in ranges]
+        blocks: list[AnalogBlock] = []
+        shape = ir.Shape((len(ranges) * cout, adc.padded_channels(channels), *layout.shape[2:]))
+        clean = ir.LazyTensor(lambda: ir.tensor(clean_grouped(blocks)), ir.DataType.FLOAT, shape)
+        weight = self.constant("tile_rows", clean)
+        output_scale = self.constant("adc_scale", np.concatenate([p[1] for p in parts]).reshape(-1, 1, *[1] * spatial))
+        cols = self.target.analog.cols
+        blocks += [
+            AnalogBlock(weight, output_scale, b, codes, scale, layout, channels, cols, slot)
+            for slot, (b, scale, codes) in enumerate(parts)
+        ]
+        self.simulation.blocks.extend(blocks)
+        indices = adc.grouped_channels(channels, [start // layout.kernel for start, _ in ranges], layout.shape[1])
+        if indices is not None:
+            x = self.op("Gather", [x, self.constant("rows_indices", indices)], "rows", axis=1)
+        return adc.grouped_blocks(self, node, x, weight, output_scale, len(ranges), adc_levels)
 
     def _features_last(self, node: ir.Node, x: ir.Value, activation: int, rank: int):
         """The activation with the reduction axis last, and how to put the result back."""
@@ -339,13 +338,11 @@ class _Builder:
             return features, None
         return features, lambda y: self.op("Transpose", [y], "output", perm=swap)
 
-    def _finish(self, node: ir.Node, y: ir.Value, layout: WeightLayout) -> ir.Value:
-        """Digital epilogue: bias, Gemm's alpha and beta, a vector weight's unit axis."""
+    def _finish(self, node: ir.Node, y: ir.Value, layout: WeightLayout, biased: bool) -> ir.Value:
+        """Digital epilogue: bias (unless `biased`), Gemm's alpha and beta, a vector weight's unit axis."""
         if layout.is_conv:
-            if len(node.inputs) > 2 and node.inputs[2] is not None:
-                bias = node.inputs[2].const_value.numpy()
-                spatial = len(layout.shape) - 2
-                y = self.op("Add", [y, self.constant("bias", bias.reshape(-1, *([1] * spatial)))], "bias")
+            if not biased:
+                y = self.op("Add", [y, self.constant("bias", _conv_bias(node, layout))], "bias")
             return y
         if node.op_type == "Gemm":
             alpha = node.attributes.get_float("alpha", 1.0)
