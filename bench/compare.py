@@ -172,7 +172,7 @@ def run_model(
         base = prepare(reference_path(f"{name}.onnx"), target, validation_path, train_path)
         dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(base.model)}
         test = Scorer(base.model, load_dataset(reference_path(f"{name}.test.npz"), dtypes))
-        rows = _rows(base, test, name, target, setting, seeds, log, (train_path, validation_path), Path(tmp))
+        rows = _rows(base, test, name, target, setting, seeds, log, (train_path, validation_path), Path(tmp), labels)
     by_method = {r.method: r for r in rows}
     return {
         "full_precision": 100 * test.full_precision,
@@ -181,7 +181,7 @@ def run_model(
         "validation_samples": base.scorer.dataset.size,
         "test_samples": test.dataset.size,
         "steps": by_method["mps"].details["steps"],
-        "rows": {m: dataclasses.asdict(by_method[m]) for m in ROWS},
+        "rows": {m: dataclasses.asdict(by_method[m]) for m in ROWS if m in by_method},
     }
 
 
@@ -195,13 +195,17 @@ def _rows(
     log,
     data: tuple[Path, Path],
     tmp: Path,
+    labels: bool = True,
 ) -> list[Row]:
-    """Every method decides on the validation split (hetmap compiles with it as --data) and is scored on the test set."""
+    """Every method decides on the validation split (hetmap compiles with it as --data) and is scored on the test set.
+
+    Without labels, layer-by-layer (the costliest baseline, and no question of distillation's) is left out.
+    """
     layers = [layer.name for layer in base.layers]
     rows = [full_precision_row(test)]
     for option in ("int8", ANALOG):
         rows.append(row(base, test, f"all-{option}", base.model, {n: option for n in layers}, 0.0, seeds))
-    for method in (all_analog_finetuned, layer_by_layer):
+    for method in (all_analog_finetuned, layer_by_layer) if labels else (all_analog_finetuned,):
         result = method(base, setting)
         rows.append(
             row(

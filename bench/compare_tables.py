@@ -107,7 +107,9 @@ def paper_table(models: dict) -> tuple[list[str], list[list[str]]]:
                     "ours, shapes32, 1 day",
                     f"{models[name]['full_precision']:.2f}",
                     f"{at_drift(r['all-analog']):.2f}",
-                    f"{at_drift(r['layer-by-layer']):.2f} ({r['layer-by-layer']['analog_mac_share']:.0%})",
+                    f"{at_drift(r['layer-by-layer']):.2f} ({r['layer-by-layer']['analog_mac_share']:.0%})"
+                    if "layer-by-layer" in r
+                    else "—",
                     f"{at_drift(r['mps']):.2f} ({r['mps']['analog_mac_share']:.0%})",
                     *(
                         f"{at_drift(r[m]):.2f} ({r[m]['analog_mac_share']:.0%})"
