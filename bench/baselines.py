@@ -211,8 +211,8 @@ class _Adaptable:
     def finetune(self, mapping: dict[str, str], train: Dataset, epochs: int, rate: float | None = None) -> None:
         """Train `mapping` alone (hetmap's adaptation with a fixed mapping) and write the weights back.
 
-        `rate`: hetmap's own rate for one mapping, with full device noise from the first step (its --refine and
-        --mapping recipe); None: the setting's rate, the noise ramped as the adaptation's default.
+        `rate`: hetmap's own rate for one mapping (a share of each tensor's RMS), with full device noise from the
+        first step (its --refine and --mapping recipe); None: the setting's rate, the noise ramped as by default.
         """
         names = [layer.name for layer in self.base.layers]
         sampler = MappingSampler(names, target_options(self.base.context.target), None, 0.0, fixed=mapping)
@@ -223,6 +223,7 @@ class _Adaptable:
             seed=self.base.context.config.seed,
             device=self.device,
             noise_ramp=0.0 if rate else None,
+            relative_rate=bool(rate),
         )
         adapt(self.net, [value.name for value in graph_inputs(self.model)], train, sampler, config, run_id="baseline")
         self.load(self.net.graph.parameter_arrays())

@@ -189,7 +189,8 @@ class LearningRate(FiniteFloat):
     default=MAPPING_LEARNING_RATE,
     show_default=True,
     type=FiniteFloat(min=0, min_open=True),
-    help="Learning rate for one mapping trained alone: --refine, or --mapping with --finetune.",
+    help="Learning rate for one mapping trained alone (--refine, or --mapping with --finetune): a share of each "
+    "weight tensor's RMS per step.",
 )
 @click.option(
     "--device",

@@ -3,8 +3,8 @@
 The supernetwork's shared weights serve every mapping the sampler drew;
 the one assign chose is what ships, so it trains alone for a few epochs
 (hetmap's adaptation with that mapping fixed, device noise at the
-target's level from the first step, at the rate for one mapping: 10x the
-supernetwork's, see hetmap.passes.finetune), then the last verification
+target's level from the first step, at the rate for one mapping: a share
+of each tensor's RMS, see hetmap.passes.finetune), then the last verification
 measures it as assign verified it: on the held-out data, at the budget's
 drift time over the same seeds, drops against the model the user
 brought, with the same confidence interval. The refined weights ship
@@ -41,7 +41,7 @@ class RefineOptions:
     batch_size: int = 64
     label_weight: float = 0.5
     device: str = "auto"
-    learning_rate: float = 1e-3
+    learning_rate: float = 0.01  # per step, a share of each weight tensor's RMS
     confidence: float = 0.95
 
 
@@ -105,6 +105,7 @@ class Refine(Pass):
             device=torch_device(options.device),
             noise_ramp=0.0,
             label_weight=options.label_weight,
+            relative_rate=True,
         )
         input_names = [value.name for value in graph_inputs(model)]
         try:

@@ -151,7 +151,7 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
     else:
         assert refine["steps"] > 0 and refine["shipped"] in ("refined", "as assigned")
         assert (refine["shipped"] == "refined") == (refine["high_after_points"] <= refine["high_before_points"])
-        assert refine["learning_rate"] == 1e-3 and refine["held_out"] and "mlp.test.npz" in refine["verified_on"]
+        assert refine["learning_rate"] == 0.01 and refine["held_out"] and "mlp.test.npz" in refine["verified_on"]
     assert refine["epochs"] == 4
     assert reports["sensitivity"]["full_precision"] == reports["sensitivity_before"]["full_precision"]
     adapted, original = onnx.load("out/model.mapped.onnx"), onnx.load(reference_path("mlp.onnx"))
@@ -182,13 +182,13 @@ def test_a_given_mapping_trains_alone_at_the_one_mapping_rate(hetmap):
         "--finetune",
         "2",
         "--refine-lr",
-        "2e-3",
+        "0.02",
         "--seeds",
         "2",
     )
     assert result.exit_code == 0, result.stderr
     finetune = json.loads(open("out/reports/finetune.json").read())
-    assert finetune["learning_rate"] == 2e-3 and finetune["paths"] == ["mapping"] and len(finetune["history"]) == 2
+    assert finetune["learning_rate"] == 0.02 and finetune["paths"] == ["mapping"] and len(finetune["history"]) == 2
     before, after = ({s["mapping"]: s["mean"] for s in finetune[when]} for when in ("before", "after"))
     assert after["mapping"] >= before["mapping"] - 1  # the digits MLP loses little on analog: the rate keeps it
     assert not Path("out/reports/refine.json").exists()  # the given mapping is the one trained
@@ -272,3 +272,13 @@ def test_learning_rate_sweep_is_seeded_and_leaves_the_weights_as_it_found_them()
     assert all(np.isfinite(loss) for loss in sweeps[0].validation_loss.values())
     for name, p in net.named_parameters():
         torch.testing.assert_close(p, start[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_relative_rate_scales_each_tensor_by_its_rms():
+    from hetmap.train.adaptation import RMS_FLOOR, AdaptConfig, _rate_groups
+
+    large, small, zeros = torch.full((4, 4), 0.5), torch.full((8,), 0.01), torch.zeros(3)
+    relative = _rate_groups([large, small, zeros], AdaptConfig(epochs=1, learning_rate=0.01, relative_rate=True))
+    assert [group["lr"] for group in relative] == pytest.approx([0.005, 1e-4, 0.01 * RMS_FLOOR])
+    fixed = _rate_groups([large, small], AdaptConfig(epochs=1, learning_rate=0.01))
+    assert len(fixed) == 1 and "lr" not in fixed[0]
