@@ -1,9 +1,17 @@
 """hetmap: map ONNX networks onto heterogeneous analog/digital accelerators."""
 
+import os
 import signal
 import sys
 
 __version__ = "0.1.0"
+
+# torch's OpenMP threads spin while they wait for work; beside any other busy process (a second compile, a test
+# run) they burn the cores it needs. A ResNet-8 training epoch, 2 threads, beside two busy processes: 15.6-17.4 s
+# spinning (OMP_WAIT_POLICY=ACTIVE), 7.6-8.9 s with a short spin then sleep (below), 5.3-6.7 s sleeping at once;
+# on an idle machine 3.0, 2.8-3.3 and 3.7-3.9 s. libgomp reads these when torch loads: set before any import of it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # spin this long before sleeping (overrides the policy's 0)
 
 
 class Terminated(BaseException):
