@@ -40,9 +40,10 @@ from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
 from hetmap.mapping.search import Attempt, Decision, best, decide, rank, safest, solve_and_verify
 from hetmap.mapping.solver import Problem, predicted_drop
 from hetmap.pipeline import Pass, PassContext, scoring_dataset, verification_dataset
-from hetmap.sim.confidence import WITHIN, VerifiedDrop, verified_drop
+from hetmap.sim.confidence import WITHIN, VerifiedDrop
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
+from hetmap.verification import Verifier, put_weights
 
 PARETO_BUDGETS = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -111,14 +112,14 @@ class Assign(Pass):
         weights = "fine-tuned" if change and change.before else "as given"
         unadapted = None
         if change and change.before and "sensitivity_before" in context.reports:
-            _swap_weights(model, change.before)
+            put_weights(model, change.before)
             unadapted = self._decide(model, context, "sensitivity_before", change)
-            _swap_weights(model, change.after)
+            put_weights(model, change.after)
         verify_data = verification_dataset(model, context.config)
         if verify_data is None:
             if unadapted is not None and unadapted[0].beats(chosen[0], options.objective):
                 chosen, weights = unadapted, "before fine-tuning"
-                _swap_weights(model, change.before)
+                put_weights(model, change.before)
             decision, problem, measure = chosen
             shipped, verification = decision.best, None
         else:
@@ -127,12 +128,12 @@ class Assign(Pass):
             adapted = change if weights == "fine-tuned" else None
             shipped, verification = self._verified(model, context, chosen, verify_data, adapted)
             if unadapted is not None:
-                _swap_weights(model, change.before)
+                put_weights(model, change.before)
                 other = self._verified(model, context, unadapted, verify_data, None)
                 if _verified_better(other, (shipped, verification), options):
                     (shipped, verification), chosen, weights = other, unadapted, "before fine-tuning"
                 else:
-                    _swap_weights(model, change.after)
+                    put_weights(model, change.after)
             decision, problem, measure = chosen
         pareto = []
         if options.pareto:
@@ -160,7 +161,7 @@ class Assign(Pass):
         shipped, drop = choose_verified(
             decision, problem, measure, verifier, options.max_drop, options.objective, measure.offset
         )
-        return shipped, verifier.summary(drop, options.max_drop)
+        return shipped, _summary(verifier, drop, options.max_drop)
 
     def _decide(
         self, model: ir.Model, context: PassContext, sensitivity: str, change
@@ -182,12 +183,6 @@ def _verified_better(challenger: tuple, holder: tuple, options: AssignOptions) -
     if within:
         return best([held, attempt], options.objective) is attempt  # ties go to the holder
     return verification.high_points < held_verification.high_points
-
-
-def _swap_weights(model: ir.Model, weights: dict[str, ir.TensorProtocol]) -> None:
-    """Put `weights` into the model's initializers."""
-    for name, tensor in weights.items():
-        model.graph.initializers[name].const_value = tensor
 
 
 def _problem(context: PassContext, sensitivity_report: str = "sensitivity") -> Problem:
@@ -340,56 +335,31 @@ def _key(mapping: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(mapping.items()))
 
 
-class Verifier:
-    """Scores mappings on the held-out verification data, against the model the user brought."""
-
-    def __init__(
-        self, model: ir.Model, context: PassContext, measurement: Measurement, confidence: float, data: tuple, change
-    ):
-        dataset, self.held_out = data
-        reference = None
-        if change is not None:  # fine-tuned weights are measured against the user's model on this data too
-            _swap_weights(model, change.before)
-            reference = Scorer(model, dataset).reference
-            _swap_weights(model, change.after)
-        self.scorer = Scorer(model, dataset, reference, context.config.metric)
-        ranges = context.reports["calibrate"].input_range
-        layers = context.reports["partition"].layers
-        self.measurer = Measurer(
-            model, context.target, layers, ranges, self.scorer, context.config.seed, context.config.workers, True
+def _summary(verifier: Verifier, drop: VerifiedDrop, budget: float) -> Verification:
+    """The report's verification: the verdict and interval, and when the data cannot verify the budget, why."""
+    verdict = drop.verdict(budget)
+    note = ""
+    if verdict != WITHIN and drop.high_points - drop.low_points > budget:
+        needed = drop.samples_needed(budget)
+        remedy = (
+            f"about {needed} samples would narrow it to the budget"
+            if needed
+            else "no number of samples can, at a budget of 0"
         )
-        self.measurement, self.confidence = measurement, confidence
-
-    def __call__(self, mapping: dict[str, str]) -> VerifiedDrop:
-        measurement = self.measurement
-        what = f"the mapping with {sum(o == ANALOG for o in mapping.values())} analog layers (verification)"
-        per_time = self.measurer.measure(mapping, [measurement.t_inference_s], measurement.seeds, what, per_sample=True)
-        return verified_drop(self.scorer.full_precision_per_sample, np.array(per_time[0]), self.confidence)
-
-    def summary(self, drop: VerifiedDrop, budget: float) -> Verification:
-        verdict = drop.verdict(budget)
-        note = ""
-        if verdict != WITHIN and drop.high_points - drop.low_points > budget:
-            needed = drop.samples_needed(budget)
-            remedy = (
-                f"about {needed} samples would narrow it to the budget"
-                if needed
-                else "no number of samples can, at a budget of 0"
-            )
-            note = (
-                f"the {drop.samples} {'held-out ' if self.held_out else ''}samples cannot verify a {budget:g}-point "
-                f"budget: the {drop.confidence:.0%} interval is {drop.high_points - drop.low_points:.2f} points wide; "
-                f"{remedy}"
-            )
-        return Verification(
-            data=self.scorer.dataset.source,
-            samples=drop.samples,
-            seeds=drop.seeds,
-            held_out=self.held_out,
-            confidence=drop.confidence,
-            drop_points=drop.mean_points,
-            low_points=drop.low_points,
-            high_points=drop.high_points,
-            verdict=verdict,
-            note=note,
+        note = (
+            f"the {drop.samples} {'held-out ' if verifier.held_out else ''}samples cannot verify a {budget:g}-point "
+            f"budget: the {drop.confidence:.0%} interval is {drop.high_points - drop.low_points:.2f} points wide; "
+            f"{remedy}"
         )
+    return Verification(
+        data=verifier.scorer.dataset.source,
+        samples=drop.samples,
+        seeds=drop.seeds,
+        held_out=verifier.held_out,
+        confidence=drop.confidence,
+        drop_points=drop.mean_points,
+        low_points=drop.low_points,
+        high_points=drop.high_points,
+        verdict=verdict,
+        note=note,
+    )

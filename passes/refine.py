@@ -25,10 +25,10 @@ import onnx_ir as ir
 from hetmap.errors import HetmapError
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG, option_bits, target_options
-from hetmap.passes.assign import Verifier
 from hetmap.pipeline import Pass, PassContext, WeightChange, scoring_dataset, verification_dataset
 from hetmap.sim.confidence import VerifiedDrop
 from hetmap.sim.measure import Measurement
+from hetmap.verification import Verifier, put_weights
 
 
 @dataclass(frozen=True)
@@ -111,13 +111,13 @@ class Refine(Pass):
         try:
             steps = adapt(net, input_names, config.train, sampler, adapt_config, "refine", context.progress).steps
             refined = {name: ir.tensor(array, name=name) for name, array in net.graph.parameter_arrays().items()}
-            _put(model, refined)
+            put_weights(model, refined)
             after = self._verified(model, context, data, WeightChange(users, refined, None), mapping)
         except HetmapError:  # diverged, or weights the simulator refuses: the assigned ones ship
             steps, after = 0, None
         shipped = "refined" if after is not None and after.high_points <= before.high_points else "as assigned"
         if shipped != "refined":
-            _put(model, assigned)
+            put_weights(model, assigned)
         report = RefineReport(
             steps=steps,
             analog_layers=sum(option == ANALOG for option in mapping.values()),
@@ -135,11 +135,6 @@ class Refine(Pass):
         if not all(math.isfinite(x) for x in (drop.mean_points, drop.high_points)):
             raise HetmapError("the chosen mapping's verified drop is not finite")
         return drop
-
-
-def _put(model: ir.Model, weights: dict[str, ir.TensorProtocol]) -> None:
-    for name, tensor in weights.items():
-        model.graph.initializers[name].const_value = tensor
 
 
 def _all_widest_digital(mapping: dict[str, str], options: list[str]) -> bool:

@@ -1,7 +1,7 @@
 """The package's layering, stated: each layer imports only the layers below it.
 
     errors <- targets, models <- graph <- mapping <- sim <- train <- pipeline
-    <- passes <- report <- driver <- cli
+    (and verification, which assign and refine share) <- passes <- report <- driver <- cli
 
 graph holds model I/O, shapes, parity and data; mapping the Mapping, its
 cost, solver, placement and annotations; sim the noise model, simulation
@@ -30,7 +30,7 @@ LAYERS = (
     ("hetmap.mapping",),
     ("hetmap.sim",),
     ("hetmap.train",),
-    ("hetmap.pipeline",),
+    ("hetmap.pipeline", "hetmap.verification"),
     ("hetmap.passes",),
     ("hetmap.report",),
     ("hetmap.driver",),
