@@ -35,7 +35,7 @@ from hetmap.verification import Verifier, put_weights
 class RefineOptions:
     """How long the chosen mapping trains, and how (finetune's scope, batch, loss mix and device); assign's confidence."""
 
-    epochs: int = 4
+    epochs: int = 8
     measurement: Measurement = Measurement()
     scope: str = "all"
     batch_size: int = 64

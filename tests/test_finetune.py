@@ -152,7 +152,7 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
         assert refine["steps"] > 0 and refine["shipped"] in ("refined", "as assigned")
         assert (refine["shipped"] == "refined") == (refine["high_after_points"] <= refine["high_before_points"])
         assert refine["learning_rate"] == 0.01 and refine["held_out"] and "mlp.test.npz" in refine["verified_on"]
-    assert refine["epochs"] == 4
+    assert refine["epochs"] == 8
     assert reports["sensitivity"]["full_precision"] == reports["sensitivity_before"]["full_precision"]
     adapted, original = onnx.load("out/model.mapped.onnx"), onnx.load(reference_path("mlp.onnx"))
     onnx.checker.check_model(adapted, full_check=True)
