@@ -27,14 +27,22 @@ class Verifier:
     """Scores mappings on the held-out verification data, against the model the user brought."""
 
     def __init__(
-        self, model: ir.Model, context: PassContext, measurement: Measurement, confidence: float, data: tuple, change
+        self,
+        model: ir.Model,
+        context: PassContext,
+        measurement: Measurement,
+        confidence: float,
+        data: tuple,
+        users: dict[str, ir.TensorProtocol] | None = None,
     ):
+        """`data`: (dataset, held out); `users`: the user's own weights where the model's differ (fine-tuned)."""
         dataset, self.held_out = data
         reference = None
-        if change is not None:  # fine-tuned weights are measured against the user's model on this data too
-            put_weights(model, change.before)
+        if users is not None:  # changed weights are measured against the user's model on this data too
+            current = {name: model.graph.initializers[name].const_value for name in users}
+            put_weights(model, users)
             reference = Scorer(model, dataset).reference
-            put_weights(model, change.after)
+            put_weights(model, current)
         self.scorer = Scorer(model, dataset, reference, context.config.metric)
         ranges = context.reports["calibrate"].input_range
         layers = context.reports["partition"].layers

@@ -157,7 +157,8 @@ class Assign(Pass):
         """The candidate that ships from `chosen` on the model's current weights, by held-out verification."""
         decision, problem, measure = chosen
         options = self.options
-        verifier = Verifier(model, context, options.measurement, options.confidence, verify_data, change)
+        users = change.before if change else None
+        verifier = Verifier(model, context, options.measurement, options.confidence, verify_data, users)
         shipped, drop = choose_verified(
             decision, problem, measure, verifier, options.max_drop, options.objective, measure.offset
         )

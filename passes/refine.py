@@ -25,7 +25,7 @@ import onnx_ir as ir
 from hetmap.errors import HetmapError
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG, option_bits, target_options
-from hetmap.pipeline import Pass, PassContext, WeightChange, scoring_dataset, verification_dataset
+from hetmap.pipeline import Pass, PassContext, scoring_dataset, verification_dataset
 from hetmap.sim.confidence import VerifiedDrop
 from hetmap.sim.measure import Measurement
 from hetmap.verification import Verifier, put_weights
@@ -83,7 +83,7 @@ class Refine(Pass):
         finetune = context.reports.get("finetune")
         users = finetune.weights.before if finetune and finetune.weights else assigned
         data = verification_dataset(model, config) or (scoring_dataset(model, config), False)
-        before = self._verified(model, context, data, WeightChange(users, assigned, None), mapping)
+        before = self._verified(model, context, data, users, mapping)
         untrained = dict(
             epochs=options.epochs, learning_rate=options.learning_rate, drop_before_points=before.mean_points,
             high_before_points=before.high_points, verified_on=data[0].source, held_out=data[1],
@@ -112,7 +112,7 @@ class Refine(Pass):
             steps = adapt(net, input_names, config.train, sampler, adapt_config, "refine", context.progress).steps
             refined = {name: ir.tensor(array, name=name) for name, array in net.graph.parameter_arrays().items()}
             put_weights(model, refined)
-            after = self._verified(model, context, data, WeightChange(users, refined, None), mapping)
+            after = self._verified(model, context, data, users, mapping)
         except HetmapError:  # diverged, or weights the simulator refuses: the assigned ones ship
             steps, after = 0, None
         shipped = "refined" if after is not None and after.high_points <= before.high_points else "as assigned"
@@ -129,9 +129,9 @@ class Refine(Pass):
         )
         return model, report
 
-    def _verified(self, model: ir.Model, context: PassContext, data, change: WeightChange, mapping) -> VerifiedDrop:
-        """The mapping's drop on `data` with the model's current weights (change.after), against the user's."""
-        drop = Verifier(model, context, self.options.measurement, self.options.confidence, data, change)(mapping)
+    def _verified(self, model: ir.Model, context: PassContext, data, users: dict, mapping) -> VerifiedDrop:
+        """The mapping's drop on `data` with the model's current weights, against the user's (`users`)."""
+        drop = Verifier(model, context, self.options.measurement, self.options.confidence, data, users)(mapping)
         if not all(math.isfinite(x) for x in (drop.mean_points, drop.high_points)):
             raise HetmapError("the chosen mapping's verified drop is not finite")
         return drop
