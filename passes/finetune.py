@@ -170,7 +170,7 @@ class Finetune(Pass):
             relative_rate=alone,
         )
         sweep = None
-        if adaptation.learning_rate is None:
+        if adaptation.learning_rate is None and not alone:  # the sweep is the supernetwork's (--finetune-lr auto)
             sweep = choose_learning_rate(net, input_names, train, sampler, adapt_config)
             adapt_config = dataclasses.replace(adapt_config, learning_rate=sweep.chosen)
         result = adapt(net, input_names, train, sampler, adapt_config, run_id, context.progress)

@@ -183,12 +183,15 @@ def test_a_given_mapping_trains_alone_at_the_one_mapping_rate(hetmap):
         "2",
         "--refine-lr",
         "0.02",
+        "--finetune-lr",
+        "auto",  # the supernetwork's sweep: a given mapping trains at --refine-lr
         "--seeds",
         "2",
     )
     assert result.exit_code == 0, result.stderr
     finetune = json.loads(open("out/reports/finetune.json").read())
     assert finetune["learning_rate"] == 0.02 and finetune["paths"] == ["mapping"] and len(finetune["history"]) == 2
+    assert finetune["learning_rate_sweep"] is None
     before, after = ({s["mapping"]: s["mean"] for s in finetune[when]} for when in ("before", "after"))
     assert after["mapping"] >= before["mapping"] - 1  # the digits MLP loses little on analog: the rate keeps it
     assert not Path("out/reports/refine.json").exists()  # the given mapping is the one trained
