@@ -26,7 +26,6 @@ from hetmap.errors import HetmapError
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG, option_bits, target_options
 from hetmap.pipeline import Pass, PassContext, scoring_dataset, verification_dataset
-from hetmap.sim.confidence import VerifiedDrop
 from hetmap.sim.measure import Measurement
 from hetmap.verification import Verifier, put_weights
 
@@ -83,10 +82,15 @@ class Refine(Pass):
         finetune = context.reports.get("finetune")
         users = finetune.weights.before if finetune and finetune.weights else assigned
         data = verification_dataset(model, config) or (scoring_dataset(model, config), False)
-        before = self._verified(model, context, data, users, mapping)
+        verified = context.reports["assign"].verification  # the same mapping, weights, data and seeds
+        before = (
+            (verified.drop_points, verified.high_points)
+            if verified is not None
+            else self._verified(model, context, data, users, mapping)
+        )
         untrained = dict(
-            epochs=options.epochs, learning_rate=options.learning_rate, drop_before_points=before.mean_points,
-            high_before_points=before.high_points, verified_on=data[0].source, held_out=data[1],
+            epochs=options.epochs, learning_rate=options.learning_rate, drop_before_points=before[0],
+            high_before_points=before[1], verified_on=data[0].source, held_out=data[1],
             drift=options.measurement.drift, seeds=options.measurement.seeds,
         )  # fmt: skip
         if _all_widest_digital(mapping, target_options(context.target)):  # no noise and no narrow unit to adapt to
@@ -115,26 +119,26 @@ class Refine(Pass):
             after = self._verified(model, context, data, users, mapping)
         except HetmapError:  # diverged, or weights the simulator refuses: the assigned ones ship
             steps, after = 0, None
-        shipped = "refined" if after is not None and after.high_points <= before.high_points else "as assigned"
+        shipped = "refined" if after is not None and after[1] <= before[1] else "as assigned"
         if shipped != "refined":
             put_weights(model, assigned)
         report = RefineReport(
             steps=steps,
             analog_layers=sum(option == ANALOG for option in mapping.values()),
-            drop_after_points=after.mean_points if after else None,
-            high_after_points=after.high_points if after else None,
+            drop_after_points=after[0] if after else None,
+            high_after_points=after[1] if after else None,
             shipped=shipped,
             seconds=time.perf_counter() - began,
             **untrained,
         )
         return model, report
 
-    def _verified(self, model: ir.Model, context: PassContext, data, users: dict, mapping) -> VerifiedDrop:
-        """The mapping's drop on `data` with the model's current weights, against the user's (`users`)."""
+    def _verified(self, model: ir.Model, context: PassContext, data, users: dict, mapping) -> tuple[float, float]:
+        """(mean, top of the interval) of the mapping's drop on `data` with the model's weights, against the user's."""
         drop = Verifier(model, context, self.options.measurement, self.options.confidence, data, users)(mapping)
         if not all(math.isfinite(x) for x in (drop.mean_points, drop.high_points)):
             raise HetmapError("the chosen mapping's verified drop is not finite")
-        return drop
+        return drop.mean_points, drop.high_points
 
 
 def _all_widest_digital(mapping: dict[str, str], options: list[str]) -> bool:
