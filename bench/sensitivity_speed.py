@@ -1,4 +1,4 @@
-"""Sensitivity's three engines on the same layers and data, interleaved in one process: time and equal drops.
+"""Sensitivity's three exact engines on the same layers and data, interleaved in one process: time and equal drops.
 
 `whole` simulates the whole network for every layer and option (the path
 before issue 16), `suffix` runs only each layer's suffix from cached
@@ -38,7 +38,7 @@ from hetmap.models import reference_path
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
-from hetmap.passes.sensitivity import ENGINES, Sensitivity
+from hetmap.passes.sensitivity import EXACT_ENGINES, Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
 from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
@@ -71,7 +71,7 @@ def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, r
         picks = np.linspace(0, len(partition.layers) - 1, layer_count).round().astype(int)
         partition = dataclasses.replace(partition, layers=[partition.layers[i] for i in picks])
     context = context.with_reports({**reports, "partition": partition})
-    runs = {engine: (engine, None) for engine in ENGINES} | {"budget": ("screened", budget)}
+    runs = {engine: (engine, None) for engine in EXACT_ENGINES} | {"budget": ("screened", budget)}
     seconds = {name: [] for name in runs}
     drops, shares = {}, {}
     for _ in range(rounds):
