@@ -13,7 +13,9 @@ The prediction holds while the perturbation is small: an option that moves
 a layer's output by more than LINEAR_LIMIT of its norm (int2, on most
 layers) is left to the exact engines. Only top-1 metrics on [samples,
 classes] outputs are predicted: there the tracked classes decide the
-arg-max, and a class outside them moves too little to matter.
+arg-max, and a class outside them moves too little to matter. Each
+layer's session stays open across the chunks of samples: memory grows by
+about the weights once per variant.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class _State:
         self.size = dict.fromkeys(layers, 0.0)
         self.runs: dict[str, tuple] = {}
         self.held: dict[str, tuple] = {}
+        self.unbatched: set[str] = set()  # layers reading an activation without the samples' axis: measured
         self.bytes_per_sample = 0
 
     def capture(self, node: ir.Node, arguments: list) -> list:
@@ -119,6 +122,10 @@ class _State:
         rows = np.arange(start, start + count)[:, None]
         for (name, cut), gradient in zip(cuts.items(), gradients):
             arguments, output = self.held[name]
+            read = [arguments[k] for k, value in enumerate(cut.layer.inputs) if value in cut.inputs]
+            if name in self.unbatched or any(a.dim() == 0 or len(a) != len(scores) for a in [*read, output]):
+                self.unbatched.add(name)
+                continue
             fed = {
                 value.name: arguments[k].detach()[:: self.tracked].numpy()
                 for k, value in enumerate(cut.layer.inputs)
@@ -142,6 +149,8 @@ class _State:
                 self.predicted[name][variant][rows, classes] += change[:, :, k].numpy()
 
     def result(self, name: str) -> Predicted:
+        if name in self.unbatched:
+            return Predicted({}, {}, tuple(dict.fromkeys(map(_option, self.variants[name]))))
         by_option: dict[str, list[np.ndarray]] = {}
         moved: dict[str, list[float]] = {}
         for variant in self.variants[name]:
