@@ -7,8 +7,10 @@ import onnx
 import pytest
 from test_layerwise import assert_same_drops, decide, reference
 
+import messy_models as messy
 from hetmap.graph.data import Dataset
 from hetmap.models import reference_path
+from hetmap.passes.sensitivity import FIRST_ORDER_FROM_LAYERS
 
 
 def _errors(measured, predicted) -> list[float]:
@@ -36,11 +38,14 @@ def test_predicted_drops_track_the_measured_ones_and_the_mapping_verifies_within
     assert predicted["sensitivity"].screened_share > measured["sensitivity"].screened_share
 
 
-def test_options_out_of_the_linear_regime_are_measured_exactly():
+def test_options_out_of_the_linear_regime_are_measured_exactly_and_predictions_repeat():
     """int2 moves a layer's output by far more than a first-order prediction can follow."""
     proto, dataset = reference("resnet", samples=128)
-    measured, predicted = (decide(proto, dataset, engine, assign=False) for engine in ("screened", "first-order"))
+    measured, predicted, again = (
+        decide(proto, dataset, engine, assign=False) for engine in ("screened", "first-order", "first-order")
+    )
     report = predicted["sensitivity"]
+    assert report == again["sensitivity"]
     exact = [(layer, "int2") for layer, options in report.predicted.items() if "int2" not in options]
     assert exact
     for layer, option in exact:
@@ -72,3 +77,29 @@ def test_compile_with_first_order_sensitivity_marks_the_predicted_drops_and_ship
     annotated = onnx.load(tmp_path / "out" / "model.mapped.onnx")
     onnx.checker.check_model(annotated)
     assert hetmap("compile", model, "--sensitivity", "second-order").exit_code == 2
+
+
+def _deep_mlp(layers: int, width: int = 16, classes: int = 10) -> onnx.ModelProto:
+    """`layers` Gemm + Relu blocks with scaled random weights: deep enough for auto to predict."""
+    nodes, initializers, x = [], [], "x"
+    for index in range(layers):
+        outputs = classes if index == layers - 1 else width
+        weight = messy._weights(outputs, width, seed=index) / np.float32(np.sqrt(width))
+        initializers += [messy.init(f"w{index}", weight), messy.init(f"b{index}", np.zeros(outputs, np.float32))]
+        nodes.append(onnx.helper.make_node("Gemm", [x, f"w{index}", f"b{index}"], [f"g{index}"], transB=1))
+        if index < layers - 1:
+            nodes.append(onnx.helper.make_node("Relu", [f"g{index}"], [f"r{index}"]))
+        x = f"r{index}"
+    output = messy.tensor(f"g{layers - 1}", ["batch", classes])
+    return messy.model(nodes, [messy.tensor("x", ["batch", width])], [output], initializers)
+
+
+def test_auto_predicts_from_the_layer_count_on():
+    x = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
+    dataset = Dataset({"x": x}, None, "random")
+    shallow, deep = (
+        decide(_deep_mlp(layers), dataset, "auto", assign=False)["sensitivity"]
+        for layers in (FIRST_ORDER_FROM_LAYERS - 1, FIRST_ORDER_FROM_LAYERS)
+    )
+    assert shallow.predicted == {} and len(deep.layers) == FIRST_ORDER_FROM_LAYERS
+    assert deep.predicted
