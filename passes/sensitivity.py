@@ -150,7 +150,7 @@ def _predicted(model: ir.Model, scorer: Scorer, sweep, names: list[str]) -> dict
         return {}
     try:
         return predict_layers(model, sweep, names, scorer.dataset.inputs, scorer.outputs)
-    except UnsupportedOpError:
+    except (UnsupportedOpError, RuntimeError):  # ops torch lacks, or shapes its ops refuse: measure every option
         return {}
 
 

@@ -71,11 +71,13 @@ def predict_layers(
         n for n, v in model.graph.initializers.items() if v.const_value is not None and v.dtype.is_floating_point()
     ]
     net = OnnxModule(model, trainable=floats, overrides=dict.fromkeys(cuts, state.capture)).eval()
-    fed = [value.name for value in graph_inputs(model)]
+    fed = [inputs[value.name] for value in graph_inputs(model)]
+    batched = [array.ndim > 0 and len(array) == len(baseline) for array in fed]
     start, rows = 0, 1  # the first sample alone sizes the chunks
     while start < len(baseline):
         stop = min(start + rows, len(baseline))
-        state.chunk(model, net, cuts, [np.repeat(inputs[name][start:stop], tracked, axis=0) for name in fed], start)
+        feeds = [np.repeat(a[start:stop], tracked, axis=0) if b else a for a, b in zip(fed, batched)]
+        state.chunk(model, net, cuts, feeds, start)
         rows = rows if start else max(1, CHUNK_BYTES // max(state.bytes_per_sample, 1))
         start = stop
     release_graphs(model)
@@ -94,7 +96,7 @@ class _State:
         self.size = dict.fromkeys(layers, 0.0)
         self.runs: dict[str, tuple] = {}
         self.held: dict[str, tuple] = {}
-        self.unbatched: set[str] = set()  # layers reading an activation without the samples' axis: measured
+        self.unbatched: set[str] = set()  # layers not simulated alone with the samples first: measured
         self.bytes_per_sample = 0
 
     def capture(self, node: ir.Node, arguments: list) -> list:
@@ -131,11 +133,11 @@ class _State:
                 for k, value in enumerate(cut.layer.inputs)
                 if value in cut.inputs
             }
-            if name not in self.runs:
-                self.runs[name] = _layer_run(model, self.sweep, self.layers[name], cut, self.variants[name], fed)
-            session, weights = self.runs[name]
-            perturbed = session.run(None, {**fed, **weights, **session.hetmap_feeds})[0]
             nominal = output.detach()[:: self.tracked].numpy()
+            perturbed = self._perturbed(model, name, cut, fed)
+            if perturbed is None or perturbed.shape != (len(self.variants[name]) * count, *nominal.shape[1:]):
+                self.unbatched.add(name)
+                continue
             self.size[name] += float(np.square(nominal, dtype=np.float64).sum())
             if gradient is None:  # the output does not depend on this layer
                 gradient = torch.zeros_like(output)
@@ -147,6 +149,16 @@ class _State:
             change = torch.bmm(gradient.reshape(count, self.tracked, -1), torch.from_numpy(deltas).permute(1, 2, 0))
             for k, variant in enumerate(variants):
                 self.predicted[name][variant][rows, classes] += change[:, :, k].numpy()
+
+    def _perturbed(self, model, name: str, cut, fed: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The layer alone under every variant, stacked; None where onnxruntime cannot run it so (measured then)."""
+        try:
+            if name not in self.runs:
+                self.runs[name] = _layer_run(model, self.sweep, self.layers[name], cut, self.variants[name], fed)
+            session, weights = self.runs[name]
+            return session.run(None, {**fed, **weights, **session.hetmap_feeds})[0]
+        except Exception:  # noqa: BLE001 (onnxruntime's own error types): prediction is optional, measuring is not
+            return None
 
     def result(self, name: str) -> Predicted:
         if name in self.unbatched:
