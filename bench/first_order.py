@@ -14,33 +14,20 @@ so it says little about accuracy, and much about cost at its depth).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-import onnx_ir as ir
 
-from bench.sensitivity_speed import RESULTS, _reference, _resnet50
-from hetmap.graph.shapes import resolve_input_shapes
-from hetmap.passes.calibrate import Calibrate
-from hetmap.passes.canonicalize import Canonicalize
-from hetmap.passes.partition import Partition
+from bench.sensitivity_speed import RESULTS, _reference, _resnet50, calibrated, save
 from hetmap.passes.sensitivity import Sensitivity
-from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
-from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
-from hetmap.targets import load_target
 
 ENGINES = ("screened", "first-order")
 
 
 def measure(proto, dataset, rounds: int, budget: float) -> dict:
-    model = ir.serde.deserialize_model(proto)
-    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset, workers=Workers(1))
-    context = PassContext(load_target("hermes"), config)
-    model, reports = run_pipeline(model, [Canonicalize(), Partition(), Calibrate()], context)
-    context = context.with_reports(reports)
+    model, context = calibrated(proto, dataset)
     seconds, found = {engine: [] for engine in ENGINES}, {}
     for _ in range(rounds):
         for engine in ENGINES:
@@ -56,7 +43,7 @@ def measure(proto, dataset, rounds: int, budget: float) -> dict:
     best = {engine: min(values) for engine, values in seconds.items()}
     one_sample = 100 / dataset.size
     return {
-        "layers": len(reports["partition"].layers),
+        "layers": len(context.reports["partition"].layers),
         "samples": dataset.size,
         "budget": budget,
         "seconds": best,
@@ -84,17 +71,18 @@ def main(argv: list[str] | None = None) -> dict:
     print("model      layers samples  exact s  first-order s  speed-up | predicted  error: mean  max pts (samples)")
     for name in args.models.split(","):
         data = _resnet50(args.resnet50_samples) if name == "resnet50" else _reference(name, args.samples)
-        figures = results[name] = measure(*data, args.rounds, args.budget)
-        s = figures["seconds"]
-        print(
-            f"{name:10s} {figures['layers']:6d} {figures['samples']:7d} {s['screened']:8.1f} {s['first-order']:14.1f}"
-            f" {figures['speedup']:8.2f}x | {figures['predicted']:4d}/{figures['options']:<4d}"
-            f" {figures['mean_error_points']:11.3f} {figures['max_error_points']:6.2f} ({figures['max_error_samples']:.0f})",
-            flush=True,
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    return results
+        results[name] = measure(*data, args.rounds, args.budget)
+        print(_line(name, results[name]), flush=True)
+    return save(results, args.out)
+
+
+def _line(name: str, figures: dict) -> str:
+    s = figures["seconds"]
+    return (
+        f"{name:10s} {figures['layers']:6d} {figures['samples']:7d} {s['screened']:8.1f} {s['first-order']:14.1f}"
+        f" {figures['speedup']:8.2f}x | {figures['predicted']:4d}/{figures['options']:<4d}"
+        f" {figures['mean_error_points']:11.3f} {figures['max_error_points']:6.2f} ({figures['max_error_samples']:.0f})"
+    )
 
 
 if __name__ == "__main__":

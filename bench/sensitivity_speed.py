@@ -60,12 +60,25 @@ def _resnet50(samples: int) -> tuple[onnx.ModelProto, Dataset]:
     return build_resnet50(0), Dataset({"input": x}, None, "random inputs")
 
 
-def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, rounds: int, budget: float) -> dict:
-    """Best seconds per engine, the screened shares, and whether the drops agree."""
+def calibrated(proto: onnx.ModelProto, dataset: Dataset) -> tuple[ir.Model, PassContext]:
+    """The model canonicalized, partitioned and calibrated on hermes, and the context holding those reports."""
     model = ir.serde.deserialize_model(proto)
     config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset, workers=Workers(1))
     context = PassContext(load_target("hermes"), config)
     model, reports = run_pipeline(model, [Canonicalize(), Partition(), Calibrate()], context)
+    return model, context.with_reports(reports)
+
+
+def save(results: dict, out: Path) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, rounds: int, budget: float) -> dict:
+    """Best seconds per engine, the screened shares, and whether the drops agree."""
+    model, context = calibrated(proto, dataset)
+    reports = context.reports
     partition = reports["partition"]
     if layer_count and layer_count < len(partition.layers):
         picks = np.linspace(0, len(partition.layers) - 1, layer_count).round().astype(int)
@@ -133,9 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
             f" | {k['screened']:17.0%} {k['budget']:6.0%} | {'yes' if all(figures['drops_agree'].values()) else 'NO'}",
             flush=True,
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    return results
+    return save(results, args.out)
 
 
 if __name__ == "__main__":
