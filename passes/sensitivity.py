@@ -8,8 +8,11 @@ seeds (hetmap.sim.layerwise: activations before the layer computed once,
 only the rest of the network run per option and draw, the options
 stacked in one run; hetmap.sim.screen: samples no change seen can flip
 are skipped, and an option sure to drop more than the largest budget
-assign solves for stops early, its drop then a lower bound). Drops are in percentage points from these weights without noise,
-so that each layer's drop is its own; the solver adds them up on top of
+assign solves for stops early, its drop then a lower bound). On deep
+networks (`auto`, or `first-order` asked for) most options are predicted
+instead (hetmap.train.firstorder: the layer alone simulated, the rest of
+the network to first order), the others simulated as above. Drops are in
+percentage points from these weights without noise, so that each layer's drop is its own; the solver adds them up on top of
 what fine-tuning cost the noiseless model (weights_full_precision). With
 fine-tuning, `sensitivity_before` measures the weights as brought, before it,
 and `sensitivity` the adapted ones, relative to the model the user brought.
