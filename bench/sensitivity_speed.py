@@ -1,4 +1,4 @@
-"""Sensitivity's three engines on the same layers and data, interleaved in one process: time and equal drops.
+"""Sensitivity's three exact engines on the same layers and data, interleaved in one process: time and equal drops.
 
 `whole` simulates the whole network for every layer and option (the path
 before issue 16), `suffix` runs only each layer's suffix from cached
@@ -38,7 +38,7 @@ from hetmap.models import reference_path
 from hetmap.passes.calibrate import Calibrate
 from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
-from hetmap.passes.sensitivity import ENGINES, Sensitivity
+from hetmap.passes.sensitivity import EXACT_ENGINES, Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
 from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
@@ -60,18 +60,31 @@ def _resnet50(samples: int) -> tuple[onnx.ModelProto, Dataset]:
     return build_resnet50(0), Dataset({"input": x}, None, "random inputs")
 
 
-def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, rounds: int, budget: float) -> dict:
-    """Best seconds per engine, the screened shares, and whether the drops agree."""
+def calibrated(proto: onnx.ModelProto, dataset: Dataset) -> tuple[ir.Model, PassContext]:
+    """The model canonicalized, partitioned and calibrated on hermes, and the context holding those reports."""
     model = ir.serde.deserialize_model(proto)
     config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset, workers=Workers(1))
     context = PassContext(load_target("hermes"), config)
     model, reports = run_pipeline(model, [Canonicalize(), Partition(), Calibrate()], context)
+    return model, context.with_reports(reports)
+
+
+def save(results: dict, out: Path) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, rounds: int, budget: float) -> dict:
+    """Best seconds per engine, the screened shares, and whether the drops agree."""
+    model, context = calibrated(proto, dataset)
+    reports = context.reports
     partition = reports["partition"]
     if layer_count and layer_count < len(partition.layers):
         picks = np.linspace(0, len(partition.layers) - 1, layer_count).round().astype(int)
         partition = dataclasses.replace(partition, layers=[partition.layers[i] for i in picks])
     context = context.with_reports({**reports, "partition": partition})
-    runs = {engine: (engine, None) for engine in ENGINES} | {"budget": ("screened", budget)}
+    runs = {engine: (engine, None) for engine in EXACT_ENGINES} | {"budget": ("screened", budget)}
     seconds = {name: [] for name in runs}
     drops, shares = {}, {}
     for _ in range(rounds):
@@ -133,9 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
             f" | {k['screened']:17.0%} {k['budget']:6.0%} | {'yes' if all(figures['drops_agree'].values()) else 'NO'}",
             flush=True,
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    return results
+    return save(results, args.out)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -14,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from hetmap import Terminated, __version__
+from hetmap.cli_options import FiniteFloat, LearningRate, metric_option, sensitivity_option, workers_options
 from hetmap.driver import (
     REPORT_HTML,
     Adaptation,
@@ -33,8 +33,7 @@ from hetmap.passes.finetune import DEVICES, FIXED_LEARNING_RATE, MAPPING_LEARNIN
 from hetmap.pipeline import report_to_dict
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 from hetmap.sim.drift import parse_drift
-from hetmap.sim.jobs import Workers, default_worker_count
-from hetmap.sim.metrics import METRICS
+from hetmap.sim.jobs import Workers
 from hetmap.sim.run import evaluate
 from hetmap.targets import DEFAULT_TARGET, builtin_target_names, load_target
 
@@ -42,57 +41,10 @@ out = Console()
 err = Console(stderr=True)
 
 
-metric_option = click.option(
-    "--metric",
-    type=click.Choice(METRICS),
-    default="auto",
-    show_default=True,
-    help="How outputs are scored: top-1 (per position for sequences), cosine, snr; auto chooses from the output.",
-)
-
-
-def workers_options(command):
-    """--workers and --ray: where the independent measurements run."""
-    command = click.option(
-        "--ray",
-        "ray_address",
-        metavar="ADDRESS",
-        help="Run measurements on the Ray cluster at ADDRESS (ray://HOST:10001, auto, or local); needs hetmap[ray].",
-    )(command)
-    return click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        default=default_worker_count,
-        show_default="the machine's cores",
-        help="Processes for independent measurements (sensitivity's layers, run's draws); 1: serial.",
-    )(command)
-
-
-class FiniteFloat(click.FloatRange):
-    """A float flag that refuses nan and inf (click's FloatRange lets nan through every bound)."""
-
-    def convert(self, value, param, context):
-        number = super().convert(value, param, context)
-        if not math.isfinite(number):
-            self.fail(f"{number} is not a finite number", param, context)
-        return number
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hetmap")
 def cli() -> None:
     """Map ONNX neural networks onto heterogeneous analog/digital accelerators."""
-
-
-class LearningRate(FiniteFloat):
-    """A positive finite rate, or `auto`: a short sweep picks it."""
-
-    name = "rate or auto"
-
-    def convert(self, value, param, context):
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        return super().convert(value, param, context)
 
 
 @cli.command()
@@ -199,6 +151,7 @@ class LearningRate(FiniteFloat):
     show_default=True,
     help="Where fine-tuning runs (auto: CUDA when torch sees one).",
 )
+@sensitivity_option
 def compile(
     model,
     target,
@@ -225,6 +178,7 @@ def compile(
     refine_epochs,
     refine_lr,
     device,
+    sensitivity,
 ) -> None:
     """Compile MODEL (.onnx; default: the bundled reference CNN) for a target."""
     if model is None:
@@ -269,7 +223,7 @@ def compile(
             input_shapes=shapes,
             seed=seed,
             metric=metric,
-            decision=Decision(mapping, max_drop, objective, drift, seeds, pareto, confidence),
+            decision=Decision(mapping, max_drop, objective, drift, seeds, pareto, confidence, sensitivity),
             verify_path=verify,
             on_pass=lambda name: progress.update(passes, description=f"running pass [bold]{name}[/]"),
             train_path=train,

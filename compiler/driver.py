@@ -75,6 +75,7 @@ class Decision:
     seeds: int = 3
     pareto: bool = False
     confidence: float = 0.95  # of the verified drop's interval; 0: the mean alone decides
+    sensitivity: str = "auto"  # how sensitivity measures (hetmap.passes.sensitivity.METHODS)
 
 
 def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
@@ -109,8 +110,9 @@ def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
         choose = [*finetune, assign]  # finetune trained the given mapping alone already
     else:
         largest = max(decision.max_drop, *PARETO_BUDGETS) if decision.pareto else decision.max_drop
-        first = (SensitivityBeforeFinetune if adapting else Sensitivity)(measurement, largest_budget=largest)
-        again = [Sensitivity(measurement, largest_budget=largest)] if adapting else []
+        engine = "screened" if decision.sensitivity == "exact" else decision.sensitivity
+        first = (SensitivityBeforeFinetune if adapting else Sensitivity)(measurement, engine, largest)
+        again = [Sensitivity(measurement, engine, largest)] if adapting else []
         choose = [first, *finetune, *again, assign, *refine]
     return [Canonicalize(), Partition(), Calibrate(), *choose, Schedule(), Emit()]
 

@@ -8,8 +8,11 @@ seeds (hetmap.sim.layerwise: activations before the layer computed once,
 only the rest of the network run per option and draw, the options
 stacked in one run; hetmap.sim.screen: samples no change seen can flip
 are skipped, and an option sure to drop more than the largest budget
-assign solves for stops early, its drop then a lower bound). Drops are in percentage points from these weights without noise,
-so that each layer's drop is its own; the solver adds them up on top of
+assign solves for stops early, its drop then a lower bound). On deep
+networks (`auto`, or `first-order` asked for) most options are predicted
+instead (hetmap.train.firstorder: the layer alone simulated, the rest of
+the network to first order), the others simulated as above. Drops are in
+percentage points from these weights without noise, so that each layer's drop is its own; the solver adds them up on top of
 what fine-tuning cost the noiseless model (weights_full_precision). With
 fine-tuning, `sensitivity_before` measures the weights as brought, before it,
 and `sensitivity` the adapted ones, relative to the model the user brought.
@@ -17,7 +20,8 @@ and `sensitivity` the adapted ones, relative to the model the user brought.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
@@ -25,13 +29,19 @@ import onnx_ir as ir
 from hetmap.errors import require_finite
 from hetmap.mapping.mapping import ANALOG, target_options
 from hetmap.pipeline import Pass, PassContext, scoring_dataset
-from hetmap.sim.layerwise import sweep_for, sweep_parallel
+from hetmap.sim.layerwise import LayerSweep, sweep_for, sweep_parallel
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
+from hetmap.train.firstorder import Predicted, applies, predict_layers
 
 # screened: the suffix engine skipping samples a variant cannot flip (hetmap.sim.screen); suffix: every sample;
-# whole: every (layer, option) simulates the whole model, as before the suffix engine
-ENGINES = ("screened", "suffix", "whole")
+# whole: every (layer, option) simulates the whole model, as before the suffix engine; first-order: drops
+# predicted from each layer's simulated change and one backward pass (hetmap.train.firstorder), the options
+# out of its linear regime screened
+EXACT_ENGINES = ("screened", "suffix", "whole")
+ENGINES = (*EXACT_ENGINES, "first-order")
+METHODS = ("auto", "exact", "first-order")  # what users choose (--sensitivity): exact is the screened engine
+FIRST_ORDER_FROM_LAYERS = 40  # auto predicts from here on: resnet20's 22 layers gained nothing, resnet50's 54 2x
 
 
 @dataclass
@@ -52,6 +62,7 @@ class SensitivityReport:
     seeds: int
     layers: dict[str, dict[str, OptionDrop]]
     screened_share: float  # of the sample x variant runs, those the screen skipped (they cannot flip)
+    predicted: dict[str, list[str]] = field(default_factory=dict)  # per layer, options whose drops are first-order
 
 
 class Sensitivity(Pass):
@@ -61,7 +72,9 @@ class Sensitivity(Pass):
     def __init__(
         self, measurement: Measurement = Measurement(), engine: str = "screened", largest_budget: float | None = None
     ):
-        """largest_budget: the largest budget (points) assign solves for; an option sure to drop more stops early."""
+        """engine: one of ENGINES, or `auto` (first-order from FIRST_ORDER_FROM_LAYERS layers on, else screened);
+        largest_budget: the largest budget (points) assign solves for; an option sure to drop more stops early.
+        """
         self.measurement = measurement
         self.engine = engine
         self.largest_budget = largest_budget
@@ -74,21 +87,32 @@ class Sensitivity(Pass):
         reference = finetune.weights.reference_outputs if finetune else None
         scorer = Scorer(model, dataset, reference, context.config.metric)
         ranges = context.reports["calibrate"].input_range
-        screened, over = 0.0, {}
-        if self.engine == "whole":
+        screened, over, predicted, engine = 0.0, {}, {}, self.engine
+        if engine == "auto":
+            engine = "first-order" if len(partition.layers) >= FIRST_ORDER_FROM_LAYERS else "screened"
+        if engine == "whole":
             scores = _whole_model_scores(model, context, partition.layers, ranges, scorer, self.measurement)
         else:
             options, seeds, seed = target_options(target), self.measurement.seeds, context.config.seed
-            t_s, screen = self.measurement.t_inference_s, self.engine == "screened"
+            t_s, screen = self.measurement.t_inference_s, engine in ("screened", "first-order")
             stop_above = self._stop_above(scorer)
             sweep = sweep_for(
                 scorer, model, target, partition.layers, ranges, options, seeds, t_s, seed, screen, stop_above
             )
             names = [layer.name for layer in partition.layers]
-            swept = sweep_parallel(model, sweep, names, context.config.workers)
-            scores = {name: _scores(scorer, name, layer.outputs) for name, layer in swept.items()}
+            predicted = _predicted(model, scorer, sweep, names) if engine == "first-order" else {}
+            swept = _measured(model, sweep, names, predicted, context.config.workers)
+            scores = {
+                name: _scores(
+                    scorer, name, {**(p.outputs if (p := predicted.get(name)) else {}), **swept[name].outputs}
+                )
+                for name in names
+            }
             over = {name: layer.over for name, layer in swept.items()}
-            run, total = (sum(getattr(layer, key) for layer in swept.values()) for key in ("rows_run", "rows_total"))
+            run = sum(layer.rows_run for layer in swept.values())
+            total = (
+                scorer.dataset.size * len(names) * (len(options) - (ANALOG in options) + seeds * (ANALOG in options))
+            )
             screened = 1 - run / max(total, 1)
         layers = {}
         for layer in partition.layers:
@@ -110,6 +134,7 @@ class Sensitivity(Pass):
             seeds=self.measurement.seeds,
             layers=layers,
             screened_share=screened,
+            predicted={name: sorted(p.outputs) for name, p in predicted.items() if p.outputs},
         )
         return model, report
 
@@ -118,6 +143,29 @@ class Sensitivity(Pass):
         if self.largest_budget is None:
             return None
         return max(self.largest_budget - 100 * (scorer.full_precision - scorer.model_metric), 0.0) / 100
+
+
+def _predicted(model: ir.Model, scorer: Scorer, sweep, names: list[str]) -> dict[str, Predicted]:
+    """First-order predictions where they apply; none (every option measured) where torch cannot run the model."""
+    from hetmap.train.interpreter import UnsupportedOpError  # torch loads only for this engine
+
+    if not applies(scorer.outputs, scorer.metric.kind, scorer.fixed_batch):
+        return {}
+    try:
+        return predict_layers(model, sweep, names, scorer.dataset.inputs, scorer.outputs)
+    except (UnsupportedOpError, RuntimeError):  # ops torch lacks, or shapes its ops refuse: measure every option
+        return {}
+
+
+def _measured(model: ir.Model, sweep, names: list[str], predicted: dict[str, Predicted], workers) -> dict:
+    """The suffix engine's sweep of every option not predicted, layers grouped by the options they measure."""
+    wanted = {name: predicted[name].exact if name in predicted else sweep.options for name in names}
+    swept = {name: LayerSweep({}, 0, 0, set()) for name in names}
+    for options in dict.fromkeys(wanted.values()):
+        group = [name for name in names if wanted[name] == options]
+        if options:
+            swept.update(sweep_parallel(model, dataclasses.replace(sweep, options=options), group, workers))
+    return swept
 
 
 def _scores(scorer: Scorer, layer: str, outputs: dict[str, list[np.ndarray]]) -> dict[str, list[float]]:

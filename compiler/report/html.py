@@ -158,7 +158,8 @@ def _mapping_section(reports: dict[str, dict]) -> str:
                 f"takes the option (analog read {escape(sensitivity['drift'])} after programming, ± std over "
                 f"{sensitivity['seeds']} seeds, {sensitivity['samples']} samples of {escape(sensitivity['data'])}); "
                 f"≥: measuring stopped once the drop was sure to exceed every budget the solver tried; "
-                f"{sensitivity.get('screened_share', 0):.0%} of the sample runs skipped as unable to flip; "
+                f"{sensitivity.get('screened_share', 0):.0%} of the sample runs skipped as unable to flip or predicted "
+                f"to first order ({sum(map(len, sensitivity.get('predicted', {}).values()))} options); "
                 f"highlighted: the option chosen. MACs per inference; tiles: physical tile ids; tile use: crossbar cells holding weights over the cells of the layer's tiles.</p>"
             )
         )

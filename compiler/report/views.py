@@ -131,23 +131,27 @@ def show_emit(console: Console, report: dict) -> None:
     )
 
 
-def _drop(option: dict | None, chosen: bool) -> str:
-    text = drop_text(option)
+def _drop(option: dict | None, chosen: bool, predicted: bool = False) -> str:
+    text = ("~" if predicted else "") + drop_text(option)
     return f"[bold]{text}*[/]" if chosen and text else text
 
 
 def show_sensitivity(console: Console, report: dict, mapping: dict[str, str] | None = None) -> None:
     options = list(dict.fromkeys(option for drops in report["layers"].values() for option in drops))
+    predicted = report.get("predicted", {})
+    notes = ["* the option the mapping chose"] if mapping else []
+    notes += ["~ predicted to first order (--sensitivity)"] if predicted else []
     table = Table(
         title=f"Sensitivity: {report['metric']} drop in points, one layer at a time "
         f"(analog at {report['drift']}, ± std over {report['seeds']} seeds)",
-        caption="* the option the mapping chose" if mapping else None,
+        caption="; ".join(notes) or None,
     )
     table.add_column("layer")
     for option in options:
         table.add_column(option, justify="right")
     for name, drops in report["layers"].items():
-        table.add_row(name, *(_drop(drops.get(o), mapping is not None and mapping.get(name) == o) for o in options))
+        chosen = mapping.get(name) if mapping is not None else None
+        table.add_row(name, *(_drop(drops.get(o), chosen == o, o in predicted.get(name, ())) for o in options))
     console.print(table)
 
 

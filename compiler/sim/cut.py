@@ -77,19 +77,30 @@ def find_cut(model: ir.Model, layer_name: str) -> Cut:
     return Cut(layer, ordered, inputs, reaches)
 
 
+def layer_cut(model: ir.Model, layer_name: str) -> Cut | None:
+    """The layer alone, fed the activations it reads; None when one of them is not a float tensor."""
+    layer = next(node for node in model.graph if node.name == layer_name)
+    inputs = [value for value in layer.inputs if _external(value, set())]
+    if any(value.dtype not in FLOAT_TYPES for value in inputs):
+        return None
+    return Cut(layer, [layer], inputs, True)
+
+
 def suffix_model(
     model: ir.Model,
     cut: Cut,
     variants: list[tuple[str, LayerAnnotation]],
     samples: dict[str, np.ndarray],
     batched: set[str],
+    output: ir.Value | None = None,
 ) -> ir.Model:
     """A model of the suffix whose layer is replaced by one annotated copy per variant (name, annotation).
 
     With several variants their outputs are concatenated along axis 0 and
     every `batched` input is repeated as often, so output rows come variant
     by variant. Weights are shared with `model`, never copied; inputs are
-    declared with the dtype of their `samples` and a symbolic batch.
+    declared with the dtype of their `samples` and a symbolic batch. The
+    suffix computes `output` (default: the model's first output).
     """
     mapped: dict[ir.Value, ir.Value] = {}
     initializers: dict[str, ir.Value] = {}
@@ -146,9 +157,11 @@ def suffix_model(
             new.name, new.type = old.name, old.type
             mapped[old] = new
         new_nodes.append(copy)
-    output = mapped[model.graph.outputs[0]]
-    if output.name != model.graph.outputs[0].name:
+    if output is None:
+        output = mapped[model.graph.outputs[0]]
         output.name = model.graph.outputs[0].name
+    else:
+        output = mapped[output]
     graph = ir.Graph(
         graph_inputs,
         [output],

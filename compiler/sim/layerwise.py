@@ -275,7 +275,7 @@ class _LayerPlan:
         ]
         suffix = suffix_model(self.model, self.cut, annotations, self.samples, self.batched)
         simulation = build_simulation(suffix, sweep.target, copy=False)
-        weights = _draw_weights(simulation, layer.name, names, sweep, run)
+        weights = draw_weights(simulation, layer.name, names, sweep, run)
         return _session(simulation.model, simulation.drawn_names()), weights
 
     def measure(self, names, run: int, source: _Source, rows: int, whole_options: bool):
@@ -330,7 +330,7 @@ def _option(variant: str) -> str:
     return ANALOG if variant.startswith(ANALOG) else variant
 
 
-def _draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: Sweep, run: int) -> dict:
+def draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: Sweep, run: int) -> dict:
     """Each analog copy's drawn tiles: copy k of run r is draw r + k, with `Scorer.simulate`'s generators."""
     values = {}
     for name in names:

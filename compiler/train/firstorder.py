@@ -1,0 +1,197 @@
+"""First-order sensitivity: each variant's change of the outputs, predicted from one backward pass.
+
+A layer perturbed alone moves the model's outputs by J·δ to first order:
+δ, the change of the layer's own output, is simulated exactly (the layer
+alone, every variant with the draws the suffix engine uses), and J, the
+gradient of each sample's TRACKED_CLASSES best scores with respect to that
+output, comes for every layer at once from one forward and one backward
+pass of the torch interpreter (each sample repeated once per tracked class).
+That costs a few network passes plus each layer alone per variant, where
+the suffix engine runs the rest of the network per layer and variant.
+
+The prediction holds while the perturbation is small: an option that moves
+a layer's output by more than LINEAR_LIMIT of its norm (int2, on most
+layers) is left to the exact engines. Only top-1 metrics on [samples,
+classes] outputs are predicted: there the tracked classes decide the
+arg-max, and a class outside them moves too little to matter. Each
+layer's session stays open across the chunks of samples: memory grows by
+about the weights once per variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from hetmap.graph.shapes import graph_inputs
+from hetmap.mapping.annotations import layer_annotation
+from hetmap.mapping.mapping import ANALOG
+from hetmap.sim.cut import layer_cut, suffix_model
+from hetmap.sim.layerwise import draw_weights
+from hetmap.sim.sessions import release_graphs, session_for
+from hetmap.sim.simulation import build_simulation
+
+TRACKED_CLASSES = 3  # each sample's best scores whose gradients are taken (more changed no resnet20 drop)
+LINEAR_LIMIT = 0.2  # ||δ|| / ||layer output|| past which an option is measured exactly
+CHUNK_BYTES = 1 << 30  # activations and gradients held for one chunk of samples, roughly
+
+
+@dataclass
+class Predicted:
+    """One layer's predicted outputs per option (one array per draw, the data's order)."""
+
+    outputs: dict[str, list[np.ndarray]]
+    relative_change: dict[str, float]  # ||δ|| / ||output|| over the data, draws pooled
+    exact: tuple[str, ...]  # options out of the linear regime: measure them exactly
+
+
+def applies(outputs: np.ndarray, metric_kind: str, fixed_batch: int | None) -> bool:
+    """Whether predictions can stand for measurements: a top-1 metric on [samples, classes], a free batch."""
+    return metric_kind == "top1" and outputs.ndim == 2 and outputs.shape[1] >= 2 and fixed_batch is None
+
+
+def predict_layers(
+    model: ir.Model, sweep, names: list[str], inputs: dict, baseline: np.ndarray
+) -> dict[str, Predicted]:
+    """Per layer in `names` that reads only float activations: its options' predicted outputs on `inputs`.
+
+    `sweep` is the suffix engine's (hetmap.sim.layerwise.Sweep: target, layers, ranges, options, draws,
+    seed); `baseline` the unperturbed outputs on `inputs`. Raises UnsupportedOpError when torch cannot
+    run the model.
+    """
+    from hetmap.train.interpreter import OnnxModule
+
+    cuts = {name: cut for name in names if (cut := layer_cut(model, name)) is not None}
+    layers = {layer.name: layer for layer in sweep.layers if layer.name in cuts}
+    tracked = min(TRACKED_CLASSES, baseline.shape[1])
+    state = _State(sweep, layers, baseline, tracked)
+    floats = [
+        n for n, v in model.graph.initializers.items() if v.const_value is not None and v.dtype.is_floating_point()
+    ]
+    net = OnnxModule(model, trainable=floats, overrides=dict.fromkeys(cuts, state.capture)).eval()
+    fed = [inputs[value.name] for value in graph_inputs(model)]
+    batched = [array.ndim > 0 and len(array) == len(baseline) for array in fed]
+    start, rows = 0, 1  # the first sample alone sizes the chunks
+    while start < len(baseline):
+        stop = min(start + rows, len(baseline))
+        feeds = [np.repeat(a[start:stop], tracked, axis=0) if b else a for a, b in zip(fed, batched)]
+        state.chunk(model, net, cuts, feeds, start)
+        rows = rows if start else max(1, CHUNK_BYTES // max(state.bytes_per_sample, 1))
+        start = stop
+    release_graphs(model)
+    return {name: state.result(name) for name in cuts}
+
+
+class _State:
+    """What the chunks accumulate: predicted outputs and the squared sizes of δ and of each layer's output."""
+
+    def __init__(self, sweep, layers: dict, baseline: np.ndarray, tracked: int):
+        self.sweep, self.layers, self.tracked = sweep, layers, tracked
+        self.classes = np.argsort(-baseline, axis=1, kind="stable")[:, :tracked]
+        self.variants = {name: _variants(sweep) for name in layers}
+        self.predicted = {name: {v: baseline.astype(np.float32) for v in self.variants[name]} for name in layers}
+        self.moved = {name: dict.fromkeys(self.variants[name], 0.0) for name in layers}
+        self.size = dict.fromkeys(layers, 0.0)
+        self.runs: dict[str, tuple] = {}
+        self.held: dict[str, tuple] = {}
+        self.unbatched: set[str] = set()  # layers not simulated alone with the samples first: measured
+        self.bytes_per_sample = 0
+
+    def capture(self, node: ir.Node, arguments: list) -> list:
+        from hetmap.train.interpreter import run_node
+
+        outputs = run_node(node, arguments)
+        outputs[0].retain_grad()
+        self.held[node.name] = (arguments, outputs[0])
+        return outputs
+
+    def chunk(self, model, net, cuts: dict, feeds: list[np.ndarray], start: int) -> None:
+        """One forward and backward pass over samples start.. (each repeated once per tracked class)."""
+        import torch
+
+        self.held.clear()
+        scores = net(*(torch.from_numpy(feed) for feed in feeds))
+        scores = scores[0] if isinstance(scores, tuple) else scores
+        count = len(scores) // self.tracked
+        classes = self.classes[start : start + count]
+        outputs = [self.held[name][1] for name in cuts]
+        chosen = scores.gather(1, torch.from_numpy(classes.reshape(-1, 1))).sum()
+        gradients = torch.autograd.grad(chosen, outputs, allow_unused=True)
+        # the layers' outputs and their gradients, and as much again for what the backward pass keeps
+        self.bytes_per_sample = sum(output.numel() * output.element_size() for output in outputs) * 4 // count
+        rows = np.arange(start, start + count)[:, None]
+        for (name, cut), gradient in zip(cuts.items(), gradients):
+            arguments, output = self.held[name]
+            read = [arguments[k] for k, value in enumerate(cut.layer.inputs) if value in cut.inputs]
+            if name in self.unbatched or any(a.dim() == 0 or len(a) != len(scores) for a in [*read, output]):
+                self.unbatched.add(name)
+                continue
+            fed = {
+                value.name: arguments[k].detach()[:: self.tracked].numpy()
+                for k, value in enumerate(cut.layer.inputs)
+                if value in cut.inputs
+            }
+            nominal = output.detach()[:: self.tracked].numpy()
+            perturbed = self._perturbed(model, name, cut, fed)
+            if perturbed is None or perturbed.shape != (len(self.variants[name]) * count, *nominal.shape[1:]):
+                self.unbatched.add(name)
+                continue
+            self.size[name] += float(np.square(nominal, dtype=np.float64).sum())
+            if gradient is None:  # the output does not depend on this layer
+                gradient = torch.zeros_like(output)
+            variants = self.variants[name]
+            deltas = perturbed.reshape(len(variants), count, -1) - nominal.reshape(1, count, -1)
+            for k, variant in enumerate(variants):
+                self.moved[name][variant] += float(np.square(deltas[k], dtype=np.float64).sum())
+            # every variant's change of each tracked score: [samples, tracked, variants]
+            change = torch.bmm(gradient.reshape(count, self.tracked, -1), torch.from_numpy(deltas).permute(1, 2, 0))
+            for k, variant in enumerate(variants):
+                self.predicted[name][variant][rows, classes] += change[:, :, k].numpy()
+
+    def _perturbed(self, model, name: str, cut, fed: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The layer alone under every variant, stacked; None where onnxruntime cannot run it so (measured then)."""
+        try:
+            if name not in self.runs:
+                self.runs[name] = _layer_run(model, self.sweep, self.layers[name], cut, self.variants[name], fed)
+            session, weights = self.runs[name]
+            return session.run(None, {**fed, **weights, **session.hetmap_feeds})[0]
+        except Exception:  # noqa: BLE001 (onnxruntime's own error types): prediction is optional, measuring is not
+            return None
+
+    def result(self, name: str) -> Predicted:
+        if name in self.unbatched:
+            return Predicted({}, {}, tuple(dict.fromkeys(map(_option, self.variants[name]))))
+        by_option: dict[str, list[np.ndarray]] = {}
+        moved: dict[str, list[float]] = {}
+        for variant in self.variants[name]:
+            by_option.setdefault(_option(variant), []).append(self.predicted[name][variant])
+            moved.setdefault(_option(variant), []).append(self.moved[name][variant])
+        size = max(self.size[name], 1e-30)
+        relative = {option: float(np.sqrt(np.mean(values) / size)) for option, values in moved.items()}
+        exact = tuple(option for option, value in relative.items() if not value <= LINEAR_LIMIT)
+        return Predicted({o: a for o, a in by_option.items() if o not in exact}, relative, exact)
+
+
+def _variants(sweep) -> list[str]:
+    """analog0, analog1, ... (one per draw) and each digital option, as the suffix engine names them."""
+    digital = [option for option in sweep.options if option != ANALOG]
+    return [f"{ANALOG}{d}" for d in range(sweep.draws)] * (ANALOG in sweep.options) + digital
+
+
+def _option(variant: str) -> str:
+    return ANALOG if variant.startswith(ANALOG) else variant
+
+
+def _layer_run(model, sweep, layer, cut, variants: list[str], samples: dict[str, np.ndarray]):
+    """The layer alone with one copy per variant, stacked: its session and the drawn analog weights."""
+    total_weights = sum(l.weight_count for l in sweep.layers)
+    input_range = sweep.input_ranges[layer.name]
+    annotations = [
+        (v, layer_annotation(layer, _option(v), sweep.target, input_range, [], total_weights)) for v in variants
+    ]
+    alone = suffix_model(model, cut, annotations, samples, set(samples), output=cut.layer.outputs[0])
+    simulation = build_simulation(alone, sweep.target, copy=False)
+    weights = draw_weights(simulation, layer.name, variants, sweep, 0)
+    return session_for(simulation.model, simulation.drawn_names(), feed_matrices=True), weights

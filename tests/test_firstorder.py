@@ -1,0 +1,105 @@
+"""First-order sensitivity: drops predicted from each layer's simulated change track the measured ones."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from test_layerwise import assert_same_drops, decide, reference
+
+import messy_models as messy
+from hetmap.graph.data import Dataset
+from hetmap.models import reference_path
+from hetmap.passes.sensitivity import FIRST_ORDER_FROM_LAYERS
+
+
+def _errors(measured, predicted) -> list[float]:
+    """|predicted - measured| drop of every option the first-order engine predicted."""
+    report = predicted["sensitivity"]
+    return [
+        abs(report.layers[layer][option].drop_points - measured["sensitivity"].layers[layer][option].drop_points)
+        for layer, options in report.predicted.items()
+        for option in options
+    ]
+
+
+@pytest.mark.parametrize("name, labelled", [("cnn", True), ("resnet", True), ("transformer", False)])
+def test_predicted_drops_track_the_measured_ones_and_the_mapping_verifies_within_budget(name, labelled):
+    """Predictions differ from measurements by a sample or two: the solver may choose otherwise, assign verifies."""
+    proto, dataset = reference(name, samples=256)
+    dataset = dataset if labelled else Dataset(dataset.inputs, None, name)
+    measured, predicted = (decide(proto, dataset, engine, budget=1.0) for engine in ("screened", "first-order"))
+    errors = _errors(measured, predicted)
+    assert errors, "no option was predicted"
+    one_sample = 100 / dataset.size
+    assert np.mean(errors) <= 2 * one_sample and max(errors) <= 6 * one_sample
+    chosen, reference_choice = predicted["assign"], measured["assign"]
+    assert chosen.within_budget == reference_choice.within_budget and chosen.verification.drop_points <= 1.0
+    assert predicted["sensitivity"].screened_share > measured["sensitivity"].screened_share
+
+
+def test_options_out_of_the_linear_regime_are_measured_exactly_and_predictions_repeat():
+    """int2 moves a layer's output by far more than a first-order prediction can follow."""
+    proto, dataset = reference("resnet", samples=128)
+    measured, predicted, again = (
+        decide(proto, dataset, engine, assign=False) for engine in ("screened", "first-order", "first-order")
+    )
+    report = predicted["sensitivity"]
+    assert report == again["sensitivity"]
+    exact = [(layer, "int2") for layer, options in report.predicted.items() if "int2" not in options]
+    assert exact
+    for layer, option in exact:
+        assert report.layers[layer][option] == measured["sensitivity"].layers[layer][option]
+
+
+def test_continuous_metrics_and_fixed_batches_are_measured_as_the_screened_engine_does():
+    proto, dataset = reference("cnn", samples=64)
+    cosine = [decide(proto, dataset, engine, assign=False, metric="cosine") for engine in ("screened", "first-order")]
+    assert_same_drops(cosine[0]["sensitivity"], cosine[1]["sensitivity"])
+    assert cosine[1]["sensitivity"].predicted == {}
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
+    fixed = [decide(proto, dataset, engine, assign=False) for engine in ("screened", "first-order")]
+    assert_same_drops(fixed[0]["sensitivity"], fixed[1]["sensitivity"])
+    assert fixed[1]["sensitivity"].predicted == {}
+
+
+def test_compile_with_first_order_sensitivity_marks_the_predicted_drops_and_ships_a_checked_graph(hetmap, tmp_path):
+    _, dataset = reference("resnet", samples=128)
+    np.savez(tmp_path / "data.npz", x=dataset.inputs["x"], y=dataset.labels)
+    model = reference_path("resnet.onnx")
+    result = hetmap("compile", model, "--data", "data.npz", "--sensitivity", "first-order", "-o", "out", "--seeds", "2")
+    assert result.exit_code == 0, result.stderr
+    assert "~ predicted to first order" in result.stdout
+    report = json.loads((tmp_path / "out" / "reports" / "sensitivity.json").read_text())
+    assert report["predicted"] and all(
+        set(o) <= {"analog", "int8", "int4", "int2"} for o in report["predicted"].values()
+    )
+    annotated = onnx.load(tmp_path / "out" / "model.mapped.onnx")
+    onnx.checker.check_model(annotated)
+    assert hetmap("compile", model, "--sensitivity", "second-order").exit_code == 2
+
+
+def _deep_mlp(layers: int, width: int = 16, classes: int = 10) -> onnx.ModelProto:
+    """`layers` Gemm + Relu blocks with scaled random weights: deep enough for auto to predict."""
+    nodes, initializers, x = [], [], "x"
+    for index in range(layers):
+        outputs = classes if index == layers - 1 else width
+        weight = messy._weights(outputs, width, seed=index) / np.float32(np.sqrt(width))
+        initializers += [messy.init(f"w{index}", weight), messy.init(f"b{index}", np.zeros(outputs, np.float32))]
+        nodes.append(onnx.helper.make_node("Gemm", [x, f"w{index}", f"b{index}"], [f"g{index}"], transB=1))
+        if index < layers - 1:
+            nodes.append(onnx.helper.make_node("Relu", [f"g{index}"], [f"r{index}"]))
+        x = f"r{index}"
+    output = messy.tensor(f"g{layers - 1}", ["batch", classes])
+    return messy.model(nodes, [messy.tensor("x", ["batch", width])], [output], initializers)
+
+
+def test_auto_predicts_from_the_layer_count_on():
+    x = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
+    dataset = Dataset({"x": x}, None, "random")
+    shallow, deep = (
+        decide(_deep_mlp(layers), dataset, "auto", assign=False)["sensitivity"]
+        for layers in (FIRST_ORDER_FROM_LAYERS - 1, FIRST_ORDER_FROM_LAYERS)
+    )
+    assert shallow.predicted == {} and len(deep.layers) == FIRST_ORDER_FROM_LAYERS
+    assert deep.predicted
