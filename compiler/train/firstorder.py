@@ -4,8 +4,8 @@ A layer perturbed alone moves the model's outputs by J·δ to first order:
 δ, the change of the layer's own output, is simulated exactly (the layer
 alone, every variant with the draws the suffix engine uses), and J, the
 gradient of each sample's TRACKED_CLASSES best scores with respect to that
-output, comes for every layer at once from one forward and one backward
-pass of the torch interpreter (each sample repeated once per tracked class).
+output, comes for every layer at once from one forward pass of the torch
+interpreter and one batched backward pass (a row per tracked class).
 That costs a few network passes plus each layer alone per variant, where
 the suffix engine runs the rest of the network per layer and variant.
 
@@ -76,8 +76,7 @@ def predict_layers(
     start, rows = 0, 1  # the first sample alone sizes the chunks
     while start < len(baseline):
         stop = min(start + rows, len(baseline))
-        feeds = [np.repeat(a[start:stop], tracked, axis=0) if b else a for a, b in zip(fed, batched)]
-        state.chunk(model, net, cuts, feeds, start)
+        state.chunk(model, net, cuts, [a[start:stop] if b else a for a, b in zip(fed, batched)], start)
         rows = rows if start else max(1, CHUNK_BYTES // max(state.bytes_per_sample, 1))
         start = stop
     release_graphs(model)
@@ -103,50 +102,52 @@ class _State:
         from hetmap.train.interpreter import run_node
 
         outputs = run_node(node, arguments)
-        outputs[0].retain_grad()
         self.held[node.name] = (arguments, outputs[0])
         return outputs
 
     def chunk(self, model, net, cuts: dict, feeds: list[np.ndarray], start: int) -> None:
-        """One forward and backward pass over samples start.. (each repeated once per tracked class)."""
+        """One forward pass over samples start.. and one backward pass per tracked class (batched)."""
         import torch
 
         self.held.clear()
         scores = net(*(torch.from_numpy(feed) for feed in feeds))
         scores = scores[0] if isinstance(scores, tuple) else scores
-        count = len(scores) // self.tracked
+        count = len(scores)
         classes = self.classes[start : start + count]
         outputs = [self.held[name][1] for name in cuts]
-        chosen = scores.gather(1, torch.from_numpy(classes.reshape(-1, 1))).sum()
-        gradients = torch.autograd.grad(chosen, outputs, allow_unused=True)
-        # the layers' outputs and their gradients, and as much again for what the backward pass keeps
-        self.bytes_per_sample = sum(output.numel() * output.element_size() for output in outputs) * 4 // count
+        # one backward pass per tracked class, batched: the k-th row of every gradient is class k's
+        picks = torch.zeros((self.tracked, *scores.shape))
+        picks[np.arange(self.tracked)[:, None], np.arange(count)[None, :], classes.T] = 1.0
+        gradients = torch.autograd.grad(scores, outputs, picks, allow_unused=True, is_grads_batched=True)
+        # the layers' outputs, their gradients per tracked class, and as much again for what the backward keeps
+        self.bytes_per_sample = sum(o.numel() * o.element_size() for o in outputs) * 2 * (1 + self.tracked) // count
         rows = np.arange(start, start + count)[:, None]
         for (name, cut), gradient in zip(cuts.items(), gradients):
             arguments, output = self.held[name]
             read = [arguments[k] for k, value in enumerate(cut.layer.inputs) if value in cut.inputs]
-            if name in self.unbatched or any(a.dim() == 0 or len(a) != len(scores) for a in [*read, output]):
+            if name in self.unbatched or any(a.dim() == 0 or len(a) != count for a in [*read, output]):
                 self.unbatched.add(name)
                 continue
             fed = {
-                value.name: arguments[k].detach()[:: self.tracked].numpy()
+                value.name: arguments[k].detach().numpy()
                 for k, value in enumerate(cut.layer.inputs)
                 if value in cut.inputs
             }
-            nominal = output.detach()[:: self.tracked].numpy()
+            nominal = output.detach().numpy()
             perturbed = self._perturbed(model, name, cut, fed)
             if perturbed is None or perturbed.shape != (len(self.variants[name]) * count, *nominal.shape[1:]):
                 self.unbatched.add(name)
                 continue
-            self.size[name] += float(np.square(nominal, dtype=np.float64).sum())
+            self.size[name] += _squared(nominal)
             if gradient is None:  # the output does not depend on this layer
-                gradient = torch.zeros_like(output)
+                gradient = torch.zeros((self.tracked, *output.shape))
             variants = self.variants[name]
             deltas = perturbed.reshape(len(variants), count, -1) - nominal.reshape(1, count, -1)
             for k, variant in enumerate(variants):
-                self.moved[name][variant] += float(np.square(deltas[k], dtype=np.float64).sum())
+                self.moved[name][variant] += _squared(deltas[k])
             # every variant's change of each tracked score: [samples, tracked, variants]
-            change = torch.bmm(gradient.reshape(count, self.tracked, -1), torch.from_numpy(deltas).permute(1, 2, 0))
+            per_sample = gradient.reshape(self.tracked, count, -1).transpose(0, 1)
+            change = torch.bmm(per_sample, torch.from_numpy(deltas).permute(1, 2, 0))
             for k, variant in enumerate(variants):
                 self.predicted[name][variant][rows, classes] += change[:, :, k].numpy()
 
@@ -172,6 +173,12 @@ class _State:
         relative = {option: float(np.sqrt(np.mean(values) / size)) for option, values in moved.items()}
         exact = tuple(option for option, value in relative.items() if not value <= LINEAR_LIMIT)
         return Predicted({o: a for o, a in by_option.items() if o not in exact}, relative, exact)
+
+
+def _squared(array: np.ndarray) -> float:
+    """The sum of squares (BLAS, float32 products: the linear-regime test needs no more)."""
+    flat = array.reshape(-1)
+    return float(np.dot(flat, flat))
 
 
 def _variants(sweep) -> list[str]:
