@@ -41,7 +41,7 @@ from hetmap.train.firstorder import Predicted, applies, predict_layers
 EXACT_ENGINES = ("screened", "suffix", "whole")
 ENGINES = (*EXACT_ENGINES, "first-order")
 METHODS = ("auto", "exact", "first-order")  # what users choose (--sensitivity): exact is the screened engine
-FIRST_ORDER_FROM_LAYERS = 40  # auto predicts from here on: resnet20's 22 layers gained nothing, resnet50's 54 2x
+FIRST_ORDER_FROM_LAYERS = 40  # auto predicts from here on: resnet20 (22 layers) 1.17x, resnet50 (54) 2.26x
 
 
 @dataclass
