@@ -29,7 +29,7 @@ import onnx_ir as ir
 from hetmap.errors import require_finite
 from hetmap.mapping.mapping import ANALOG, target_options
 from hetmap.pipeline import Pass, PassContext, scoring_dataset
-from hetmap.sim.layerwise import LayerSweep, sweep_for, sweep_parallel
+from hetmap.sim.layerwise import LayerSweep, sweep_for, sweep_parallel, variant_names
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
 from hetmap.train.firstorder import Predicted, applies, predict_layers
@@ -110,9 +110,7 @@ class Sensitivity(Pass):
             }
             over = {name: layer.over for name, layer in swept.items()}
             run = sum(layer.rows_run for layer in swept.values())
-            total = (
-                scorer.dataset.size * len(names) * (len(options) - (ANALOG in options) + seeds * (ANALOG in options))
-            )
+            total = scorer.dataset.size * len(names) * len(variant_names(options, seeds))
             screened = 1 - run / max(total, 1)
         layers = {}
         for layer in partition.layers:

@@ -228,19 +228,29 @@ class _Source:
         return {name: inputs[name] for name in names}
 
 
+def variant_names(options, draws: int) -> list[str]:
+    """Every variant a layer is measured under: analog0, analog1, ... (one per draw), then each digital option."""
+    digital = [option for option in options if option != ANALOG]
+    return [f"{ANALOG}{d}" for d in range(draws)] * (ANALOG in options) + digital
+
+
+def option_of(variant: str) -> str:
+    """The option a variant name stands for."""
+    return ANALOG if variant.startswith(ANALOG) else variant
+
+
 def _variant_plans(sweep: Sweep, layer, stack: bool) -> list[tuple[list[str], int]]:
-    """Sessions for one layer: (variant names, runs); analog variants are named analog0, analog1, ..."""
-    digital = [option for option in sweep.options if option != ANALOG]
-    analog = ANALOG in sweep.options
+    """Sessions for one layer: (variant names, runs); unstacked, analog0 runs once per draw."""
     if stack:
-        return [([f"analog{d}" for d in range(sweep.draws)] * analog + digital, 1)]
-    return [(["analog0"], sweep.draws)] * analog + [([option], 1) for option in digital]
+        return [(variant_names(sweep.options, sweep.draws), 1)]
+    digital = [option for option in sweep.options if option != ANALOG]
+    return [([f"{ANALOG}0"], sweep.draws)] * (ANALOG in sweep.options) + [([option], 1) for option in digital]
 
 
 def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, batched, largest) -> LayerSweep:
     outputs: dict[str, list[np.ndarray]] = {option: [] for option in sweep.options}
     float_unbatched = any(v.dtype in FLOAT_TYPES and v.name not in batched for v in cut.inputs)
-    variants = sweep.draws * (ANALOG in sweep.options) + len(sweep.options) - (ANALOG in sweep.options)
+    variants = len(variant_names(sweep.options, sweep.draws))
     weight_bytes = 4 * layer.weight_count * variants
     stack = sweep.stackable and not float_unbatched and weight_bytes <= STACK_WEIGHT_BYTES
     plan = _LayerPlan(model, sweep, layer, cut, samples, batched)
@@ -255,7 +265,7 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, ba
             rows_run += computed
             for name in names:
                 complete = measured[name] if sweep.screen is None else sweep.screen.complete(measured[name])
-                outputs[_option(name)].append(complete)
+                outputs[option_of(name)].append(complete)
     return LayerSweep(outputs, rows_run, source.size * variants, over)
 
 
@@ -270,7 +280,7 @@ class _LayerPlan:
     def _session(self, names: list[str], run: int):
         sweep, layer, input_range = self.sweep, self.layer, self.sweep.input_ranges[self.layer.name]
         annotations = [
-            (name, layer_annotation(layer, _option(name), sweep.target, input_range, [], self.total_weights))
+            (name, layer_annotation(layer, option_of(name), sweep.target, input_range, [], self.total_weights))
             for name in names
         ]
         suffix = suffix_model(self.model, self.cut, annotations, self.samples, self.batched)
@@ -304,7 +314,7 @@ class _LayerPlan:
                 continue
             if whole_options and self.sweep.stop_above is not None:
                 over |= _over_budget(names, active, tracks, self.sweep.stop_above)
-            active = [name for name in active if not tracks[name].settled and _option(name) not in over]
+            active = [name for name in active if not tracks[name].settled and option_of(name) not in over]
             if not active:
                 break
             if len(active) <= len(held) * REBUILD_SHARE:
@@ -315,8 +325,8 @@ class _LayerPlan:
 def _over_budget(names: list[str], active: list[str], tracks: dict, stop_above: float) -> set[str]:
     """Options still running whose drop, their draws averaged, is already sure to exceed `stop_above`."""
     over = set()
-    for option in {_option(name) for name in active}:
-        bounds = [tracks[name].drop_at_least() for name in names if _option(name) == option]
+    for option in {option_of(name) for name in active}:
+        bounds = [tracks[name].drop_at_least() for name in names if option_of(name) == option]
         if np.mean(bounds) > stop_above:
             over.add(option)
     return over
@@ -324,10 +334,6 @@ def _over_budget(names: list[str], active: list[str], tracks: dict, stop_above: 
 
 def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
     return _outputs(session, [session.get_outputs()[0].name], feeds)[0]
-
-
-def _option(variant: str) -> str:
-    return ANALOG if variant.startswith(ANALOG) else variant
 
 
 def draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: Sweep, run: int) -> dict:

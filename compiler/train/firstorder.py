@@ -27,9 +27,8 @@ import onnx_ir as ir
 
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.annotations import layer_annotation
-from hetmap.mapping.mapping import ANALOG
 from hetmap.sim.cut import layer_cut, suffix_model
-from hetmap.sim.layerwise import draw_weights
+from hetmap.sim.layerwise import draw_weights, option_of, variant_names
 from hetmap.sim.sessions import release_graphs, session_for
 from hetmap.sim.simulation import build_simulation
 
@@ -89,7 +88,7 @@ class _State:
     def __init__(self, sweep, layers: dict, baseline: np.ndarray, tracked: int):
         self.sweep, self.layers, self.tracked = sweep, layers, tracked
         self.classes = np.argsort(-baseline, axis=1, kind="stable")[:, :tracked]
-        self.variants = {name: _variants(sweep) for name in layers}
+        self.variants = {name: variant_names(sweep.options, sweep.draws) for name in layers}
         self.predicted = {name: {v: baseline.astype(np.float32) for v in self.variants[name]} for name in layers}
         self.moved = {name: dict.fromkeys(self.variants[name], 0.0) for name in layers}
         self.size = dict.fromkeys(layers, 0.0)
@@ -163,12 +162,12 @@ class _State:
 
     def result(self, name: str) -> Predicted:
         if name in self.unbatched:
-            return Predicted({}, {}, tuple(dict.fromkeys(map(_option, self.variants[name]))))
+            return Predicted({}, {}, tuple(dict.fromkeys(map(option_of, self.variants[name]))))
         by_option: dict[str, list[np.ndarray]] = {}
         moved: dict[str, list[float]] = {}
         for variant in self.variants[name]:
-            by_option.setdefault(_option(variant), []).append(self.predicted[name][variant])
-            moved.setdefault(_option(variant), []).append(self.moved[name][variant])
+            by_option.setdefault(option_of(variant), []).append(self.predicted[name][variant])
+            moved.setdefault(option_of(variant), []).append(self.moved[name][variant])
         size = max(self.size[name], 1e-30)
         relative = {option: float(np.sqrt(np.mean(values) / size)) for option, values in moved.items()}
         exact = tuple(option for option, value in relative.items() if not value <= LINEAR_LIMIT)
@@ -181,22 +180,12 @@ def _squared(array: np.ndarray) -> float:
     return float(np.dot(flat, flat))
 
 
-def _variants(sweep) -> list[str]:
-    """analog0, analog1, ... (one per draw) and each digital option, as the suffix engine names them."""
-    digital = [option for option in sweep.options if option != ANALOG]
-    return [f"{ANALOG}{d}" for d in range(sweep.draws)] * (ANALOG in sweep.options) + digital
-
-
-def _option(variant: str) -> str:
-    return ANALOG if variant.startswith(ANALOG) else variant
-
-
 def _layer_run(model, sweep, layer, cut, variants: list[str], samples: dict[str, np.ndarray]):
     """The layer alone with one copy per variant, stacked: its session and the drawn analog weights."""
     total_weights = sum(l.weight_count for l in sweep.layers)
     input_range = sweep.input_ranges[layer.name]
     annotations = [
-        (v, layer_annotation(layer, _option(v), sweep.target, input_range, [], total_weights)) for v in variants
+        (v, layer_annotation(layer, option_of(v), sweep.target, input_range, [], total_weights)) for v in variants
     ]
     alone = suffix_model(model, cut, annotations, samples, set(samples), output=cut.layer.outputs[0])
     simulation = build_simulation(alone, sweep.target, copy=False)
