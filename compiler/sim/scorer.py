@@ -101,7 +101,7 @@ class Scorer:
     def screened_feed(self) -> tuple[dict[str, np.ndarray], int, Screen | None]:
         """(inputs, samples per run, screen) for runs that skip the samples no change seen so far can flip."""
         screen = screen_for(self.metric, self.outputs, self.dataset.labels, self.reference)
-        if screen is None:
+        if screen is None or len(self.outputs) != self.dataset.size:  # outputs without the samples' axis first
             return self.dataset.inputs, self.batch, None
         rows = self.batch if self.fixed_batch else min(self.batch, CHUNK_ROWS)
         return self.dataset.subset(screen.order).inputs, rows, screen
