@@ -129,6 +129,11 @@ class Finetune(Pass):
         )
         dataset = scoring_dataset(model, config)
         scorer = Scorer(model, dataset, metric=config.metric)
+        if not scorer.samples_first:
+            raise HetmapError(
+                f"cannot fine-tune: the model's output has {len(scorer.outputs)} rows for {dataset.size} input "
+                "samples, so its samples cannot be taken in batches"
+            )
         before = self._scores(self._measurer(model, context, scorer), layers, context, fixed)
 
         adaptation = options.adaptation

@@ -213,6 +213,26 @@ def test_finetune_of_a_model_with_control_flow_names_the_op(hetmap):
     assert_one_line_error(result, "If", "Loop")
 
 
+def test_a_scalar_input_beside_the_samples_fine_tunes_and_the_sweep_runs(hetmap):
+    onnx.save(messy.multi_input_int64_scalar(), "model.onnx")
+    rng = np.random.default_rng(0)
+    np.savez("data.npz", x=rng.standard_normal((40, 8), dtype=np.float32), k=np.int64(2))
+    common = ("-t", "hermes", "-o", "out", "--data", "data.npz", "--train", "data.npz", "--allow-over-budget")
+    result = hetmap("compile", "model.onnx", *common, "--finetune", "1", "--finetune-lr", "auto", "--refine", "1")
+    assert result.exit_code == 0, result.stderr
+    finetune = json.loads(open("out/reports/finetune.json").read())
+    assert finetune["steps"] == 1 and finetune["learning_rate"] == finetune["learning_rate_sweep"]["chosen"]
+
+
+def test_a_model_without_a_samples_axis_cannot_fine_tune_in_one_line(hetmap):
+    onnx.save(messy.matmul_constant_left(), "model.onnx")  # W @ X: X's 8 rows are features, the output has 6
+    np.savez("data.npz", x=np.random.default_rng(0).standard_normal((8, 4), dtype=np.float32))
+    result = hetmap(
+        "compile", "model.onnx", "-t", "hermes", "--data", "data.npz", "--train", "data.npz", "--finetune", "1"
+    )
+    assert_one_line_error(result, "cannot fine-tune", "6 rows for 8 input samples")
+
+
 def test_labels_outside_the_model_classes_are_one_line(hetmap):
     np.savez("train.npz", x=np.load(reference_path("mlp.train.npz"))["x"][:8], y=np.full(8, 99))
     result = hetmap(
