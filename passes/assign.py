@@ -73,7 +73,8 @@ class AssignReport:
     attempts: list[Attempt] = field(default_factory=list)
     within_budget: bool | None = None
     pareto: list[Attempt] = field(default_factory=list)
-    # With fine-tuning, the mapping is solved on both weights and ships with the better: "fine-tuned" or "before fine-tuning".
+    # After a fine-tune that lost, the mapping is solved on both weights and ships with the better: "fine-tuned" or
+    # "before fine-tuning"; after one that lost at neither end, on the fine-tuned weights alone.
     weights: str = "as given"
     weights_compared: bool = False  # the weights from before fine-tuning were decided on too (the fine-tune lost)
     verification: Verification | None = None

@@ -156,6 +156,7 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
     assert reports["sensitivity"]["full_precision"] == reports["sensitivity_before"]["full_precision"]
     lost = any(after[m] < before[m] for m in ("all-analog", "all-int8"))
     assert assign["weights_compared"] == lost and (lost or assign["weights"] == "fine-tuned")
+    assert ("lost accuracy at neither end" in open("out/report.html").read()) == (not lost)
     adapted, original = onnx.load("out/model.mapped.onnx"), onnx.load(reference_path("mlp.onnx"))
     onnx.checker.check_model(adapted, full_check=True)
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in adapted.graph.initializer}
