@@ -9,12 +9,14 @@ drops of its choices are scaled by measured/predicted, the mapping is cut
 off, and the MILP solved again, a bounded number of rounds
 (hetmap.mapping.search). The mapping that ships is a measured one.
 
-After fine-tuning, the same is done on the weights from before it (with
-the sensitivity measured then; finetune's result hands both weights on),
-and those weights ship instead when their mapping is strictly better
-(verified on the held-out data, when there is some): a short fine-tune can
-cost the noiseless model more of the budget than it wins back, and must
-not make the result worse.
+After a fine-tune that lost accuracy on a mapping it scored (all-analog or
+all-digital, finetune's report), the same is done on the weights from
+before it (with the sensitivity measured then; finetune's result hands
+both weights on), and those weights ship instead when their mapping is
+strictly better (verified on the held-out data, when there is some): a
+short fine-tune can cost the noiseless model more of the budget than it
+wins back, and must not make the result worse. A fine-tune that lost at
+neither end is not second-guessed: that would double assign's work.
 
 Every decision above is made on the decision part of the data. The best
 candidates are then verified once each on the held-out verification part
@@ -71,8 +73,10 @@ class AssignReport:
     attempts: list[Attempt] = field(default_factory=list)
     within_budget: bool | None = None
     pareto: list[Attempt] = field(default_factory=list)
-    # With fine-tuning, the mapping is solved on both weights and ships with the better: "fine-tuned" or "before fine-tuning".
+    # After a fine-tune that lost, the mapping is solved on both weights and ships with the better: "fine-tuned" or
+    # "before fine-tuning"; after one that lost at neither end, on the fine-tuned weights alone.
     weights: str = "as given"
+    weights_compared: bool = False  # the weights from before fine-tuning were decided on too (the fine-tune lost)
     verification: Verification | None = None
 
 
@@ -111,7 +115,8 @@ class Assign(Pass):
         chosen = self._decide(model, context, "sensitivity", change)
         weights = "fine-tuned" if change and change.before else "as given"
         unadapted = None
-        if change and change.before and "sensitivity_before" in context.reports:
+        compared = bool(change and change.before and "sensitivity_before" in context.reports and _lost(finetune))
+        if compared:
             put_weights(model, change.before)
             unadapted = self._decide(model, context, "sensitivity_before", change)
             put_weights(model, change.after)
@@ -149,6 +154,7 @@ class Assign(Pass):
             within_budget=verification.verdict == WITHIN if verification else decision.feasible,
             pareto=pareto,
             weights=weights,
+            weights_compared=compared,
             verification=verification,
         )
         return model, report
@@ -173,6 +179,12 @@ class Assign(Pass):
         problem = _problem(context, sensitivity)
         decision = decide(problem, measure, self.options.max_drop, self.options.objective, measure.offset)
         return decision, problem, measure
+
+
+def _lost(finetune) -> bool:
+    """Whether fine-tuning lowered the score of a mapping it scored at the drift time (all-analog, all-digital)."""
+    before = {score.mapping: score.mean for score in finetune.before}
+    return any(score.mean < before[score.mapping] for score in finetune.after if score.drift)
 
 
 def _verified_better(challenger: tuple, holder: tuple, options: AssignOptions) -> bool:

@@ -132,7 +132,7 @@ class Sensitivity(Pass):
             seeds=self.measurement.seeds,
             layers=layers,
             screened_share=screened,
-            predicted={name: sorted(p.outputs) for name, p in predicted.items() if p.outputs},
+            predicted={name: sorted(p.changes) for name, p in predicted.items() if p.changes},
         )
         return model, report
 

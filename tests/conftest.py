@@ -84,6 +84,38 @@ def torch_legacy_export() -> onnx.ModelProto:
 
 
 @pytest.fixture(scope="session")
+def torch_attention_exports() -> dict[str, onnx.ModelProto]:
+    """A batch-first nn.MultiheadAttention block by both exporters, symbolic batch: inside, the legacy export holds
+    [sequence, batch, width] activations; the dynamo one [sequence x batch, width] ones and weights it splits at run time.
+    """
+    import torch
+
+    torch.manual_seed(0)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.attention = torch.nn.Linear(8, 16), torch.nn.MultiheadAttention(16, 2, batch_first=True)
+            self.head = torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.embed(x)
+            return self.head((h + self.attention(h, h, h)[0]).mean(1))
+
+    net, example, exports = Block().eval(), torch.randn(2, 6, 8), {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buffer = io.BytesIO()
+        torch.onnx.export(net, (example,), buffer, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+        exports["legacy"] = onnx.load_from_string(buffer.getvalue())
+        batch = {"x": {0: torch.export.Dim("batch")}}
+        exports["dynamo"] = torch.onnx.export(
+            net, (example,), dynamo=True, verbose=False, dynamic_shapes=batch
+        ).model_proto
+    return exports
+
+
+@pytest.fixture(scope="session")
 def torch_dynamo_export() -> onnx.ModelProto:
     """torch.onnx.export(dynamo=True): opset 20, IR 10, symbolic batch."""
     import torch

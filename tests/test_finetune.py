@@ -154,6 +154,9 @@ def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
         assert refine["learning_rate"] == 0.01 and refine["held_out"] and "mlp.test.npz" in refine["verified_on"]
     assert refine["epochs"] == 8
     assert reports["sensitivity"]["full_precision"] == reports["sensitivity_before"]["full_precision"]
+    lost = any(after[m] < before[m] for m in ("all-analog", "all-int8"))
+    assert assign["weights_compared"] == lost and (lost or assign["weights"] == "fine-tuned")
+    assert ("lost accuracy at neither end" in open("out/report.html").read()) == (not lost)
     adapted, original = onnx.load("out/model.mapped.onnx"), onnx.load(reference_path("mlp.onnx"))
     onnx.checker.check_model(adapted, full_check=True)
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in adapted.graph.initializer}
@@ -211,6 +214,26 @@ def test_finetune_of_a_model_with_control_flow_names_the_op(hetmap):
     assert_one_line_error(result, "If", "Loop")
 
 
+def test_a_scalar_input_beside_the_samples_fine_tunes_and_the_sweep_runs(hetmap):
+    onnx.save(messy.multi_input_int64_scalar(), "model.onnx")
+    rng = np.random.default_rng(0)
+    np.savez("data.npz", x=rng.standard_normal((40, 8), dtype=np.float32), k=np.int64(2))
+    common = ("-t", "hermes", "-o", "out", "--data", "data.npz", "--train", "data.npz", "--allow-over-budget")
+    result = hetmap("compile", "model.onnx", *common, "--finetune", "1", "--finetune-lr", "auto", "--refine", "1")
+    assert result.exit_code == 0, result.stderr
+    finetune = json.loads(open("out/reports/finetune.json").read())
+    assert finetune["steps"] == 1 and finetune["learning_rate"] == finetune["learning_rate_sweep"]["chosen"]
+
+
+def test_a_model_without_a_samples_axis_cannot_fine_tune_in_one_line(hetmap):
+    onnx.save(messy.matmul_constant_left(), "model.onnx")  # W @ X: X's 8 rows are features, the output has 6
+    np.savez("data.npz", x=np.random.default_rng(0).standard_normal((8, 4), dtype=np.float32))
+    result = hetmap(
+        "compile", "model.onnx", "-t", "hermes", "--data", "data.npz", "--train", "data.npz", "--finetune", "1"
+    )
+    assert_one_line_error(result, "cannot fine-tune", "6 rows for 8 input samples")
+
+
 def test_labels_outside_the_model_classes_are_one_line(hetmap):
     np.savez("train.npz", x=np.load(reference_path("mlp.train.npz"))["x"][:8], y=np.full(8, 99))
     result = hetmap(
@@ -252,7 +275,7 @@ def test_a_fine_tune_that_maps_worse_ships_the_weights_from_before_it(hetmap):
     finetune = json.loads(open("wrecked/reports/finetune.json").read())
     assert {s["mapping"]: s["mean"] for s in finetune["after"]}["full-precision"] < 90  # the fine-tune broke the model
     assign = json.loads(open("wrecked/reports/assign.json").read())
-    assert assign["weights"] == "before fine-tuning" and assign["within_budget"]
+    assert assign["weights"] == "before fine-tuning" and assign["within_budget"] and assign["weights_compared"]
     assert assign["mapping"] == json.loads(open("plain/reports/assign.json").read())["mapping"]
     shipped, unadapted = (onnx.load(f"{out}/model.mapped.onnx").graph.initializer for out in ("wrecked", "plain"))
     arrays = {t.name: onnx.numpy_helper.to_array(t) for t in unadapted}

@@ -4,13 +4,25 @@ import json
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from test_layerwise import assert_same_drops, decide, reference
 
 import messy_models as messy
 from hetmap.graph.data import Dataset
+from hetmap.graph.shapes import resolve_input_shapes
+from hetmap.mapping.mapping import target_options
 from hetmap.models import reference_path
+from hetmap.passes.calibrate import Calibrate
+from hetmap.passes.canonicalize import Canonicalize
+from hetmap.passes.partition import Partition
 from hetmap.passes.sensitivity import FIRST_ORDER_FROM_LAYERS
+from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
+from hetmap.sim.drift import parse_drift
+from hetmap.sim.layerwise import sweep_for
+from hetmap.sim.scorer import Scorer
+from hetmap.targets import load_target
+from hetmap.train.firstorder import TRACKED_CLASSES, predict_layers
 
 
 def _errors(measured, predicted) -> list[float]:
@@ -50,6 +62,31 @@ def test_options_out_of_the_linear_regime_are_measured_exactly_and_predictions_r
     assert exact
     for layer, option in exact:
         assert report.layers[layer][option] == measured["sensitivity"].layers[layer][option]
+
+
+def test_predictions_keep_each_samples_tracked_classes_changes_alone():
+    """Memory: a layer's variants hold [samples, tracked] changes; outputs are the baseline moved at those classes."""
+    proto, dataset = reference("resnet", samples=64)
+    model = ir.serde.deserialize_model(proto)
+    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
+    context = PassContext(load_target("hermes"), config)
+    model, reports = run_pipeline(model, [Canonicalize(), Partition(), Calibrate()], context)
+    layers, ranges = reports["partition"].layers, reports["calibrate"].input_range
+    scorer = Scorer(model, dataset)
+    options = target_options(context.target)
+    sweep = sweep_for(scorer, model, context.target, layers, ranges, options, 2, parse_drift("1d"), 0)
+    predicted = predict_layers(model, sweep, [layer.name for layer in layers], dataset.inputs, scorer.outputs)
+    best = np.argsort(-scorer.outputs, axis=1, kind="stable")[:, :TRACKED_CLASSES]
+    others = np.ones(scorer.outputs.shape, dtype=bool)
+    others[np.arange(dataset.size)[:, None], best] = False
+    checked = 0
+    for layer in predicted.values():
+        for option, per_draw in layer.outputs.items():
+            assert all(change.shape == (dataset.size, TRACKED_CLASSES) for change in layer.changes[option])
+            for outputs in per_draw:
+                assert np.array_equal(outputs[others], scorer.outputs[others])
+                checked += not np.array_equal(outputs, scorer.outputs)
+    assert checked
 
 
 def test_continuous_metrics_and_fixed_batches_are_measured_as_the_screened_engine_does():

@@ -83,6 +83,32 @@ def test_hand_built_models_get_the_same_drops_on_a_small_target(name):
     assert_same_drops(whole["sensitivity"], suffix["sensitivity"])
 
 
+@pytest.mark.parametrize("name", ["matmul_constant_left", "reshape_transpose_weights"])
+def test_no_samples_axis_and_transposed_weights_get_the_same_drops_and_mapping_on_hermes(name):
+    """W @ X's output rows are not its input's (no screen applies); a folded Transpose leaves a strided weight,
+    whose dequantised copy must be contiguous to be fed in place."""
+    proto = messy.HAND_BUILT[name]()
+    dataset = Dataset(random_inputs(proto), None, "feeds")
+    whole, screened = (decide(proto, dataset, engine, "hermes") for engine in ("whole", "screened"))
+    assert_same_drops(whole["sensitivity"], screened["sensitivity"])
+    assert whole["assign"].mapping == screened["assign"].mapping
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_attention_exports_get_the_same_drops_and_mapping_as_the_whole_model(exporter, torch_attention_exports):
+    """Activations that do not hold one sample per row send their readers to the whole model; weights split at
+    run time are given whole to every range."""
+    proto = torch_attention_exports[exporter]
+    rng = np.random.default_rng(0)
+    dataset = Dataset({proto.graph.input[0].name: rng.standard_normal((24, 6, 8), dtype=np.float32)}, None, "x")
+    whole, screened = (decide(proto, dataset, engine, "hermes") for engine in ("whole", "screened"))
+    assert_same_drops(whole["sensitivity"], screened["sensitivity"])
+    assert whole["assign"].mapping == screened["assign"].mapping
+    assert decide(proto, dataset, "first-order", "hermes", assign=False)["sensitivity"].layers.keys() == (
+        whole["sensitivity"].layers.keys()
+    )
+
+
 def test_an_sklearn_classifier_whose_labels_are_gathered_gets_the_same_drops():
     """skl2onnx leaves intermediate types unset and ends in ArgMax, ArrayFeatureExtractor and Reshape(-1)."""
     from skl2onnx import to_onnx

@@ -200,6 +200,17 @@ def verified_text(attempt: dict) -> str:
     return f"{attempt['verified_drop_points']:+.2f}{interval}"
 
 
+def weights_clause(assign: dict) -> str:
+    """Which weights the mapping ships on after a fine-tune, in a clause ('' without one)."""
+    if assign.get("weights") == "before fine-tuning":
+        return "the weights from before fine-tuning ship (the fine-tuned ones mapped worse)"
+    if assign.get("weights") == "fine-tuned" and not assign.get("weights_compared"):
+        return (
+            "the fine-tuned weights ship (the fine-tune lost accuracy at neither end: the old ones were not decided on)"
+        )
+    return ""
+
+
 def assign_outcome(assign: dict) -> str:
     """What the verification decided, in a clause."""
     verification = assign.get("verification")

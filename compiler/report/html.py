@@ -28,6 +28,7 @@ from hetmap.report.facts import (
     unique_attempts,
     verdict_text,
     verified_text,
+    weights_clause,
 )
 from hetmap.report.html_markup import CSS, Html, badge, card, escape, fact_list, note, table
 
@@ -226,8 +227,8 @@ def _solver_section(reports: dict[str, dict]) -> str:
         return note(f"The mapping was given ({assign['source']}); the solver did not run.")
     chosen = chosen_attempt(assign)
     verdict = assign_outcome(assign)
-    if assign.get("weights") == "before fine-tuning":
-        verdict += ", on the weights from before fine-tuning (the fine-tuned ones mapped worse)"
+    if weights_clause(assign):
+        verdict += f"; {weights_clause(assign)}"
     parts = [
         Html(
             f"<p>Objective <b>{escape(assign['objective'])}</b> under a budget of {assign['max_drop_points']:g} points of "

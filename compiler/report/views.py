@@ -21,6 +21,7 @@ from hetmap.report.facts import (
     unique_attempts,
     verdict_text,
     verified_text,
+    weights_clause,
 )
 from hetmap.targets import Target
 
@@ -209,10 +210,11 @@ def show_assign(console: Console, report: dict) -> None:
         return
     chosen = chosen_attempt(report)
     verdict = assign_outcome(report)
-    unadapted = "; [yellow]the weights from before fine-tuning ship (the fine-tuned ones mapped worse)[/]"
+    weights = weights_clause(report)
+    colour = "yellow" if report.get("weights") == "before fine-tuning" else "dim"
     console.print(
         f"[bold]assign[/]: objective {report['objective']}, budget {report['max_drop_points']:g} points at {report['drift']}; "
-        f"{len(report['attempts'])} measured attempts, {verdict}{unadapted if report.get('weights') == 'before fine-tuning' else ''}"
+        f"{len(report['attempts'])} measured attempts, {verdict}{f'; [{colour}]{weights}[/]' if weights else ''}"
     )
     table = _attempt_table(
         "Solver attempts (drops in points: measured on the decision data, verified held out; * = chosen)"

@@ -8,7 +8,9 @@ each digital width) stacked along the batch, so one run scores them all;
 analog draws are fed as inputs with exactly the noise `Scorer.simulate`
 draws for that layer alone. A model whose batch cannot be stacked (a fixed
 batch size, an activation without the batch axis, a huge layer) gets one
-session per option instead, analog run once per draw. Under a top-1
+session per option instead, analog run once per draw; a layer that reads
+an activation not holding one sample per row (hetmap.sim.activations) is
+measured on the whole model. Under a top-1
 metric the samples run smallest top-1 gap first and each variant stops
 once the samples left cannot flip (hetmap.sim.screen); the session is
 rebuilt without the variants that stopped. Layers are independent:
@@ -25,9 +27,10 @@ import onnxruntime as ort
 
 from hetmap.mapping.annotations import layer_annotation
 from hetmap.mapping.mapping import ANALOG
+from hetmap.sim.activations import Source, open_session, outputs_of, probe_activations
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
 from hetmap.sim.jobs import Workers, map_parts, split
-from hetmap.sim.scorer import Scorer, session_for
+from hetmap.sim.scorer import Scorer
 from hetmap.sim.screen import CHUNK_ROWS, Screen, Track
 from hetmap.sim.sessions import release_graphs
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
@@ -112,18 +115,19 @@ def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, L
     size = max((len(a) for a in data.values() if a.ndim), default=1)
     probe_rows = min(size, sweep.batch if not sweep.stackable else 2)
     activations = list(dict.fromkeys(v.name for cut in cuts.values() for v in cut.inputs if v.name not in data))
-    probe = _full_precision(model, activations, {n: a[:probe_rows] if a.ndim else a for n, a in data.items()})
+    probe, elsewhere = probe_activations(model, activations, data, probe_rows, sweep.stackable)
+    whole = {name for name in names if any(value.name in elsewhere for value in cuts[name].inputs)}
+    results = {name: _whole_model(model, sweep, layers[name]) for name in names if name in whole}
     per_sample = {name: array.nbytes // max(probe_rows, 1) for name, array in probe.items()}
     batched = {n for n, a in data.items() if a.ndim} | {n for n, a in probe.items() if a.ndim and len(a) == probe_rows}
     samples = {**{n: a[:probe_rows] if a.ndim else a for n, a in data.items()}, **probe}
     largest = max(per_sample.values(), default=0) or max((a[:1].nbytes for a in data.values()), default=1)
-    results = {}
-    for group, cached in _groups(names, cuts, per_sample, size, data):
+    for group, cached in _groups([name for name in names if name not in whole], cuts, per_sample, size, data):
         wanted = list(dict.fromkeys(v.name for n in group for v in cuts[n].inputs if v.name not in data))
-        source = _Source(model, wanted, data, sweep.batch, cached)
+        source = Source(model, wanted, data, sweep.batch, cached, batched)
         for name in group:
             results[name] = _measure_layer(model, sweep, layers[name], cuts[name], source, samples, batched, largest)
-    return results
+    return {name: results[name] for name in names}
 
 
 def sweep_parallel(model: ir.Model, sweep: Sweep, names: list[str], workers: Workers) -> dict:
@@ -151,83 +155,6 @@ def _groups(names, cuts, per_sample, size, data):
     return groups
 
 
-def _session(model: ir.Model, fed: set[str]) -> ort.InferenceSession:
-    """Large MatMul/Gemm weights are fed, not constant: onnxruntime would copy them (a suffix's FC matrices)."""
-    return session_for(model, fed, feed_matrices=True)
-
-
-def _outputs(session: ort.InferenceSession, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return session.run(names, {**feeds, **session.hetmap_feeds})
-
-
-def _full_precision(model: ir.Model, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The named activations of the unperturbed model on `feeds`."""
-    if not names:
-        return {}
-    values = {v.name: v for node in model.graph for v in node.outputs}
-    extra = [values[name] for name in names if not values[name].is_graph_output()]
-    model.graph.outputs.extend(extra)
-    try:
-        session = _session(model, set())
-    finally:
-        for _ in extra:
-            model.graph.outputs.pop()
-    return dict(zip(names, _outputs(session, names, feeds)))
-
-
-class _Source:
-    """The inputs a suffix reads, sample range by sample range: cached once, or computed per range."""
-
-    def __init__(self, model: ir.Model, names: list[str], data: dict[str, np.ndarray], batch: int, cached: bool):
-        self.model, self.names, self.data, self.batch = model, names, data, batch
-        self.session, self.cache = None, None
-        if not names:
-            self.cache = {}
-        elif cached:
-            parts = [self._compute(start, stop) for start, stop in self.ranges(batch)]
-            self.cache = {
-                name: np.concatenate([part[name] for part in parts]) if parts[0][name].ndim else parts[0][name]
-                for name in names
-            }
-            self.session = None  # its weights are a second copy of the model's
-
-    @property
-    def size(self) -> int:
-        return max((len(a) for a in self.data.values() if a.ndim), default=1)
-
-    def ranges(self, step: int) -> list[tuple[int, int]]:
-        return [(start, min(start + step, self.size)) for start in range(0, self.size, step)]
-
-    def _slice(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {name: a[start:stop] if a.ndim else a for name, a in self.data.items()}
-
-    def _compute(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        if self.session is None:
-            values = {v.name: v for node in self.model.graph for v in node.outputs}
-            extra = [values[name] for name in self.names if not values[name].is_graph_output()]
-            self.model.graph.outputs.extend(extra)
-            try:
-                self.session = _session(self.model, set())
-            finally:
-                for _ in extra:
-                    self.model.graph.outputs.pop()
-        return dict(zip(self.names, _outputs(self.session, self.names, self._slice(start, stop))))
-
-    def get(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
-        inputs = self._slice(start, stop)
-        computed = None
-        for name in names:
-            if name in inputs:
-                continue
-            if self.cache is not None:
-                cached = self.cache[name]
-                inputs[name] = cached[start:stop] if cached.ndim else cached
-            else:
-                computed = computed or self._compute(start, stop)
-                inputs[name] = computed[name]
-        return {name: inputs[name] for name in names}
-
-
 def variant_names(options, draws: int) -> list[str]:
     """Every variant a layer is measured under: analog0, analog1, ... (one per draw), then each digital option."""
     digital = [option for option in options if option != ANALOG]
@@ -247,7 +174,7 @@ def _variant_plans(sweep: Sweep, layer, stack: bool) -> list[tuple[list[str], in
     return [([f"{ANALOG}0"], sweep.draws)] * (ANALOG in sweep.options) + [([option], 1) for option in digital]
 
 
-def _measure_layer(model, sweep: Sweep, layer, cut, source: _Source, samples, batched, largest) -> LayerSweep:
+def _measure_layer(model, sweep: Sweep, layer, cut, source: Source, samples, batched, largest) -> LayerSweep:
     outputs: dict[str, list[np.ndarray]] = {option: [] for option in sweep.options}
     float_unbatched = any(v.dtype in FLOAT_TYPES and v.name not in batched for v in cut.inputs)
     variants = len(variant_names(sweep.options, sweep.draws))
@@ -286,9 +213,9 @@ class _LayerPlan:
         suffix = suffix_model(self.model, self.cut, annotations, self.samples, self.batched)
         simulation = build_simulation(suffix, sweep.target, copy=False)
         weights = draw_weights(simulation, layer.name, names, sweep, run)
-        return _session(simulation.model, simulation.drawn_names()), weights
+        return open_session(simulation.model, simulation.drawn_names()), weights
 
-    def measure(self, names, run: int, source: _Source, rows: int, whole_options: bool):
+    def measure(self, names, run: int, source: Source, rows: int, whole_options: bool):
         """(each variant's outputs on the rows it ran, in the sweep's order; the options stopped over the budget;
         the sample x variant rows computed, those riding along in a session after leaving included).
 
@@ -333,7 +260,7 @@ def _over_budget(names: list[str], active: list[str], tracks: dict, stop_above: 
 
 
 def _run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    return _outputs(session, [session.get_outputs()[0].name], feeds)[0]
+    return outputs_of(session, [session.get_outputs()[0].name], feeds)[0]
 
 
 def draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: Sweep, run: int) -> dict:
@@ -351,7 +278,8 @@ def draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: Sw
 
 
 def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
-    """The layer measured on the whole model, as `Scorer.simulate` does (control flow in the graph)."""
+    """The layer measured on the whole model, as `Scorer.simulate` does (control flow in the graph, or
+    activations the suffix cannot take in row ranges)."""
     from hetmap.mapping.annotations import clear_layer, write_layer
 
     node = next(node for node in model.graph if node.name == layer.name)
@@ -365,16 +293,17 @@ def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
             simulation = build_simulation(model, sweep.target)
         finally:
             clear_layer(node)
-        session = _session(simulation.model, simulation.drawn_names())
+        session = open_session(simulation.model, simulation.drawn_names())
         outputs[option] = []
         for draw in range(sweep.draws if option == ANALOG else 1):
             weights = simulation.nominal()
             if option == ANALOG:
                 program_rng, (read_rng,) = draw_generators(sweep.seed, draw, 1)
                 weights = simulation.draw(program_rng, sweep.t_inference_s, read_rng)
-            source = _Source(model, [], sweep.inputs, sweep.batch, True)
+            source = Source(model, [], sweep.inputs, sweep.batch, True, set(sweep.inputs))
             names = list(source.data)
             parts = [_run(session, {**source.get(names, a, b), **weights}) for a, b in source.ranges(sweep.batch)]
-            outputs[option].append(np.concatenate(parts))
+            ordered = np.concatenate(parts)  # in the screen's order when there is one
+            outputs[option].append(ordered if sweep.screen is None else sweep.screen.complete(ordered))
     rows = sum(len(array) for arrays in outputs.values() for array in arrays)
     return LayerSweep(outputs, rows, rows, set())

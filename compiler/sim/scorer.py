@@ -97,11 +97,16 @@ class Scorer:
         self.full_precision = float(self.full_precision_per_sample.mean())
         self.model_metric = self.metric.score(own, dataset.labels, self.reference)  # this model's weights, no noise
 
+    @property
+    def samples_first(self) -> bool:
+        """Whether the output's first axis is the samples' (not so for W @ X with X's rows as features)."""
+        return len(self.outputs) == self.dataset.size
+
     @cached_property
     def screened_feed(self) -> tuple[dict[str, np.ndarray], int, Screen | None]:
         """(inputs, samples per run, screen) for runs that skip the samples no change seen so far can flip."""
         screen = screen_for(self.metric, self.outputs, self.dataset.labels, self.reference)
-        if screen is None:
+        if screen is None or not self.samples_first:
             return self.dataset.inputs, self.batch, None
         rows = self.batch if self.fixed_batch else min(self.batch, CHUNK_ROWS)
         return self.dataset.subset(screen.order).inputs, rows, screen

@@ -165,7 +165,7 @@ def _fold_dequantize(model: ir.Model, proto: onnx.ModelProto, fed: set[str]) -> 
         shape = [1] * q.ndim
         if scale.ndim:
             shape[axis] = -1
-        values = q.astype(np.float32)
+        values = q.astype(np.float32, order="C")  # a transposed weight's view must not stay one: fed in place
         if zero:
             values -= zero[0].astype(np.float32).reshape(shape)
         values *= scale.astype(np.float32).reshape(shape)

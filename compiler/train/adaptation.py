@@ -163,7 +163,7 @@ def adapt(
     """Fine-tune the trainable parameters of `net` for config.epochs epochs; checkpoints after each epoch."""
     device = torch.device(config.device)
     net.to(device)
-    inputs = {name: torch.from_numpy(np.ascontiguousarray(train.inputs[name])) for name in input_names}
+    inputs = input_tensors(train, input_names)
     batch_inputs = [name for name in input_names if inputs[name].dim() > 0]
     labels = labels_of(net, input_names, inputs, train, device) if config.label_weight > 0 else None
     teacher = None
@@ -262,6 +262,11 @@ def labels_of(net, input_names, inputs, train: Dataset, device) -> torch.Tensor 
             f"for this model's {classes} outputs (found {labels.min()}..{labels.max()})"
         )
     return torch.from_numpy(labels.astype(np.int64))
+
+
+def input_tensors(data: Dataset, input_names: list[str]) -> dict[str, torch.Tensor]:
+    """The data's inputs as tensors; a scalar input (no samples axis) stays 0-d, as np.ascontiguousarray would not."""
+    return {name: torch.from_numpy(np.asarray(data.inputs[name], order="C")) for name in input_names}
 
 
 def teacher_outputs(net, input_names, inputs, size: int, batch_size: int, device) -> torch.Tensor:

@@ -13,14 +13,15 @@ The prediction holds while the perturbation is small: an option that moves
 a layer's output by more than LINEAR_LIMIT of its norm (int2, on most
 layers) is left to the exact engines. Only top-1 metrics on [samples,
 classes] outputs are predicted: there the tracked classes decide the
-arg-max, and a class outside them moves too little to matter. Each
-layer's session stays open across the chunks of samples: memory grows by
-about the weights once per variant.
+arg-max, and a class outside them moves too little to matter. Only those
+classes' changes are kept (a layer's full outputs are built when scored).
+Each layer's session stays open across the chunks of samples: memory
+grows by about the weights once per variant.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
@@ -39,11 +40,26 @@ CHUNK_BYTES = 1 << 30  # activations and gradients held for one chunk of samples
 
 @dataclass
 class Predicted:
-    """One layer's predicted outputs per option (one array per draw, the data's order)."""
+    """One layer's predicted changes per option (one array per draw, the data's order), and its outputs on demand."""
 
-    outputs: dict[str, list[np.ndarray]]
+    changes: dict[str, list[np.ndarray]]  # [samples, tracked]: the change of each sample's tracked classes
     relative_change: dict[str, float]  # ||δ|| / ||output|| over the data, draws pooled
     exact: tuple[str, ...]  # options out of the linear regime: measure them exactly
+    baseline: np.ndarray = field(repr=False)  # the unperturbed outputs, shared by every layer
+    classes: np.ndarray = field(repr=False)  # [samples, tracked]: each sample's tracked classes
+
+    @property
+    def outputs(self) -> dict[str, list[np.ndarray]]:
+        """The predicted outputs: the baseline with each sample's tracked classes moved (built per call)."""
+        rows = np.arange(len(self.baseline))[:, None]
+        built = {}
+        for option, per_draw in self.changes.items():
+            built[option] = []
+            for change in per_draw:
+                outputs = self.baseline.astype(np.float32)
+                outputs[rows, self.classes] += change
+                built[option].append(outputs)
+        return built
 
 
 def applies(outputs: np.ndarray, metric_kind: str, fixed_batch: int | None) -> bool:
@@ -86,10 +102,11 @@ class _State:
     """What the chunks accumulate: predicted outputs and the squared sizes of δ and of each layer's output."""
 
     def __init__(self, sweep, layers: dict, baseline: np.ndarray, tracked: int):
-        self.sweep, self.layers, self.tracked = sweep, layers, tracked
+        self.sweep, self.layers, self.tracked, self.baseline = sweep, layers, tracked, baseline
         self.classes = np.argsort(-baseline, axis=1, kind="stable")[:, :tracked]
         self.variants = {name: variant_names(sweep.options, sweep.draws) for name in layers}
-        self.predicted = {name: {v: baseline.astype(np.float32) for v in self.variants[name]} for name in layers}
+        shape = (len(baseline), tracked)
+        self.changes = {name: {v: np.zeros(shape, np.float32) for v in self.variants[name]} for name in layers}
         self.moved = {name: dict.fromkeys(self.variants[name], 0.0) for name in layers}
         self.size = dict.fromkeys(layers, 0.0)
         self.runs: dict[str, tuple] = {}
@@ -120,7 +137,6 @@ class _State:
         gradients = torch.autograd.grad(scores, outputs, picks, allow_unused=True, is_grads_batched=True)
         # the layers' outputs, their gradients per tracked class, and as much again for what the backward keeps
         self.bytes_per_sample = sum(o.numel() * o.element_size() for o in outputs) * 2 * (1 + self.tracked) // count
-        rows = np.arange(start, start + count)[:, None]
         for (name, cut), gradient in zip(cuts.items(), gradients):
             arguments, output = self.held[name]
             read = [arguments[k] for k, value in enumerate(cut.layer.inputs) if value in cut.inputs]
@@ -148,7 +164,7 @@ class _State:
             per_sample = gradient.reshape(self.tracked, count, -1).transpose(0, 1)
             change = torch.bmm(per_sample, torch.from_numpy(deltas).permute(1, 2, 0))
             for k, variant in enumerate(variants):
-                self.predicted[name][variant][rows, classes] += change[:, :, k].numpy()
+                self.changes[name][variant][start : start + count] += change[:, :, k].numpy()
 
     def _perturbed(self, model, name: str, cut, fed: dict[str, np.ndarray]) -> np.ndarray | None:
         """The layer alone under every variant, stacked; None where onnxruntime cannot run it so (measured then)."""
@@ -162,16 +178,18 @@ class _State:
 
     def result(self, name: str) -> Predicted:
         if name in self.unbatched:
-            return Predicted({}, {}, tuple(dict.fromkeys(map(option_of, self.variants[name]))))
+            exact = tuple(dict.fromkeys(map(option_of, self.variants[name])))
+            return Predicted({}, {}, exact, self.baseline, self.classes)
         by_option: dict[str, list[np.ndarray]] = {}
         moved: dict[str, list[float]] = {}
         for variant in self.variants[name]:
-            by_option.setdefault(option_of(variant), []).append(self.predicted[name][variant])
+            by_option.setdefault(option_of(variant), []).append(self.changes[name][variant])
             moved.setdefault(option_of(variant), []).append(self.moved[name][variant])
         size = max(self.size[name], 1e-30)
         relative = {option: float(np.sqrt(np.mean(values) / size)) for option, values in moved.items()}
         exact = tuple(option for option, value in relative.items() if not value <= LINEAR_LIMIT)
-        return Predicted({o: a for o, a in by_option.items() if o not in exact}, relative, exact)
+        changes = {o: a for o, a in by_option.items() if o not in exact}
+        return Predicted(changes, relative, exact, self.baseline, self.classes)
 
 
 def _squared(array: np.ndarray) -> float:

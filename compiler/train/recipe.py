@@ -25,6 +25,7 @@ from hetmap.train.adaptation import (
     MappingSampler,
     adapt,
     first_output,
+    input_tensors,
     labels_of,
     mixed_loss,
     noise_generators,
@@ -86,7 +87,7 @@ class _Validation:
         self.net, self.config = net, config
         device = torch.device(config.device)
         net.to(device)
-        inputs = {name: torch.from_numpy(np.ascontiguousarray(data.inputs[name])) for name in input_names}
+        inputs = input_tensors(data, input_names)
         self.feeds = [tensor.to(device) for tensor in inputs.values()]
         self.labels = labels_of(net, input_names, inputs, data, device) if config.label_weight > 0 else None
         self.teacher = None
