@@ -189,9 +189,13 @@ def _block_rows(node: ir.Node, tile_rows: int) -> int:
     return kernel * (tile_rows // kernel)
 
 
-def _weight_dtype_ok(node: ir.Node, operand: int) -> bool:
+def _check_weight_dtype(node: ir.Node, operand: int) -> None:
+    """The simulator computes in float32: a layer of another float type is named, not simulated wrongly."""
     dtype = node.inputs[operand].const_value.dtype
-    return dtype.is_floating_point()
+    if not dtype.is_floating_point():
+        raise _NotMappable("weight is not a floating-point tensor")
+    if dtype != ir.DataType.FLOAT:
+        raise _NotMappable(f"weight is {dtype.name.lower()}; hetmap simulates float32 layers: convert the model")
 
 
 def _subgraph_nodes(graph: ir.Graph):
@@ -236,8 +240,7 @@ class Partition(Pass):
                 continue
             try:
                 rows, cols, groups, operand, macs, transposed = _MATRIX_OF[node.op_type](node, shapes)
-                if not _weight_dtype_ok(node, operand):
-                    raise _NotMappable("weight is not a floating-point tensor")
+                _check_weight_dtype(node, operand)
             except _NotMappable as reason:
                 report.unmappable.append(UnmappableLayer(node.name, node.op_type, str(reason)))
                 continue

@@ -63,6 +63,22 @@ def test_model_with_no_mappable_layer(hetmap):
     assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out"), "no mappable layer")
 
 
+def test_a_float16_model_is_named_not_simulated_wrongly(hetmap):
+    """Inputs, weights and compute in float16: the simulator's converters compute in float32."""
+    model = onnx.load(reference_path("cnn.onnx"))
+    for tensor in model.graph.initializer:
+        array = onnx.numpy_helper.to_array(tensor)
+        if array.dtype == np.float32:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(array.astype(np.float16), tensor.name))
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    del model.graph.value_info[:]
+    onnx.save(model, "model.onnx")
+    np.savez("data.npz", x=np.load(reference_path("cnn.test.npz"))["x"][:16].astype(np.float16))
+    result = hetmap("compile", "model.onnx", "-t", "hermes", "--data", "data.npz", "-o", "out")
+    assert_one_line_error(result, "weight is float16", "float32")
+
+
 def test_target_file_with_a_wrong_field(hetmap, model_file):
     Path("board.toml").write_text('name = "b"\ndescription = "d"\nclock_mhz = 1.0\n[analog]\nrows = "32"\n')
     result = hetmap("compile", model_file, "-t", "board.toml", "-o", "out")
