@@ -274,6 +274,19 @@ def wide_gemm(k: int = 70, n: int = 40) -> onnx.ModelProto:
     return model(nodes, [tensor("x", [1, k])], [tensor("y", [1, n])], [init("fc.W", _weights(k, n))])
 
 
+def two_heads() -> onnx.ModelProto:
+    """A shared trunk and two heads; the first output (scored) is one head's, the second head reaches only its own."""
+    weights = [init("trunk.W", _weights(8, 12)), init("first.W", _weights(12, 6)), init("second.W", _weights(12, 4))]
+    nodes = [
+        helper.make_node("Gemm", ["x", "trunk.W"], ["t"], name="trunk"),
+        helper.make_node("Relu", ["t"], ["h"], name="relu"),
+        helper.make_node("Gemm", ["h", "first.W"], ["y"], name="first"),
+        helper.make_node("Gemm", ["h", "second.W"], ["z"], name="second"),
+    ]
+    outputs = [tensor("y", ["batch", 6]), tensor("z", ["batch", 4])]
+    return model(nodes, [tensor("x", ["batch", 8])], outputs, weights, opset=13)
+
+
 def no_mappable_layer() -> onnx.ModelProto:
     """Only element-wise ops: nothing to put on a crossbar."""
     nodes = [
@@ -298,4 +311,5 @@ HAND_BUILT = {
     "matmul_constant_left": matmul_constant_left,
     "attention_scores": attention_scores,
     "gemm_trans_b": gemm_trans_b,
+    "two_heads": two_heads,
 }

@@ -94,6 +94,15 @@ def test_no_samples_axis_and_transposed_weights_get_the_same_drops_and_mapping_o
     assert whole["assign"].mapping == screened["assign"].mapping
 
 
+def test_a_layer_of_another_output_drops_nothing_as_on_the_whole_model():
+    proto = messy.two_heads()
+    dataset = Dataset({"x": np.random.default_rng(0).standard_normal((40, 8), dtype=np.float32)}, None, "x")
+    whole, screened = (decide(proto, dataset, engine, "hermes") for engine in ("whole", "screened"))
+    assert_same_drops(whole["sensitivity"], screened["sensitivity"])
+    assert whole["assign"].mapping == screened["assign"].mapping
+    assert all(drop.drop_points == 0 for drop in screened["sensitivity"].layers["second"].values())
+
+
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
 def test_attention_exports_get_the_same_drops_and_mapping_as_the_whole_model(exporter, torch_attention_exports):
     """Activations that do not hold one sample per row send their readers to the whole model; weights split at

@@ -71,10 +71,7 @@ def find_cut(model: ir.Model, layer_name: str) -> Cut:
     ordered = sorted(chosen.values(), key=lambda node: position[id(node)])
     produced = {output for node in ordered for output in node.outputs}
     inputs = list(dict.fromkeys(v for node in ordered for v in node.inputs if _external(v, produced)))
-    reaches = model.graph.outputs[0] in produced
-    if not reaches and model.graph.outputs[0] not in inputs:  # the output passes through, unperturbed
-        inputs.append(model.graph.outputs[0])
-    return Cut(layer, ordered, inputs, reaches)
+    return Cut(layer, ordered, inputs, model.graph.outputs[0] in produced)
 
 
 def layer_cut(model: ir.Model, layer_name: str) -> Cut | None:

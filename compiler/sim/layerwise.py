@@ -57,6 +57,7 @@ class Sweep:
     stackable: bool  # False for a fixed batch size: one option per run
     screen: Screen | None  # the samples' order and when a variant may stop
     stop_above: float | None  # a drop (metric fraction) no budget assign solves for admits: measuring stops there
+    unperturbed: np.ndarray  # the model's first output without noise, in the data's order
 
 
 @dataclass
@@ -102,6 +103,7 @@ def sweep_for(
         stackable,
         screen,
         stop_above if screen is not None else None,
+        scorer.outputs,
     )
 
 
@@ -116,13 +118,16 @@ def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, L
     probe_rows = min(size, sweep.batch if not sweep.stackable else 2)
     activations = list(dict.fromkeys(v.name for cut in cuts.values() for v in cut.inputs if v.name not in data))
     probe, elsewhere = probe_activations(model, activations, data, probe_rows, sweep.stackable)
-    whole = {name for name in names if any(value.name in elsewhere for value in cuts[name].inputs)}
-    results = {name: _whole_model(model, sweep, layers[name]) for name in names if name in whole}
+    # a layer of another output leaves the scored one as it is; one that reads an activation not cut into rows runs whole
+    results = {name: _unperturbed(sweep, size) for name in names if not cuts[name].reaches_output}
+    for name in names:
+        if name not in results and any(value.name in elsewhere for value in cuts[name].inputs):
+            results[name] = _whole_model(model, sweep, layers[name])
     per_sample = {name: array.nbytes // max(probe_rows, 1) for name, array in probe.items()}
     batched = {n for n, a in data.items() if a.ndim} | {n for n, a in probe.items() if a.ndim and len(a) == probe_rows}
     samples = {**{n: a[:probe_rows] if a.ndim else a for n, a in data.items()}, **probe}
     largest = max(per_sample.values(), default=0) or max((a[:1].nbytes for a in data.values()), default=1)
-    for group, cached in _groups([name for name in names if name not in whole], cuts, per_sample, size, data):
+    for group, cached in _groups([name for name in names if name not in results], cuts, per_sample, size, data):
         wanted = list(dict.fromkeys(v.name for n in group for v in cuts[n].inputs if v.name not in data))
         source = Source(model, wanted, data, sweep.batch, cached, batched)
         for name in group:
@@ -275,6 +280,12 @@ def draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: Sw
         program_rng, (read_rng,) = draw_generators(sweep.seed, draw, 1)
         values.update(own.draw(program_rng, sweep.t_inference_s, read_rng))
     return values
+
+
+def _unperturbed(sweep: Sweep, size: int) -> LayerSweep:
+    """Every variant of a layer the scored output does not depend on: that output, unperturbed."""
+    outputs = {option: [sweep.unperturbed] * (sweep.draws if option == ANALOG else 1) for option in sweep.options}
+    return LayerSweep(outputs, 0, size * len(variant_names(sweep.options, sweep.draws)), set())
 
 
 def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
