@@ -85,6 +85,14 @@ class _NotMappable(Exception):
     pass
 
 
+class _UnknownShape(_NotMappable):
+    """Shape inference did not reach a layer's output; why depends on the inputs (partition's reason says)."""
+
+    def __init__(self, value_name: str):
+        super().__init__(value_name)
+        self.value_name = value_name
+
+
 def _constant(value: ir.Value | None) -> np.ndarray | None:
     if value is None or value.const_value is None:
         return None
@@ -146,7 +154,7 @@ def _matrix_for_matmul(node: ir.Node, shapes) -> tuple[int, int, int, int, int, 
 def _macs(shapes, value_name: str, macs_per_element: int) -> int:
     shape = shapes.get(value_name)
     if shape is None or any(not isinstance(d, int) for d in shape):
-        raise _NotMappable(f"shape of '{value_name}' is unknown (give --data or --input-shape)")
+        raise _UnknownShape(value_name)
     return int(math.prod(shape)) * int(macs_per_element)
 
 
@@ -213,6 +221,24 @@ def _subgraph_nodes(graph: ir.Graph):
                     yield inner, owner
 
 
+def _unknown_shape_reason(value_name: str, model: ir.Model, input_shapes: dict[str, tuple[int, ...]]) -> str:
+    """Why onnx shape inference did not reach a value, as far as the inputs tell."""
+    reason = f"shape of '{value_name}' is unknown"
+    if not input_shapes:
+        return reason + " (give --data or --input-shape)"
+    for value in model.graph.inputs:
+        declared = list(value.shape) if value.shape is not None else []
+        later_free = any(not isinstance(d, int) for d in declared[1:])
+        if declared and isinstance(declared[0], int) and declared[0] != 1 and later_free:
+            shown = "x".join(str(d) for d in declared)
+            return reason + (
+                f": input '{value.name}' is declared {shown}, its free axis after the first; hetmap takes one "
+                "sample per row of the first axis (export the model batch first)"
+            )
+    fed = ", ".join(f"'{name}' {'x'.join(map(str, shape))}" for name, shape in input_shapes.items())
+    return reason + f": onnx shape inference does not reach it from the inputs {fed}"
+
+
 def _no_layer_message(unmappable: list[UnmappableLayer]) -> str:
     """One line; it names the first layer that could have been mapped and why it is not."""
     message = "model has no mappable layer (Conv, ConvTranspose, Gemm, or MatMul with a constant weight)"
@@ -241,6 +267,10 @@ class Partition(Pass):
             try:
                 rows, cols, groups, operand, macs, transposed = _MATRIX_OF[node.op_type](node, shapes)
                 _check_weight_dtype(node, operand)
+            except _UnknownShape as unknown:
+                reason = _unknown_shape_reason(unknown.value_name, model, context.config.input_shapes)
+                report.unmappable.append(UnmappableLayer(node.name, node.op_type, reason))
+                continue
             except _NotMappable as reason:
                 report.unmappable.append(UnmappableLayer(node.name, node.op_type, str(reason)))
                 continue

@@ -63,6 +63,21 @@ def test_model_with_no_mappable_layer(hetmap):
     assert_one_line_error(hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out"), "no mappable layer")
 
 
+def test_a_model_with_its_batch_axis_second_is_named_as_such(hetmap):
+    """Sequence-first, as nn.TransformerEncoder defaults to: samples fed along the first axis break shape inference."""
+    nodes = [
+        onnx.helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2], name="batch_first"),
+        onnx.helper.make_node("Reshape", ["t", "flat"], ["f"], name="flatten"),
+        onnx.helper.make_node("Gemm", ["f", "fc.W"], ["y"], name="fc"),
+    ]
+    weights = [messy.init("flat", np.array([-1, 70], np.int64)), messy.init("fc.W", np.ones((70, 4), np.float32))]
+    model = messy.model(nodes, [messy.tensor("x", [7, "batch", 10])], [messy.tensor("y", ["batch", 4])], weights)
+    onnx.save(model, "model.onnx")
+    np.savez("data.npz", x=np.ones((7, 12, 10), np.float32))
+    result = hetmap("compile", "model.onnx", "-t", "hermes", "--data", "data.npz", "-o", "out")
+    assert_one_line_error(result, "declared 7xbatchx10", "export the model batch first")
+
+
 def test_a_float16_model_is_named_not_simulated_wrongly(hetmap):
     """Inputs, weights and compute in float16: the simulator's converters compute in float32."""
     model = onnx.load(reference_path("cnn.onnx"))
