@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
-from hetmap.graph.shapes import infer_value_shapes
+from hetmap.graph.shapes import graph_inputs, infer_value_shapes
 from hetmap.pipeline import Pass, PassContext
 
 MAPPABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -226,7 +226,7 @@ def _unknown_shape_reason(value_name: str, model: ir.Model, input_shapes: dict[s
     reason = f"shape of '{value_name}' is unknown"
     if not input_shapes:
         return reason + " (give --data or --input-shape)"
-    for value in model.graph.inputs:
+    for value in graph_inputs(model):
         declared = list(value.shape) if value.shape is not None else []
         later_free = any(not isinstance(d, int) for d in declared[1:])
         if declared and isinstance(declared[0], int) and declared[0] != 1 and later_free:
