@@ -129,6 +129,11 @@ class Finetune(Pass):
         )
         dataset = scoring_dataset(model, config)
         scorer = Scorer(model, dataset, metric=config.metric)
+        if not np.issubdtype(scorer.outputs.dtype, np.floating):
+            raise HetmapError(
+                f"cannot fine-tune: the model's first output is {scorer.outputs.dtype} (an ArgMax, say), and training "
+                "needs scores it can differentiate; export the scores as the first output"
+            )
         if not scorer.samples_first:
             raise HetmapError(
                 f"cannot fine-tune: the model's output has {len(scorer.outputs)} rows for {dataset.size} input "

@@ -234,6 +234,18 @@ def test_a_model_without_a_samples_axis_cannot_fine_tune_in_one_line(hetmap):
     assert_one_line_error(result, "cannot fine-tune", "6 rows for 8 input samples")
 
 
+def test_a_model_whose_first_output_is_its_arg_max_cannot_fine_tune_in_one_line(hetmap):
+    model = messy.two_heads()
+    argmax = onnx.helper.make_node("ArgMax", ["y"], ["label"], axis=1, keepdims=0, name="label")
+    model.graph.node.append(argmax)
+    model.graph.output.insert(0, onnx.helper.make_tensor_value_info("label", onnx.TensorProto.INT64, ["batch"]))
+    onnx.save(model, "model.onnx")
+    np.savez("data.npz", x=np.random.default_rng(0).standard_normal((40, 8), dtype=np.float32))
+    common = ("-t", "hermes", "--data", "data.npz", "--train", "data.npz", "--allow-over-budget")
+    assert hetmap("compile", "model.onnx", *common, "-o", "plain").exit_code == 0  # sensitivity scores the labels
+    assert_one_line_error(hetmap("compile", "model.onnx", *common, "--finetune", "1"), "int64", "first output")
+
+
 def test_labels_outside_the_model_classes_are_one_line(hetmap):
     np.savez("train.npz", x=np.load(reference_path("mlp.train.npz"))["x"][:8], y=np.full(8, 99))
     result = hetmap(
