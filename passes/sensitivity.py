@@ -158,7 +158,7 @@ def _predicted(model: ir.Model, scorer: Scorer, sweep, names: list[str]) -> dict
 def _measured(model: ir.Model, sweep, names: list[str], predicted: dict[str, Predicted], workers) -> dict:
     """The suffix engine's sweep of every option not predicted, layers grouped by the options they measure."""
     wanted = {name: predicted[name].exact if name in predicted else sweep.options for name in names}
-    swept = {name: LayerSweep({}, 0, 0, set()) for name in names}
+    swept = {name: LayerSweep({}, 0, set()) for name in names}
     for options in dict.fromkeys(wanted.values()):
         group = [name for name in names if wanted[name] == options]
         if options:

@@ -64,7 +64,6 @@ class Sweep:
 class LayerSweep:
     outputs: dict[str, list[np.ndarray]]  # per option, one array of outputs per draw, in the data's order
     rows_run: int  # sample x variant evaluations computed
-    rows_total: int  # ... and those a sweep without the screen would run
     over: set[str]  # options stopped once sure to drop more than `stop_above`: their drops are lower bounds
 
 
@@ -119,7 +118,7 @@ def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, L
     activations = list(dict.fromkeys(v.name for cut in cuts.values() for v in cut.inputs if v.name not in data))
     probe, elsewhere = probe_activations(model, activations, data, probe_rows, sweep.stackable)
     # a layer of another output leaves the scored one as it is; one that reads an activation not cut into rows runs whole
-    results = {name: _unperturbed(sweep, size) for name in names if not cuts[name].reaches_output}
+    results = {name: _unperturbed(sweep) for name in names if not cuts[name].reaches_output}
     for name in names:
         if name not in results and any(value.name in elsewhere for value in cuts[name].inputs):
             results[name] = _whole_model(model, sweep, layers[name])
@@ -198,7 +197,7 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: Source, samples, bat
             for name in names:
                 complete = measured[name] if sweep.screen is None else sweep.screen.complete(measured[name])
                 outputs[option_of(name)].append(complete)
-    return LayerSweep(outputs, rows_run, source.size * variants, over)
+    return LayerSweep(outputs, rows_run, over)
 
 
 class _LayerPlan:
@@ -282,10 +281,10 @@ def draw_weights(simulation: Simulation, layer: str, names: list[str], sweep: Sw
     return values
 
 
-def _unperturbed(sweep: Sweep, size: int) -> LayerSweep:
+def _unperturbed(sweep: Sweep) -> LayerSweep:
     """Every variant of a layer the scored output does not depend on: that output, unperturbed."""
     outputs = {option: [sweep.unperturbed] * (sweep.draws if option == ANALOG else 1) for option in sweep.options}
-    return LayerSweep(outputs, 0, size * len(variant_names(sweep.options, sweep.draws)), set())
+    return LayerSweep(outputs, 0, set())
 
 
 def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
@@ -317,4 +316,4 @@ def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
             ordered = np.concatenate(parts)  # in the screen's order when there is one
             outputs[option].append(ordered if sweep.screen is None else sweep.screen.complete(ordered))
     rows = sum(len(array) for arrays in outputs.values() for array in arrays)
-    return LayerSweep(outputs, rows, rows, set())
+    return LayerSweep(outputs, rows, set())

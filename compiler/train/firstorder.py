@@ -28,9 +28,10 @@ import onnx_ir as ir
 
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.annotations import layer_annotation
+from hetmap.sim.activations import open_session, outputs_of
 from hetmap.sim.cut import layer_cut, suffix_model
 from hetmap.sim.layerwise import draw_weights, option_of, variant_names
-from hetmap.sim.sessions import release_graphs, session_for
+from hetmap.sim.sessions import release_graphs
 from hetmap.sim.simulation import build_simulation
 
 TRACKED_CLASSES = 3  # each sample's best scores whose gradients are taken (more changed no resnet20 drop)
@@ -139,15 +140,11 @@ class _State:
         self.bytes_per_sample = sum(o.numel() * o.element_size() for o in outputs) * 2 * (1 + self.tracked) // count
         for (name, cut), gradient in zip(cuts.items(), gradients):
             arguments, output = self.held[name]
-            read = [arguments[k] for k, value in enumerate(cut.layer.inputs) if value in cut.inputs]
-            if name in self.unbatched or any(a.dim() == 0 or len(a) != count for a in [*read, output]):
+            read = {value.name: arguments[k] for k, value in enumerate(cut.layer.inputs) if value in cut.inputs}
+            if name in self.unbatched or any(a.dim() == 0 or len(a) != count for a in [*read.values(), output]):
                 self.unbatched.add(name)
                 continue
-            fed = {
-                value.name: arguments[k].detach().numpy()
-                for k, value in enumerate(cut.layer.inputs)
-                if value in cut.inputs
-            }
+            fed = {value_name: tensor.detach().numpy() for value_name, tensor in read.items()}
             nominal = output.detach().numpy()
             perturbed = self._perturbed(model, name, cut, fed)
             if perturbed is None or perturbed.shape != (len(self.variants[name]) * count, *nominal.shape[1:]):
@@ -172,7 +169,7 @@ class _State:
             if name not in self.runs:
                 self.runs[name] = _layer_run(model, self.sweep, self.layers[name], cut, self.variants[name], fed)
             session, weights = self.runs[name]
-            return session.run(None, {**fed, **weights, **session.hetmap_feeds})[0]
+            return outputs_of(session, [session.get_outputs()[0].name], {**fed, **weights})[0]
         except Exception:  # noqa: BLE001 (onnxruntime's own error types): prediction is optional, measuring is not
             return None
 
@@ -208,4 +205,4 @@ def _layer_run(model, sweep, layer, cut, variants: list[str], samples: dict[str,
     alone = suffix_model(model, cut, annotations, samples, set(samples), output=cut.layer.outputs[0])
     simulation = build_simulation(alone, sweep.target, copy=False)
     weights = draw_weights(simulation, layer.name, variants, sweep, 0)
-    return session_for(simulation.model, simulation.drawn_names(), feed_matrices=True), weights
+    return open_session(simulation.model, simulation.drawn_names()), weights
