@@ -189,3 +189,22 @@ def test_the_weights_guard_prefers_within_then_the_objective_then_the_lower_uppe
     assert not _verified_better(outcome(0.5, 0.4, WITHIN), outcome(0.9, 0.45, WITHIN), options)
     assert not _verified_better(outcome(0.9, 0.4, WITHIN), outcome(0.9, 0.45, WITHIN), options)  # ties: the holder
     assert _verified_better(outcome(0.0, 1.2, OVER), outcome(0.9, 1.6, OVER), options)
+
+
+def test_where_no_mapping_can_verify_the_budget_a_candidate_that_changed_nothing_ships_at_once():
+    """150 held-out samples cannot verify 0.5 points; analog broke no held-out sample, so nothing could do better:
+    the other candidate is not verified and no harbour is measured."""
+    decision, problem = decision_with({"analog": 0.2, "int4": 0.3})
+    asked = []
+
+    def verify(mapping):
+        asked.append(mapping["l0"])
+        return verified_drop(np.ones(150), np.ones((3, 150)), confidence=0.95)
+
+    shipped, drop = choose_verified(decision, problem, no_measure, verify, 0.5, "analog-share")
+    assert asked == ["analog"] and shipped.mapping == {"l0": "analog"}
+    assert drop.verdict(0.5) == INCONCLUSIVE and drop.mean_points == 0.0
+    verifiable, _ = choose_verified(
+        *decision_with({"analog": 0.2, "int4": 0.3}), no_measure, verify, 2.0, "analog-share"
+    )
+    assert verifiable.mapping == {"l0": "analog"}  # within a budget the data can verify: the usual rule
