@@ -22,30 +22,32 @@ Every decision above is made on the decision part of the data. The best
 candidates are then verified once each on the held-out verification part
 (hetmap.sim.confidence): the first whose confidence interval lies within the
 budget ships. Candidates come by objective, then from a ladder of solves at
-shrinking shares of the budget (narrower intervals), then the harbours. When none does, the one with the lowest upper bound ships,
-marked over the budget when its whole interval is, else inconclusive, with
-a note of how many samples would resolve the budget.
+shrinking shares of the budget (narrower intervals), then the harbours.
+When none does, the one with the lowest upper bound ships, marked over the
+budget when its whole interval is, else inconclusive, with a note of how
+many samples would resolve the budget. Where the held-out data is too small
+for any mapping to verify the budget, candidates go best objective first and
+stop at one that changed no held-out sample: no candidate after it could
+have both a lower upper bound and a better objective
+(hetmap.verification.choose_verified).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
-from scipy.stats import norm
 
 from hetmap.mapping.cost import dram_surcharge_pj_per_byte, layer_cost, mapping_energy_pj, weight_bytes
 from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
-from hetmap.mapping.search import Attempt, Decision, best, decide, rank, safest, solve_and_verify
-from hetmap.mapping.solver import Problem, predicted_drop
+from hetmap.mapping.search import Attempt, Decision, best, decide, solve_and_verify
+from hetmap.mapping.solver import Problem
 from hetmap.pipeline import Pass, PassContext, scoring_dataset, verification_dataset
 from hetmap.sim.confidence import WITHIN, VerifiedDrop
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
-from hetmap.verification import Verifier, put_weights
+from hetmap.verification import Verifier, choose_verified, put_weights
 
 PARETO_BUDGETS = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -255,97 +257,6 @@ class _Measure:
             energy_pj=mapping_energy_pj(self.layers, mapping, self.target),
             analog_weight_share=sum(l.weight_count for l in analog) / self.total_weights,
         )
-
-
-FIRST_VERIFIED = 2  # attempts at the whole budget verified first, by objective
-LADDER = (0.5, 0.25, 0.125)  # shares of the budget the solver is asked again at while nothing verified
-LADDER_ROUNDS = 2  # correction rounds per rung
-
-
-def choose_verified(
-    decision: Decision,
-    problem: Problem,
-    measure: Callable[[dict[str, str], float], Attempt],
-    verify: Callable[[dict[str, str]], VerifiedDrop],
-    budget: float,
-    objective: str,
-    offset: float = 0.0,
-) -> tuple[Attempt, VerifiedDrop]:
-    """Verify candidates on the held-out data, best first; the first within the budget ships.
-
-    Candidates: the attempts within the budget on the decision data by
-    objective (two), else the others by measured drop; then a ladder: the
-    solver asked again at a half, a quarter, an eighth of the budget, each
-    rung's best mapping within its smaller budget on the decision data (a
-    mapping with a small drop changes few held-out samples, so its interval
-    is narrow enough to verify where the budget's own mapping cannot be;
-    climbed only when the held-out samples could verify the budget at all);
-    then the safest mapping (each layer's least measured drop) and the
-    all-widest-digital one, the harbour when the data cannot vouch for analog
-    layers. Every mapping is measured on the decision data before it is
-    verified (once: attempts are reused). When none is within, the one with
-    the lowest upper bound ships.
-    `offset`: the drop the noiseless weights already have (see solve_and_verify).
-    """
-    known = {_key(a.mapping): a for a in decision.attempts}
-
-    def measured(mapping: dict[str, str], predicted: float) -> Attempt:
-        if _key(mapping) not in known:
-            known[_key(mapping)] = measure(mapping, predicted)
-            decision.attempts.append(known[_key(mapping)])
-        return known[_key(mapping)]
-
-    verified: list[tuple[Attempt, VerifiedDrop]] = []
-
-    def first_within(candidates: list[Attempt]) -> tuple[Attempt, VerifiedDrop] | None:
-        for attempt in candidates:
-            if any(attempt is done for done, _ in verified):
-                continue
-            drop = verify(attempt.mapping)
-            attempt.verified_drop_points, attempt.verified_low_points, attempt.verified_high_points = (
-                drop.mean_points,
-                drop.low_points,
-                drop.high_points,
-            )
-            verified.append((attempt, drop))
-            if drop.verdict(budget) == WITHIN:
-                return attempt, drop
-        return None
-
-    feasible = [a for a in decision.attempts if a.measured_drop_points <= budget]
-    ordered = sorted(feasible, key=lambda a: rank(a, objective))
-    ordered += sorted((a for a in decision.attempts if a not in feasible), key=lambda a: a.measured_drop_points)
-    found = first_within(ordered[:FIRST_VERIFIED])
-    drop = verified[0][1] if verified else None
-    can_verify = drop is not None and _narrowest_half_width(drop.samples, drop.confidence) < budget
-    for share in LADDER if can_verify else ():
-        if found:
-            return found
-        rung = solve_and_verify(problem, measured, budget * share, objective, offset, LADDER_ROUNDS)
-        within = [a for a in rung if a.measured_drop_points <= budget * share]
-        found = first_within([best(within, objective)] if within else [])
-    digital = next(o for o in problem.options if o != ANALOG)  # the widest digital unit comes first
-    for harbour in (safest(problem), dict.fromkeys(problem.layers, digital)):
-        if found:
-            return found
-        found = first_within([measured(harbour, offset + predicted_drop(problem, harbour))])
-    return found or min(verified, key=lambda pair: (pair[1].high_points, rank(pair[0], objective)))
-
-
-def _narrowest_half_width(samples: int, confidence: float) -> float:
-    """Half the interval of a mapping that changes no held-out sample (only the two pseudo-samples spread it).
-
-    No mapping verifies a budget below it, so the ladder is not climbed then.
-    """
-    if confidence <= 0:
-        return 0.0
-    if samples < 2:
-        return math.inf
-    return float(norm.ppf(0.5 + confidence / 2) * math.sqrt(2 * 100.0**2 / (samples + 1) / samples))
-
-
-def _key(mapping: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(mapping.items()))
 
 
 def _summary(verifier: Verifier, drop: VerifiedDrop, budget: float) -> Verification:

@@ -5,14 +5,16 @@ scores are drawn so that its true drop is known, and the test states what
 the interval says and which mapping must ship.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from hetmap.graph.data import Dataset, split_dataset
 from hetmap.mapping.search import Attempt, Decision
 from hetmap.mapping.solver import Problem
-from hetmap.passes.assign import choose_verified
 from hetmap.sim.confidence import INCONCLUSIVE, OVER, WITHIN, verified_drop
+from hetmap.verification import choose_verified
 
 
 def labelled(samples: int = 300, classes: int = 3) -> Dataset:
@@ -189,3 +191,41 @@ def test_the_weights_guard_prefers_within_then_the_objective_then_the_lower_uppe
     assert not _verified_better(outcome(0.5, 0.4, WITHIN), outcome(0.9, 0.45, WITHIN), options)
     assert not _verified_better(outcome(0.9, 0.4, WITHIN), outcome(0.9, 0.45, WITHIN), options)  # ties: the holder
     assert _verified_better(outcome(0.0, 1.2, OVER), outcome(0.9, 1.6, OVER), options)
+
+
+def test_where_no_mapping_can_verify_the_budget_a_candidate_that_changed_nothing_ships_at_once():
+    """150 held-out samples cannot verify 0.5 points; analog broke no held-out sample, so nothing could do better:
+    the other candidate is not verified and no harbour is measured."""
+    decision, problem = decision_with({"analog": 0.2, "int4": 0.3})
+    asked = []
+
+    def verify(mapping):
+        asked.append(mapping["l0"])
+        return verified_drop(np.ones(150), np.ones((3, 150)), confidence=0.95)
+
+    shipped, drop = choose_verified(decision, problem, no_measure, verify, 0.5, "analog-share")
+    assert asked == ["analog"] and shipped.mapping == {"l0": "analog"}
+    assert drop.verdict(0.5) == INCONCLUSIVE and drop.mean_points == 0.0
+    verifiable, _ = choose_verified(
+        *decision_with({"analog": 0.2, "int4": 0.3}), no_measure, verify, 2.0, "analog-share"
+    )
+    assert verifiable.mapping == {"l0": "analog"}  # within a budget the data can verify: the usual rule
+
+
+def test_where_no_mapping_can_verify_the_budget_a_harbour_of_less_energy_ties_the_bound_and_ships():
+    """As on ResNet-50 with 256 samples: the solver's mapping changed no held-out sample, and the safest mapping
+    (here int8) would too at less energy: it is measured and verified, and ships; the rest cannot win."""
+    decision, problem = decision_with({"int4": 0.3, "analog": 5.0})  # energies 1 and 2
+    problem = dataclasses.replace(problem, energy_pj=np.array([[2.0, 0.5, 1.0]]))  # analog, int8, int4
+    asked, measured = [], []
+
+    def verify(mapping):
+        asked.append(mapping["l0"])
+        return verified_drop(np.ones(150), np.ones((3, 150)), confidence=0.95)
+
+    def measure(mapping, predicted):
+        measured.append(mapping["l0"])
+        return Attempt(dict(mapping), predicted, 0.0, 0.0, 0.5, 0.0)
+
+    shipped, drop = choose_verified(decision, problem, measure, verify, 0.5, "energy")
+    assert asked == ["int4", "int8"] and measured == ["int8"] and shipped.mapping == {"l0": "int8"}
