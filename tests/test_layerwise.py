@@ -23,6 +23,7 @@ from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
 from hetmap.passes.sensitivity import Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
+from hetmap.sim import activations, layerwise
 from hetmap.sim.cut import find_cut
 from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
@@ -155,6 +156,40 @@ def test_a_cut_feeds_activations_and_recomputes_shapes():
     assert cut.nodes[0].name == first and cut.reaches_output
     assert all(value.dtype in (ir.DataType.FLOAT, ir.DataType.INT64) for value in cut.inputs)
     assert all(value.dtype == ir.DataType.FLOAT for value in cut.inputs if value.producer() is not None)
+
+
+def one_layer_per_group(names, *args):
+    return [([name], True) for name in names]
+
+
+@pytest.mark.parametrize("carried", [True, False])
+@pytest.mark.parametrize("name", ["cnn", "resnet", "transformer", "dynamo"])
+def test_activations_carried_from_group_to_group_give_the_same_drops_and_run_the_network_about_once(
+    name, carried, monkeypatch, torch_attention_exports
+):
+    """One layer per group: each group's activations computed from what the last left live (the network runs
+    about once), or, with nothing kept, from the inputs again; drops as the whole model's either way."""
+    if name in REFERENCE_MODELS:
+        proto, dataset = reference(name, samples=24)
+    else:
+        proto = torch_attention_exports[name] if name == "dynamo" else messy.HAND_BUILT[name]()
+        rng = np.random.default_rng(0)
+        shape = (24, 6, 8) if name == "dynamo" else None
+        feeds = {proto.graph.input[0].name: rng.standard_normal(shape, dtype=np.float32)} if shape else None
+        dataset = Dataset(feeds or random_inputs(proto, batch=24), None, "feeds")
+    whole = decide(proto, dataset, "whole", "tiny", assign=False)["sensitivity"]
+    run = []
+    segment_model = activations.segment_model
+    monkeypatch.setattr(
+        activations, "segment_model", lambda m, nodes, *a: run.append(len(nodes)) or segment_model(m, nodes, *a)
+    )
+    monkeypatch.setattr(layerwise, "_groups", one_layer_per_group)
+    monkeypatch.setattr(layerwise, "CACHE_BYTES", layerwise.CACHE_BYTES if carried else 0)
+    grouped = decide(proto, dataset, "suffix", "tiny", assign=False)["sensitivity"]
+    assert_same_drops(whole, grouped)
+    nodes = len(ir.serde.deserialize_model(proto).graph)
+    if name in REFERENCE_MODELS:  # the attention export's other layers read activations measured whole
+        assert len(run) > 2 and (sum(run) < 1.5 * nodes) == carried
 
 
 def sensitivity_with(workers: Workers) -> dict:

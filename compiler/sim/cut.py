@@ -170,6 +170,59 @@ def suffix_model(
     return ir.Model(graph, ir_version=model.ir_version)
 
 
+def segment_nodes(model: ir.Model, outputs: list[str], fed: set[str]) -> list[ir.Node]:
+    """The nodes, in graph order, that compute the named `outputs` from the values named in `fed`, or from the
+    graph inputs where those do not reach."""
+    values = {v.name: v for node in model.graph for v in node.outputs}
+    chosen, stack = {}, [values[name].producer() for name in outputs if name not in fed]
+    while stack:
+        node = stack.pop()
+        if id(node) not in chosen:
+            chosen[id(node)] = node
+            stack += [v.producer() for v in node.inputs if _external(v, set()) and v.name not in fed and v.producer()]
+    return [node for node in model.graph if id(node) in chosen]
+
+
+def segment_model(model: ir.Model, nodes: list[ir.Node], outputs: list[str], fed: dict[str, np.dtype]) -> ir.Model:
+    """A model of `nodes` (segment_nodes) computing the named outputs, its inputs the values `fed` (name: dtype, one
+    row per sample) and graph inputs they read; weights shared with `model`, never copied."""
+    produced = {output for node in nodes for output in node.outputs}
+    mapped: dict[ir.Value, ir.Value] = {}
+    for value in (v for node in nodes for v in node.inputs if _external(v, produced)):
+        if value.name in fed:
+            rank = None if value.shape is None else len(value.shape)
+            shape = None if rank is None else ir.Shape(["batch", *[None] * (rank - 1)])
+            mapped[value] = ir.Value(
+                name=value.name, type=ir.TensorType(ir.DataType.from_numpy(fed[value.name])), shape=shape
+            )
+        else:
+            mapped[value] = ir.Value(name=value.name, type=value.type, shape=value.shape)
+    inputs = list(mapped.values())
+    initializers = {}
+    copies = []
+    for node in nodes:
+        for value in node.inputs:
+            if value is not None and value not in mapped:  # a weight: shared, not copied
+                initializers[value.name] = ir.Value(name=value.name, type=value.type, shape=value.shape)
+                initializers[value.name].const_value = value.const_value
+                mapped[value] = initializers[value.name]
+        copy = _clone(node, [mapped[v] if v is not None else None for v in node.inputs], node.name)
+        for old, new in zip(node.outputs, copy.outputs):
+            new.name, new.type = old.name, old.type
+            mapped[old] = new
+        copies.append(copy)
+    by_name = {old.name: new for old, new in mapped.items() if old in produced}
+    graph = ir.Graph(
+        inputs,
+        [by_name[name] for name in outputs],
+        nodes=copies,
+        initializers=list(initializers.values()),
+        opset_imports=dict(model.opset_imports),
+        name="segment",
+    )
+    return ir.Model(graph, ir_version=model.ir_version)
+
+
 def shared_copy(model: ir.Model) -> ir.Model | None:
     """A copy of the graph's structure that shares every weight tensor (no bytes copied); None with control flow."""
     if has_subgraphs(model) or model.functions:

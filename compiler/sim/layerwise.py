@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 from hetmap.mapping.annotations import layer_annotation
 from hetmap.mapping.mapping import ANALOG
-from hetmap.sim.activations import Source, open_session, outputs_of, probe_activations
+from hetmap.sim.activations import Source, Walk, open_session, outputs_of, probe_activations
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer
@@ -126,9 +126,10 @@ def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, L
     batched = {n for n, a in data.items() if a.ndim} | {n for n, a in probe.items() if a.ndim and len(a) == probe_rows}
     samples = {**{n: a[:probe_rows] if a.ndim else a for n, a in data.items()}, **probe}
     largest = max(per_sample.values(), default=0) or max((a[:1].nbytes for a in data.values()), default=1)
+    walk = Walk(model, data, sweep.batch, sweep.stackable, CACHE_BYTES)
     for group, cached in _groups([name for name in names if name not in results], cuts, per_sample, size, data):
         wanted = list(dict.fromkeys(v.name for n in group for v in cuts[n].inputs if v.name not in data))
-        source = Source(model, wanted, data, sweep.batch, cached, batched)
+        source = Source(model, wanted, data, sweep.batch, walk if cached else None, batched)
         for name in group:
             results[name] = _measure_layer(model, sweep, layers[name], cuts[name], source, samples, batched, largest)
     return {name: results[name] for name in names}
@@ -310,7 +311,7 @@ def _whole_model(model: ir.Model, sweep: Sweep, layer) -> LayerSweep:
             if option == ANALOG:
                 program_rng, (read_rng,) = draw_generators(sweep.seed, draw, 1)
                 weights = simulation.draw(program_rng, sweep.t_inference_s, read_rng)
-            source = Source(model, [], sweep.inputs, sweep.batch, True, set(sweep.inputs))
+            source = Source(model, [], sweep.inputs, sweep.batch, None, set(sweep.inputs))
             names = list(source.data)
             parts = [_run(session, {**source.get(names, a, b), **weights}) for a, b in source.ranges(sweep.batch)]
             ordered = np.concatenate(parts)  # in the screen's order when there is one
