@@ -204,8 +204,12 @@ def sensitivity_with(workers: Workers) -> dict:
 def run_with(workers: Workers) -> list:
     model, reports = compiled_example("cnn", "hermes", "mixed")
     dataset = Dataset({"x": np.load(reference_path("cnn.test.npz"))["x"][:64]}, None, "cnn")
-    report = evaluate(model, "cnn", dataset, ["1h", "1y"], seeds=3, seed=5, workers=workers)
+    report = evaluate(model, "cnn", dataset, ["1h", "1y"], seeds=4, seed=5, workers=workers)
     return [result.per_seed for result in report.drifts]
+
+
+def test_draws_go_to_local_workers_only_when_they_share_out_evenly():
+    assert Workers(2).even(4) and not Workers(2).even(3) and Workers(16).even(3) and Workers(1, "local").even(3)
 
 
 def test_two_local_workers_give_the_serial_results():

@@ -43,6 +43,14 @@ class Workers:
     def parallel(self) -> bool:
         return self.ray_address is not None or self.count > 1
 
+    def even(self, jobs: int) -> bool:
+        """Whether `jobs` of equal cost share out evenly among local workers (a cluster takes any number).
+
+        Unevenly, the busiest worker runs more of them than a fair share, on fewer threads: ResNet-50's 3
+        draws on 2 workers took 24-32 s a mapping against 19 s in one process of 2 threads.
+        """
+        return self.ray_address is not None or jobs % min(self.count, jobs) == 0
+
 
 def default_worker_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

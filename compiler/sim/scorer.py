@@ -139,7 +139,7 @@ class Scorer:
         The converters-only run costs one more pass over the data, so only `hetmap run` asks for it.
         `what` names the variant in the error a non-finite output raises; with `per_sample`, each
         metric is the array of the samples' scores (a confidence interval needs them); `workers`
-        share out the draws; `screened` skips samples that cannot flip (hetmap.sim.screen).
+        share out the draws when they split evenly; `screened` skips samples that cannot flip (hetmap.sim.screen).
         """
         baked = self.dataset.size >= BAKED_FROM_SAMPLES
         simulation: Simulation = build_simulation(annotated, target, shifted_adc=baked)
@@ -152,7 +152,7 @@ class Scorer:
             return nominal, [[nominal] * seeds for _ in times]
         shared = _Runs(target, times, seed, inputs, batch, screen, baked)
         done = {}
-        if workers.parallel and seeds > 1:
+        if workers.parallel and seeds > 1 and workers.even(seeds):
             parts = split(list(range(seeds)), workers.count)
             for part, outputs in zip(parts, map_parts(_draws_outputs, annotated, shared, parts, workers)):
                 done.update(zip(part, outputs))
