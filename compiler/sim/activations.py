@@ -70,7 +70,8 @@ def _rows(single: dict[str, np.ndarray], double: dict[str, np.ndarray], name: st
 
 
 class Source:
-    """The inputs a suffix reads, sample range by sample range: cached once, or computed per range.
+    """The inputs a suffix reads, sample range by sample range: computed for every sample at once by a Walk, or
+    per range.
 
     An activation not in `batched` (one computed from weights alone) is the same for every range, and is
     kept and given whole.

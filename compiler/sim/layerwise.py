@@ -1,8 +1,10 @@
 """One layer perturbed at a time, from activations computed once: sensitivity's measurements.
 
-The full-precision model runs once over the data with every activation a
-layer's suffix reads as an extra output (in groups that fit CACHE_BYTES,
-else streamed chunk by chunk). Each layer then gets one suffix session
+The activations the layers' suffixes read are computed from the
+full-precision model group by group (as many layers as fit CACHE_BYTES),
+each group's from the values the one before left (hetmap.sim.activations.Walk),
+so the network runs about once in all; a layer whose own activations do not
+fit has them streamed chunk by chunk. Each layer then gets one suffix session
 holding a copy of the layer per variant (each Monte-Carlo draw of analog,
 each digital width) stacked along the batch, so one run scores them all;
 analog draws are fed as inputs with exactly the noise `Scorer.simulate`
