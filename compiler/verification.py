@@ -94,8 +94,9 @@ def choose_verified(
     verified (once: attempts are reused). When none is within, the one with
     the lowest upper bound ships, ties to the objective; where no mapping can
     be within, candidates go best objective first and stop at one whose bound
-    is already a changeless mapping's (_at_floor): half the whole-network
-    simulations on ResNet-50 with 256 samples.
+    is already a changeless mapping's (_at_floor), passing over attempts that
+    broke the budget on the decision data from then on: 5 whole-network
+    simulations instead of 8 on ResNet-50 with 256 samples.
     `offset`: the drop the noiseless weights already have (see solve_and_verify).
     """
     known = {_key(a.mapping): a for a in decision.attempts}
@@ -133,12 +134,15 @@ def choose_verified(
     if not found and _narrowest_half_width(verified[0][1].samples, verified[0][1].confidence) >= budget:
         # No mapping can be within: the lowest upper bound ships, ties to the objective. Candidates go best
         # objective first, and stop once the best bound so far is a changeless mapping's (only one that fixes
-        # held-out samples on net could go below it) and none left has a better objective.
+        # held-out samples on net could go below it) and none left has a better objective; an attempt that
+        # broke the budget on the decision data is not verified then (it would have to change no sample here).
         pending = [*ordered[1:FIRST_VERIFIED], *harbours]
         for candidate in sorted(pending, key=lambda c: _rank_of(c, problem, objective)):
             holder, drop = lowest()
             if _at_floor(drop) and _rank_of(candidate, problem, objective) >= rank(holder, objective):
                 break
+            if _at_floor(drop) and isinstance(candidate, Attempt) and candidate.measured_drop_points > budget:
+                continue
             if isinstance(candidate, dict):
                 candidate = measured(candidate, offset + predicted_drop(problem, candidate))
             first_within([candidate])

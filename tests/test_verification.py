@@ -206,6 +206,11 @@ def test_where_no_mapping_can_verify_the_budget_a_candidate_that_changed_nothing
     shipped, drop = choose_verified(decision, problem, no_measure, verify, 0.5, "analog-share")
     assert asked == ["analog"] and shipped.mapping == {"l0": "analog"}
     assert drop.verdict(0.5) == INCONCLUSIVE and drop.mean_points == 0.0
+    decision, problem = decision_with({"analog": 0.2, "int4": 5.0})
+    decision.attempts[1].analog_weight_share, decision.attempts[1].energy_pj = 1.0, 0.5  # better, but over budget
+    asked.clear()
+    shipped, _ = choose_verified(decision, problem, no_measure, verify, 0.5, "analog-share")
+    assert asked == ["analog"] and shipped.mapping == {"l0": "analog"}
     verifiable, _ = choose_verified(
         *decision_with({"analog": 0.2, "int4": 0.3}), no_measure, verify, 2.0, "analog-share"
     )

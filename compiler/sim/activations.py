@@ -147,7 +147,7 @@ class Walk:
             session = open_session(segment_model(self.model, nodes, outputs, fed), set())
             carried = self._rows(session, outputs, later)
             parts = [dict(zip(outputs, outputs_of(session, outputs, self._feeds(session, *r)))) for r in self._ranges()]
-            rows = set(batched) | carried
+            rows = set(batched) | carried if len(parts) > 1 else set()  # one run: its arrays as they are
             computed = {n: np.concatenate([p[n] for p in parts]) if n in rows else parts[0][n] for n in outputs}
         found = {name: self.live[name] if name in self.live else computed[name] for name in names}
         values = {v.name: v for node in self.model.graph for v in node.outputs}
