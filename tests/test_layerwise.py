@@ -192,6 +192,17 @@ def test_activations_carried_from_group_to_group_give_the_same_drops_and_run_the
         assert len(run) > 2 and (sum(run) < 1.5 * nodes) == carried
 
 
+@pytest.mark.parametrize("name", ["multi_input_int64_scalar", "symbolic_dims", "grouped_and_depthwise_conv"])
+def test_activations_streamed_range_by_range_give_the_same_drops(name, monkeypatch):
+    """No group fits: each layer's activations come range by range, from the nodes they need and the inputs
+    those read (a model of two inputs whose first layers read one)."""
+    proto = messy.HAND_BUILT[name]()
+    dataset = Dataset(random_inputs(proto, batch=8), None, "feeds")
+    whole = decide(proto, dataset, "whole", "tiny", assign=False)["sensitivity"]
+    monkeypatch.setattr(layerwise, "CACHE_BYTES", 0)
+    assert_same_drops(whole, decide(proto, dataset, "suffix", "tiny", assign=False)["sensitivity"])
+
+
 def sensitivity_with(workers: Workers) -> dict:
     proto, dataset = reference("resnet", samples=32)
     model = ir.serde.deserialize_model(proto)

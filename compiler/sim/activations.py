@@ -101,7 +101,8 @@ class Source:
             self.session = open_session(
                 segment_model(self.model, segment_nodes(self.model, self.names, set()), self.names, {}), set()
             )
-        return dict(zip(self.names, outputs_of(self.session, self.names, self._slice(start, stop))))
+        feeds = {name: array for name, array in self._slice(start, stop).items() if name in _inputs(self.session)}
+        return dict(zip(self.names, outputs_of(self.session, self.names, feeds)))
 
     def get(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
         inputs = self._slice(start, stop)
