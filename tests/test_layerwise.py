@@ -169,14 +169,12 @@ def test_activations_carried_from_group_to_group_give_the_same_drops_and_run_the
 ):
     """One layer per group: each group's activations computed from what the last left live (the network runs
     about once), or, with nothing kept, from the inputs again; drops as the whole model's either way."""
-    if name in REFERENCE_MODELS:
-        proto, dataset = reference(name, samples=24)
+    if name == "dynamo":
+        proto = torch_attention_exports[name]
+        x = np.random.default_rng(0).standard_normal((24, 6, 8), dtype=np.float32)
+        dataset = Dataset({proto.graph.input[0].name: x}, None, "x")
     else:
-        proto = torch_attention_exports[name] if name == "dynamo" else messy.HAND_BUILT[name]()
-        rng = np.random.default_rng(0)
-        shape = (24, 6, 8) if name == "dynamo" else None
-        feeds = {proto.graph.input[0].name: rng.standard_normal(shape, dtype=np.float32)} if shape else None
-        dataset = Dataset(feeds or random_inputs(proto, batch=24), None, "feeds")
+        proto, dataset = reference(name, samples=24)
     whole = decide(proto, dataset, "whole", "tiny", assign=False)["sensitivity"]
     run = []
     segment_model = activations.segment_model

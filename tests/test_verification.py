@@ -195,7 +195,8 @@ def test_the_weights_guard_prefers_within_then_the_objective_then_the_lower_uppe
 
 def test_where_no_mapping_can_verify_the_budget_a_candidate_that_changed_nothing_ships_at_once():
     """150 held-out samples cannot verify 0.5 points; analog broke no held-out sample, so nothing could do better:
-    the other candidate is not verified and no harbour is measured."""
+    a candidate of a worse objective is not verified, nor one of a better objective that broke the budget on the
+    decision data, and no harbour is measured."""
     decision, problem = decision_with({"analog": 0.2, "int4": 0.3})
     asked = []
 
