@@ -129,7 +129,10 @@ def choose_verified(
     ordered += sorted((a for a in decision.attempts if a not in feasible), key=lambda a: a.measured_drop_points)
     digital = next(o for o in problem.options if o != ANALOG)  # the widest digital unit comes first
     harbours = [safest(problem), dict.fromkeys(problem.layers, digital)]
-    lowest = lambda: min(verified, key=lambda pair: (pair[1].high_points, rank(pair[0], objective)))  # noqa: E731
+
+    def lowest() -> tuple[Attempt, VerifiedDrop]:
+        return min(verified, key=lambda pair: (pair[1].high_points, rank(pair[0], objective)))
+
     found = first_within(ordered[:1])
     if not found and _narrowest_half_width(verified[0][1].samples, verified[0][1].confidence) >= budget:
         # No mapping can be within: the lowest upper bound ships, ties to the objective. Candidates go best

@@ -39,6 +39,27 @@ def _activations_session(model: ir.Model, names: list[str]) -> ort.InferenceSess
             model.graph.outputs.pop()
 
 
+def _segment_session(model: ir.Model, names: list[str]) -> ort.InferenceSession:
+    """A session of just the nodes that compute the named activations of the unperturbed model from its inputs."""
+    return open_session(segment_model(model, segment_nodes(model, names, set()), names, {}), set())
+
+
+def _computed(session: ort.InferenceSession, names: list[str], available: dict[str, np.ndarray]) -> dict:
+    """The named outputs of a segment's session, fed from `available` what it reads."""
+    inputs = [i.name for i in session.get_inputs() if i.name not in session.hetmap_feeds]
+    return dict(zip(names, outputs_of(session, names, {name: available[name] for name in inputs})))
+
+
+def _ranges(data: dict[str, np.ndarray], step: int) -> list[tuple[int, int]]:
+    """Ranges of `step` samples over the data (its arrays of one or more axes hold one sample per row)."""
+    size = max((len(a) for a in data.values() if a.ndim), default=1)
+    return [(start, min(start + step, size)) for start in range(0, size, step)]
+
+
+def _sliced(arrays: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    return {name: a[start:stop] if a.ndim else a for name, a in arrays.items()}
+
+
 def full_precision(model: ir.Model, names: list[str], *feeds: dict[str, np.ndarray]):
     """The named activations of the unperturbed model on `feeds` (one dict; one per feeds given when several)."""
     if not names:
@@ -54,13 +75,17 @@ def probe_activations(model: ir.Model, names: list[str], data: dict[str, np.ndar
     The second needs a free batch size: the first sample once and twice, in the same session; an activation
     whose shape changes other than from 1 row to 2 is one.
     """
-    head = {n: a[:rows] if a.ndim else a for n, a in data.items()}
+    head = _sliced(data, 0, rows)
     if not free_batch or not names:
         return full_precision(model, names, head), set()
-    once = {n: a[:1] if a.ndim else a for n, a in data.items()}
-    twice = {n: np.concatenate([a[:1], a[:1]]) if a.ndim else a for n, a in data.items()}
-    first, single, double = full_precision(model, names, head, once, twice)
+    once = _sliced(data, 0, 1)
+    first, single, double = full_precision(model, names, head, once, _twice(once))
     return first, {n for n in names if single[n].shape != double[n].shape and not _rows(single, double, n)}
+
+
+def _twice(once: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One sample's feeds, the sample given twice (a probe of which activations hold one row per sample)."""
+    return {name: np.concatenate([a, a]) if a.ndim else a for name, a in once.items()}
 
 
 def _rows(single: dict[str, np.ndarray], double: dict[str, np.ndarray], name: str) -> bool:
@@ -86,26 +111,16 @@ class Source:
         elif walk is not None:
             self.cache = walk.compute(names, batched)
 
-    @property
-    def size(self) -> int:
-        return max((len(a) for a in self.data.values() if a.ndim), default=1)
-
     def ranges(self, step: int) -> list[tuple[int, int]]:
-        return [(start, min(start + step, self.size)) for start in range(0, self.size, step)]
-
-    def _slice(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {name: a[start:stop] if a.ndim else a for name, a in self.data.items()}
+        return _ranges(self.data, step)
 
     def _compute(self, start: int, stop: int) -> dict[str, np.ndarray]:
         if self.session is None:
-            self.session = open_session(
-                segment_model(self.model, segment_nodes(self.model, self.names, set()), self.names, {}), set()
-            )
-        feeds = {name: array for name, array in self._slice(start, stop).items() if name in _inputs(self.session)}
-        return dict(zip(self.names, outputs_of(self.session, self.names, feeds)))
+            self.session = _segment_session(self.model, self.names)
+        return _computed(self.session, self.names, _sliced(self.data, start, stop))
 
     def get(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
-        inputs = self._slice(start, stop)
+        inputs = _sliced(self.data, start, stop)
         computed = None
         for name in names:
             if name in inputs:
@@ -134,6 +149,7 @@ class Walk:
         self.model, self.data, self.batch, self.free_batch, self.limit = model, data, batch, free_batch, limit_bytes
         self.live: dict[str, np.ndarray] = {}
         self.run: set[int] = set()  # ids of the nodes computed so far
+        self.values = {v.name: v for node in model.graph for v in node.outputs}
 
     def compute(self, names: list[str], batched: set[str]) -> dict[str, np.ndarray]:
         """The named activations on every sample: those in `batched` row by row, the others (from weights) whole."""
@@ -147,13 +163,13 @@ class Walk:
         if outputs:
             session = open_session(segment_model(self.model, nodes, outputs, fed), set())
             carried = self._rows(session, outputs, later)
-            parts = [dict(zip(outputs, outputs_of(session, outputs, self._feeds(session, *r)))) for r in self._ranges()]
+            available = {**self.data, **self.live}
+            parts = [_computed(session, outputs, _sliced(available, *r)) for r in _ranges(self.data, self.batch)]
             rows = set(batched) | carried if len(parts) > 1 else set()  # one run: its arrays as they are
             computed = {n: np.concatenate([p[n] for p in parts]) if n in rows else parts[0][n] for n in outputs}
         found = {name: self.live[name] if name in self.live else computed[name] for name in names}
-        values = {v.name: v for node in self.model.graph for v in node.outputs}
         kept = {**self.live, **{name: computed[name] for name in carried}}
-        self.live = {name: array for name, array in kept.items() if self._needed_later(values[name])}
+        self.live = {name: array for name, array in kept.items() if self._needed_later(self.values[name])}
         if sum(array.nbytes for array in self.live.values()) > self.limit:
             self.live, self.run = {}, set()
         return found
@@ -165,23 +181,6 @@ class Walk:
         """The candidates that hold one float row per sample (none for a fixed batch size)."""
         if not self.free_batch or not candidates:
             return set()
-        first = self._feeds(session, 0, 1)
-        twice = {name: np.concatenate([a, a]) if a.ndim else a for name, a in first.items()}
-        single, double = (dict(zip(outputs, outputs_of(session, outputs, feeds))) for feeds in (first, twice))
+        once = _sliced({**self.data, **self.live}, 0, 1)
+        single, double = (_computed(session, outputs, feeds) for feeds in (once, _twice(once)))
         return {name for name in candidates if single[name].dtype.kind == "f" and _rows(single, double, name)}
-
-    def _feeds(self, session, start: int, stop: int) -> dict[str, np.ndarray]:
-        """The session's inputs on samples [start, stop): graph inputs and carried values."""
-        available = {**self.data, **self.live}
-        return {
-            name: available[name][start:stop] if available[name].ndim else available[name] for name in _inputs(session)
-        }
-
-    def _ranges(self) -> list[tuple[int, int]]:
-        size = max((len(a) for a in self.data.values() if a.ndim), default=1)
-        return [(start, min(start + self.batch, size)) for start in range(0, size, self.batch)]
-
-
-def _inputs(session) -> list[str]:
-    """The inputs a session reads itself (those hetmap feeds it, its large matrices, left out)."""
-    return [i.name for i in session.get_inputs() if i.name not in session.hetmap_feeds]
