@@ -1,6 +1,7 @@
 """Sensitivity from cached activations, stacked suffix runs and the sample screen decides as whole-model simulation does."""
 
 import copy
+import gc
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
 from hetmap.passes.sensitivity import Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
-from hetmap.sim import activations, layerwise
+from hetmap.sim import activations, layerwise, sessions
 from hetmap.sim.cut import find_cut
 from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
@@ -215,6 +216,26 @@ def run_with(workers: Workers) -> list:
     dataset = Dataset({"x": np.load(reference_path("cnn.test.npz"))["x"][:64]}, None, "cnn")
     report = evaluate(model, "cnn", dataset, ["1h", "1y"], seeds=4, seed=5, workers=workers)
     return [result.per_seed for result in report.drifts]
+
+
+def test_what_outlives_a_pass_is_frozen_until_the_pipeline_ends_with_the_same_decisions(monkeypatch):
+    """A large model's measurements collect after each one: the model, results and torch stay out of it."""
+    proto, dataset = reference("resnet")
+    plain = decide(proto, dataset, "first-order")
+    frozen_in_assign = []
+    assign_run = Assign.run
+
+    def counting_run(self, model, context):
+        frozen_in_assign.append(gc.get_freeze_count())
+        return assign_run(self, model, context)
+
+    monkeypatch.setattr(sessions, "RELEASE_FROM_BYTES", 0)  # every model counts as large
+    monkeypatch.setattr(Assign, "run", counting_run)
+    frozen = decide(proto, dataset, "first-order")
+    assert frozen_in_assign[0] > 10_000  # torch's modules among them
+    assert gc.get_freeze_count() == 0
+    assert_same_drops(plain["sensitivity"], frozen["sensitivity"])
+    assert plain["assign"].mapping == frozen["assign"].mapping
 
 
 def test_draws_go_to_local_workers_only_when_they_share_out_evenly():
