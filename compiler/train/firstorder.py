@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from hetmap.graph.shapes import graph_inputs
 from hetmap.graph.layouts import WeightLayout, quantize_symmetric
+from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.annotations import layer_annotation
 from hetmap.mapping.mapping import ANALOG, option_bits
 from hetmap.sim.activations import open_session, outputs_of
