@@ -269,12 +269,15 @@ def test_the_screen_skips_samples_that_cannot_flip_and_keeps_every_drop(name, la
     assert screened["sensitivity"].screened_share > 0.3
 
 
-@pytest.mark.parametrize("name, labelled", [("resnet", True), ("transformer", False)])
-def test_options_sure_to_break_the_budget_stop_early_and_the_solver_decides_the_same(name, labelled):
+@pytest.mark.parametrize(
+    "name, labelled, metric", [("resnet", True, "auto"), ("transformer", False, "auto"), ("transformer", False, "cosine")]
+)
+def test_options_sure_to_break_the_budget_stop_early_and_the_solver_decides_the_same(name, labelled, metric):
+    """Under a continuous metric no sample is skipped, but the budget stop applies all the same."""
     proto, dataset = reference(name, samples=256)
     dataset = dataset if labelled else Dataset(dataset.inputs, None, name)
     full, bounded, screened = (
-        decide(proto, dataset, engine, budget=budget)
+        decide(proto, dataset, engine, budget=budget, metric=metric)
         for engine, budget in (("suffix", None), ("screened", 1.0), ("screened", None))
     )
     report, exact = bounded["sensitivity"], drops(full["sensitivity"])

@@ -33,7 +33,7 @@ from hetmap.sim.activations import Source, Walk, open_session, outputs_of, probe
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer
-from hetmap.sim.screen import CHUNK_ROWS, Screen, Track
+from hetmap.sim.screen import Screen, Track, bound_screen
 from hetmap.sim.sessions import release_graphs
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 
@@ -85,12 +85,14 @@ def sweep_for(
     """The sweep a sensitivity measurement with this scorer runs.
 
     `screened`: skip the samples a variant cannot flip, and with `stop_above` (a metric fraction) stop
-    measuring an option once its drop is sure to exceed it.
+    measuring an option once its drop is sure to exceed it (under a continuous metric, only that).
     """
     stackable = scorer.fixed_batch is None
     inputs, screen = scorer.dataset.inputs, None
     if screened and not has_subgraphs(model):
         inputs, _, screen = scorer.screened_feed
+        if screen is None and stop_above is not None and scorer.metric.kind != "top1" and scorer.samples_first:
+            screen = bound_screen(scorer.metric, scorer.outputs, scorer.dataset.labels, scorer.reference)
     return Sweep(
         target,
         tuple(layers),
@@ -191,7 +193,7 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: Source, samples, bat
     rows_run, over = 0, set()
     for names, runs in _variant_plans(sweep, layer, stack):
         rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))
-        rows = rows if sweep.screen is None or not sweep.stackable else min(rows, CHUNK_ROWS)
+        rows = rows if sweep.screen is None or not sweep.stackable else min(rows, sweep.screen.rows)
         for run in range(runs):
             measured, stopped_over, computed = plan.measure(names, run, source, rows, whole_options=runs == 1)
             release_graphs(model)  # the suffix graphs of these variants

@@ -24,7 +24,7 @@ from hetmap.graph.shapes import fixed_batch
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
 from hetmap.sim.prefix import Chunks, Computed, has_analog, split_at_analog
-from hetmap.sim.screen import CHUNK_ROWS, Screen, Track, screen_for
+from hetmap.sim.screen import Screen, Track, screen_for
 from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
@@ -108,7 +108,7 @@ class Scorer:
         screen = screen_for(self.metric, self.outputs, self.dataset.labels, self.reference)
         if screen is None or not self.samples_first:
             return self.dataset.inputs, self.batch, None
-        rows = self.batch if self.fixed_batch else min(self.batch, CHUNK_ROWS)
+        rows = self.batch if self.fixed_batch else min(self.batch, screen.rows)
         return self.dataset.subset(screen.order).inputs, rows, screen
 
     def score_outputs(self, outputs: np.ndarray, what: str, per_sample: bool = False) -> float | np.ndarray:
