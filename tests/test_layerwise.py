@@ -270,7 +270,8 @@ def test_the_screen_skips_samples_that_cannot_flip_and_keeps_every_drop(name, la
 
 
 @pytest.mark.parametrize(
-    "name, labelled, metric", [("resnet", True, "auto"), ("transformer", False, "auto"), ("transformer", False, "cosine")]
+    "name, labelled, metric",
+    [("resnet", True, "auto"), ("transformer", False, "auto"), ("transformer", False, "cosine")],
 )
 def test_options_sure_to_break_the_budget_stop_early_and_the_solver_decides_the_same(name, labelled, metric):
     """Under a continuous metric no sample is skipped, but the budget stop applies all the same."""
