@@ -32,6 +32,7 @@ from hetmap.graph import parity
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch, random_feeds
 from hetmap.sim.jobs import Workers
+from hetmap.sim.sessions import freeze_survivors
 from hetmap.targets import Target
 
 PARITY_SAMPLES = 4
@@ -181,21 +182,25 @@ def run_pipeline(
     records = []
     results = dict(context.reports)
     feeds = parity_feeds(model, context.config)
-    for graph_pass in passes:
-        on_pass(graph_pass.name)
-        expected = parity.run_model(model, feeds) if graph_pass.rewrites_graph else None
-        start = time.perf_counter()
-        inputs = {name: results[name] for name in graph_pass.inputs if name in results}
-        model, result = graph_pass.run(model, context.with_reports(inputs))
-        if graph_pass.rewrites_graph:
-            _release_replaced_values(model)
-        seconds = time.perf_counter() - start
-        error = None
-        if expected is not None:
-            _check_graph(graph_pass.name, model)
-            error = parity.check_parity(graph_pass.name, expected, parity.run_model(model, feeds))
-        results[graph_pass.name] = result
-        records.append(PassRecord(graph_pass.name, round(seconds, 4), error))
+    try:
+        for graph_pass in passes:
+            on_pass(graph_pass.name)
+            expected = parity.run_model(model, feeds) if graph_pass.rewrites_graph else None
+            start = time.perf_counter()
+            inputs = {name: results[name] for name in graph_pass.inputs if name in results}
+            model, result = graph_pass.run(model, context.with_reports(inputs))
+            if graph_pass.rewrites_graph:
+                _release_replaced_values(model)
+            freeze_survivors(model)
+            seconds = time.perf_counter() - start
+            error = None
+            if expected is not None:
+                _check_graph(graph_pass.name, model)
+                error = parity.check_parity(graph_pass.name, expected, parity.run_model(model, feeds))
+            results[graph_pass.name] = result
+            records.append(PassRecord(graph_pass.name, round(seconds, 4), error))
+    finally:
+        gc.unfreeze()
     results["pipeline"] = PipelineReport(
         target=context.target.name,
         seed=context.config.seed,

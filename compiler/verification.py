@@ -99,69 +99,84 @@ def choose_verified(
     simulations instead of 8 on ResNet-50 with 256 samples.
     `offset`: the drop the noiseless weights already have (see solve_and_verify).
     """
-    known = {_key(a.mapping): a for a in decision.attempts}
-
-    def measured(mapping: dict[str, str], predicted: float) -> Attempt:
-        if _key(mapping) not in known:
-            known[_key(mapping)] = measure(mapping, predicted)
-            decision.attempts.append(known[_key(mapping)])
-        return known[_key(mapping)]
-
-    verified: list[tuple[Attempt, VerifiedDrop]] = []
-
-    def first_within(candidates: list[Attempt]) -> tuple[Attempt, VerifiedDrop] | None:
-        for attempt in candidates:
-            if any(attempt is done for done, _ in verified):
-                continue
-            drop = verify(attempt.mapping)
-            attempt.verified_drop_points, attempt.verified_low_points, attempt.verified_high_points = (
-                drop.mean_points,
-                drop.low_points,
-                drop.high_points,
-            )
-            verified.append((attempt, drop))
-            if drop.verdict(budget) == WITHIN:
-                return attempt, drop
-        return None
-
+    candidates = _Candidates(decision, measure, verify, budget)
     feasible = [a for a in decision.attempts if a.measured_drop_points <= budget]
     ordered = sorted(feasible, key=lambda a: rank(a, objective))
     ordered += sorted((a for a in decision.attempts if a not in feasible), key=lambda a: a.measured_drop_points)
     digital = next(o for o in problem.options if o != ANALOG)  # the widest digital unit comes first
     harbours = [safest(problem), dict.fromkeys(problem.layers, digital)]
-
-    def lowest() -> tuple[Attempt, VerifiedDrop]:
-        return min(verified, key=lambda pair: (pair[1].high_points, rank(pair[0], objective)))
-
-    found = first_within(ordered[:1])
-    if not found and _narrowest_half_width(verified[0][1].samples, verified[0][1].confidence) >= budget:
-        # No mapping can be within: the lowest upper bound ships, ties to the objective. Candidates go best
-        # objective first, and stop once the best bound so far is a changeless mapping's (only one that fixes
-        # held-out samples on net could go below it) and none left has a better objective; an attempt that
-        # broke the budget on the decision data is not verified then (it would have to change no sample here).
-        pending = [*ordered[1:FIRST_VERIFIED], *harbours]
-        for candidate in sorted(pending, key=lambda c: _rank_of(c, problem, objective)):
-            holder, drop = lowest()
-            if _at_floor(drop) and _rank_of(candidate, problem, objective) >= rank(holder, objective):
-                break
-            if _at_floor(drop) and isinstance(candidate, Attempt) and candidate.measured_drop_points > budget:
-                continue
-            if isinstance(candidate, dict):
-                candidate = measured(candidate, offset + predicted_drop(problem, candidate))
-            first_within([candidate])
-        return lowest()
-    found = found or first_within(ordered[1:FIRST_VERIFIED])
+    found = candidates.first_within(ordered[:1])
+    first = candidates.verified[0][1]
+    if not found and _narrowest_half_width(first.samples, first.confidence) >= budget:
+        return _lowest_upper_bound(candidates, [*ordered[1:FIRST_VERIFIED], *harbours], problem, objective, offset)
+    found = found or candidates.first_within(ordered[1:FIRST_VERIFIED])
     for share in LADDER:
         if found:
             return found
-        rung = solve_and_verify(problem, measured, budget * share, objective, offset, LADDER_ROUNDS)
+        rung = solve_and_verify(problem, candidates.measured, budget * share, objective, offset, LADDER_ROUNDS)
         within = [a for a in rung if a.measured_drop_points <= budget * share]
-        found = first_within([best(within, objective)] if within else [])
+        found = candidates.first_within([best(within, objective)] if within else [])
     for harbour in harbours:
         if found:
             return found
-        found = first_within([measured(harbour, offset + predicted_drop(problem, harbour))])
-    return found or lowest()
+        found = candidates.first_within([candidates.measured(harbour, offset + predicted_drop(problem, harbour))])
+    return found or candidates.lowest(objective)
+
+
+class _Candidates:
+    """Mappings as they are measured on the decision data (once each) and verified on the held-out data."""
+
+    def __init__(self, decision: Decision, measure, verify, budget: float):
+        self.decision, self.measure, self.verify, self.budget = decision, measure, verify, budget
+        self.known = {_key(a.mapping): a for a in decision.attempts}
+        self.verified: list[tuple[Attempt, VerifiedDrop]] = []
+
+    def measured(self, mapping: dict[str, str], predicted: float) -> Attempt:
+        """The mapping's attempt: measured now unless it was before (then kept among the decision's attempts)."""
+        key = _key(mapping)
+        if key not in self.known:
+            self.known[key] = self.measure(mapping, predicted)
+            self.decision.attempts.append(self.known[key])
+        return self.known[key]
+
+    def first_within(self, attempts: list[Attempt]) -> tuple[Attempt, VerifiedDrop] | None:
+        """Verify `attempts` in order (each once) until one is within the budget."""
+        for attempt in attempts:
+            if any(attempt is done for done, _ in self.verified):
+                continue
+            drop = self.verify(attempt.mapping)
+            attempt.verified_drop_points = drop.mean_points
+            attempt.verified_low_points, attempt.verified_high_points = drop.low_points, drop.high_points
+            self.verified.append((attempt, drop))
+            if drop.verdict(self.budget) == WITHIN:
+                return attempt, drop
+        return None
+
+    def lowest(self, objective: str) -> tuple[Attempt, VerifiedDrop]:
+        """The verified attempt with the lowest upper bound, ties to the objective."""
+        return min(self.verified, key=lambda pair: (pair[1].high_points, rank(pair[0], objective)))
+
+
+def _lowest_upper_bound(
+    candidates: _Candidates, pending: list, problem: Problem, objective: str, offset: float
+) -> tuple[Attempt, VerifiedDrop]:
+    """Where no mapping can be within the budget: the lowest upper bound ships, ties to the objective.
+
+    `pending` (attempts, and mappings not yet measured) go best objective first, and stop once the best
+    bound so far is a changeless mapping's (only one that fixes held-out samples on net could go below
+    it) and none left has a better objective; an attempt that broke the budget on the decision data is
+    not verified then (it would have to change no held-out sample).
+    """
+    for candidate in sorted(pending, key=lambda c: _rank_of(c, problem, objective)):
+        holder, drop = candidates.lowest(objective)
+        if _at_floor(drop) and _rank_of(candidate, problem, objective) >= rank(holder, objective):
+            break
+        if _at_floor(drop) and isinstance(candidate, Attempt) and candidate.measured_drop_points > candidates.budget:
+            continue
+        if isinstance(candidate, dict):
+            candidate = candidates.measured(candidate, offset + predicted_drop(problem, candidate))
+        candidates.first_within([candidate])
+    return candidates.lowest(objective)
 
 
 def _at_floor(drop: VerifiedDrop) -> bool:

@@ -32,6 +32,7 @@ from hetmap.pipeline import Pass, PassContext, scoring_dataset
 from hetmap.sim.layerwise import LayerSweep, sweep_for, sweep_parallel, variant_names
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
+from hetmap.sim.sessions import freeze_survivors
 from hetmap.train.firstorder import Predicted, applies, predict_layers
 
 # screened: the suffix engine skipping samples a variant cannot flip (hetmap.sim.screen); suffix: every sample;
@@ -101,6 +102,7 @@ class Sensitivity(Pass):
             )
             names = [layer.name for layer in partition.layers]
             predicted = _predicted(model, scorer, sweep, names) if engine == "first-order" else {}
+            freeze_survivors(model)  # torch's modules, loaded by first-order, outlive the measurements below
             swept = _measured(model, sweep, names, predicted, context.config.workers)
             scores = {
                 name: _scores(

@@ -22,7 +22,8 @@ from hetmap.sim.drift import parse_drift
 from hetmap.sim.layerwise import sweep_for
 from hetmap.sim.scorer import Scorer
 from hetmap.targets import load_target
-from hetmap.train.firstorder import TRACKED_CLASSES, predict_layers
+from hetmap.train import firstorder
+from hetmap.train.firstorder import LINEAR_LIMIT, TRACKED_CLASSES, predict_layers
 
 
 def _errors(measured, predicted) -> list[float]:
@@ -64,9 +65,9 @@ def test_options_out_of_the_linear_regime_are_measured_exactly_and_predictions_r
         assert report.layers[layer][option] == measured["sensitivity"].layers[layer][option]
 
 
-def test_predictions_keep_each_samples_tracked_classes_changes_alone():
-    """Memory: a layer's variants hold [samples, tracked] changes; outputs are the baseline moved at those classes."""
-    proto, dataset = reference("resnet", samples=64)
+def _resnet_predictions(samples: int) -> tuple[dict, Scorer]:
+    """predict_layers on every layer of the reference resnet, on hermes at 1 day, 2 draws."""
+    proto, dataset = reference("resnet", samples=samples)
     model = ir.serde.deserialize_model(proto)
     config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
     context = PassContext(load_target("hermes"), config)
@@ -75,7 +76,13 @@ def test_predictions_keep_each_samples_tracked_classes_changes_alone():
     scorer = Scorer(model, dataset)
     options = target_options(context.target)
     sweep = sweep_for(scorer, model, context.target, layers, ranges, options, 2, parse_drift("1d"), 0)
-    predicted = predict_layers(model, sweep, [layer.name for layer in layers], dataset.inputs, scorer.outputs)
+    return predict_layers(model, sweep, [layer.name for layer in layers], dataset.inputs, scorer.outputs), scorer
+
+
+def test_predictions_keep_each_samples_tracked_classes_changes_alone():
+    """Memory: a layer's variants hold [samples, tracked] changes; outputs are the baseline moved at those classes."""
+    predicted, scorer = _resnet_predictions(64)
+    dataset = scorer.dataset
     best = np.argsort(-scorer.outputs, axis=1, kind="stable")[:, :TRACKED_CLASSES]
     others = np.ones(scorer.outputs.shape, dtype=bool)
     others[np.arange(dataset.size)[:, None], best] = False
@@ -87,6 +94,17 @@ def test_predictions_keep_each_samples_tracked_classes_changes_alone():
                 assert np.array_equal(outputs[others], scorer.outputs[others])
                 checked += not np.array_equal(outputs, scorer.outputs)
     assert checked
+
+
+def test_digital_options_whose_weights_alone_move_far_are_left_to_the_exact_engines_unsimulated(monkeypatch):
+    """int2 moves every layer's weights by 45 % or more: simulated alone, it is out of the linear regime anyway."""
+    predicted, _ = _resnet_predictions(32)
+    assert all("int2" in layer.exact and "int2" not in layer.relative_change for layer in predicted.values())
+    assert all("int4" in layer.relative_change for layer in predicted.values())
+    monkeypatch.setattr(firstorder, "WEIGHT_ERROR_LIMIT", np.inf)
+    simulated, _ = _resnet_predictions(32)
+    assert all(layer.relative_change["int2"] > LINEAR_LIMIT for layer in simulated.values())
+    assert all(simulated[name].exact == layer.exact for name, layer in predicted.items())
 
 
 def test_continuous_metrics_and_fixed_batches_are_measured_as_the_screened_engine_does():

@@ -1,6 +1,7 @@
 """Sensitivity from cached activations, stacked suffix runs and the sample screen decides as whole-model simulation does."""
 
 import copy
+import gc
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from hetmap.passes.canonicalize import Canonicalize
 from hetmap.passes.partition import Partition
 from hetmap.passes.sensitivity import Sensitivity
 from hetmap.pipeline import CompileConfig, PassContext, run_pipeline
-from hetmap.sim import activations, layerwise
+from hetmap.sim import activations, layerwise, sessions
 from hetmap.sim.cut import find_cut
 from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
@@ -217,6 +218,26 @@ def run_with(workers: Workers) -> list:
     return [result.per_seed for result in report.drifts]
 
 
+def test_what_outlives_a_pass_is_frozen_until_the_pipeline_ends_with_the_same_decisions(monkeypatch):
+    """A large model's measurements collect after each one: the model, results and torch stay out of it."""
+    proto, dataset = reference("resnet")
+    plain = decide(proto, dataset, "first-order")
+    frozen_in_assign = []
+    assign_run = Assign.run
+
+    def counting_run(self, model, context):
+        frozen_in_assign.append(gc.get_freeze_count())
+        return assign_run(self, model, context)
+
+    monkeypatch.setattr(sessions, "RELEASE_FROM_BYTES", 0)  # every model counts as large
+    monkeypatch.setattr(Assign, "run", counting_run)
+    frozen = decide(proto, dataset, "first-order")
+    assert frozen_in_assign[0] > 10_000  # torch's modules among them
+    assert gc.get_freeze_count() == 0
+    assert_same_drops(plain["sensitivity"], frozen["sensitivity"])
+    assert plain["assign"].mapping == frozen["assign"].mapping
+
+
 def test_draws_go_to_local_workers_only_when_they_share_out_evenly():
     assert Workers(2).even(4) and not Workers(2).even(3) and Workers(16).even(3) and Workers(1, "local").even(3)
 
@@ -248,12 +269,16 @@ def test_the_screen_skips_samples_that_cannot_flip_and_keeps_every_drop(name, la
     assert screened["sensitivity"].screened_share > 0.3
 
 
-@pytest.mark.parametrize("name, labelled", [("resnet", True), ("transformer", False)])
-def test_options_sure_to_break_the_budget_stop_early_and_the_solver_decides_the_same(name, labelled):
+@pytest.mark.parametrize(
+    "name, labelled, metric",
+    [("resnet", True, "auto"), ("transformer", False, "auto"), ("transformer", False, "cosine")],
+)
+def test_options_sure_to_break_the_budget_stop_early_and_the_solver_decides_the_same(name, labelled, metric):
+    """Under a continuous metric no sample is skipped, but the budget stop applies all the same."""
     proto, dataset = reference(name, samples=256)
     dataset = dataset if labelled else Dataset(dataset.inputs, None, name)
     full, bounded, screened = (
-        decide(proto, dataset, engine, budget=budget)
+        decide(proto, dataset, engine, budget=budget, metric=metric)
         for engine, budget in (("suffix", None), ("screened", 1.0), ("screened", None))
     )
     report, exact = bounded["sensitivity"], drops(full["sensitivity"])

@@ -41,7 +41,7 @@ class CountingSession:
         return getattr(self.session, name)
 
     def run(self, names, feeds):
-        self.rows += len(feeds["x"])
+        self.rows += len(next(iter(feeds.values())))  # the chunk's inputs (or activations) come first
         return self.session.run(names, feeds)
 
 

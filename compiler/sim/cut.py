@@ -47,18 +47,27 @@ def find_cut(model: ir.Model, layer_name: str) -> Cut:
     Shapes and indices (int tensors) are recomputed inside the suffix rather
     than fed, so that a Reshape target built from Shape sees the stacked batch.
     """
+    layer = next(node for node in model.graph if node.name == layer_name)
+    nodes, inputs = forward_cone(model, [layer])
+    produced = {output for node in nodes for output in node.outputs}
+    return Cut(layer, nodes, inputs, model.graph.outputs[0] in produced)
+
+
+def forward_cone(model: ir.Model, starts: list[ir.Node]) -> tuple[list[ir.Node], list[ir.Value]]:
+    """(the nodes the `starts` reach, in graph order, with the producers of the non-float values those read;
+    the activations and graph inputs they read from outside), the starts reading theirs as fed."""
     nodes = list(model.graph)
     position = {id(node): index for index, node in enumerate(nodes)}
-    layer = next(node for node in nodes if node.name == layer_name)
-    chosen = {id(layer): layer}
-    stack = [layer]
+    chosen = {id(node): node for node in starts}
+    stack = list(starts)
     while stack:
         for output in stack.pop().outputs:
             for consumer in output.consumers():
                 if id(consumer) not in chosen:
                     chosen[id(consumer)] = consumer
                     stack.append(consumer)
-    pending = [node for node in chosen.values() if node is not layer]  # the layer reads its input as fed
+    fed = {id(node) for node in starts}
+    pending = [node for node in chosen.values() if id(node) not in fed]
     while pending:
         for value in pending.pop().inputs:
             producer = value.producer() if value is not None else None
@@ -70,8 +79,7 @@ def find_cut(model: ir.Model, layer_name: str) -> Cut:
                 pending.append(producer)
     ordered = sorted(chosen.values(), key=lambda node: position[id(node)])
     produced = {output for node in ordered for output in node.outputs}
-    inputs = list(dict.fromkeys(v for node in ordered for v in node.inputs if _external(v, produced)))
-    return Cut(layer, ordered, inputs, model.graph.outputs[0] in produced)
+    return ordered, list(dict.fromkeys(v for node in ordered for v in node.inputs if _external(v, produced)))
 
 
 def layer_cut(model: ir.Model, layer_name: str) -> Cut | None:

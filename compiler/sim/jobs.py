@@ -11,6 +11,7 @@ onnxruntime session in a pool of N uses cores / N threads.
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import os
 import signal
@@ -93,6 +94,7 @@ def _start(path: str, shared, threads: int, parent: int) -> None:
     SESSION_THREADS = threads
     _worker["model"] = read_model(Path(path))
     _worker["shared"] = shared
+    gc.freeze()  # the model and shared data live as long as the worker: its measurements' collections skip them
 
 
 def _end_with(parent: int) -> None:

@@ -15,12 +15,14 @@ an activation not holding one sample per row (hetmap.sim.activations) is
 measured on the whole model. Under a top-1
 metric the samples run smallest top-1 gap first and each variant stops
 once the samples left cannot flip (hetmap.sim.screen); the session is
-rebuilt without the variants that stopped. Layers are independent:
-`sweep_layers` on any subset gives the same arrays.
+rebuilt without the variants that stopped once that costs less than
+running them on. Layers are independent: `sweep_layers` on any subset
+gives the same arrays.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,14 +35,13 @@ from hetmap.sim.activations import Source, Walk, open_session, outputs_of, probe
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer
-from hetmap.sim.screen import CHUNK_ROWS, Screen, Track
+from hetmap.sim.screen import Screen, Track, bound_screen
 from hetmap.sim.sessions import release_graphs
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 
 CACHE_BYTES = 512 << 20  # activations kept for every sample at once
 RUN_BYTES = 256 << 20  # one stacked run: variants x samples x the largest activation, roughly
 STACK_WEIGHT_BYTES = 256 << 20  # a layer whose copies (one per variant) would hold more runs unstacked
-REBUILD_SHARE = 2 / 3  # a session is rebuilt once at most this share of its variants is still measured
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Sweep:
 @dataclass
 class LayerSweep:
     outputs: dict[str, list[np.ndarray]]  # per option, one array of outputs per draw, in the data's order
-    rows_run: int  # sample x variant evaluations computed
+    rows_run: int  # sample x variant evaluations measured (not those a variant rode along for after it left)
     over: set[str]  # options stopped once sure to drop more than `stop_above`: their drops are lower bounds
 
 
@@ -85,12 +86,14 @@ def sweep_for(
     """The sweep a sensitivity measurement with this scorer runs.
 
     `screened`: skip the samples a variant cannot flip, and with `stop_above` (a metric fraction) stop
-    measuring an option once its drop is sure to exceed it.
+    measuring an option once its drop is sure to exceed it (under a continuous metric, only that).
     """
     stackable = scorer.fixed_batch is None
     inputs, screen = scorer.dataset.inputs, None
     if screened and not has_subgraphs(model):
         inputs, _, screen = scorer.screened_feed
+        if screen is None and stop_above is not None and scorer.metric.kind != "top1" and scorer.samples_first:
+            screen = bound_screen(scorer.metric, scorer.outputs, scorer.dataset.labels, scorer.reference)
     return Sweep(
         target,
         tuple(layers),
@@ -191,14 +194,14 @@ def _measure_layer(model, sweep: Sweep, layer, cut, source: Source, samples, bat
     rows_run, over = 0, set()
     for names, runs in _variant_plans(sweep, layer, stack):
         rows = sweep.batch if not stack else max(1, min(sweep.batch, RUN_BYTES // max(largest * len(names), 1)))
-        rows = rows if sweep.screen is None or not sweep.stackable else min(rows, CHUNK_ROWS)
+        rows = rows if sweep.screen is None or not sweep.stackable else min(rows, sweep.screen.rows)
         for run in range(runs):
-            measured, stopped_over, computed = plan.measure(names, run, source, rows, whole_options=runs == 1)
+            by_name, stopped_over, measured = plan.measure(names, run, source, rows, whole_options=runs == 1)
             release_graphs(model)  # the suffix graphs of these variants
             over |= stopped_over
-            rows_run += computed
+            rows_run += measured
             for name in names:
-                complete = measured[name] if sweep.screen is None else sweep.screen.complete(measured[name])
+                complete = by_name[name] if sweep.screen is None else sweep.screen.complete(by_name[name])
                 outputs[option_of(name)].append(complete)
     return LayerSweep(outputs, rows_run, over)
 
@@ -224,21 +227,27 @@ class _LayerPlan:
 
     def measure(self, names, run: int, source: Source, rows: int, whole_options: bool):
         """(each variant's outputs on the rows it ran, in the sweep's order; the options stopped over the budget;
-        the sample x variant rows computed, those riding along in a session after leaving included).
+        the sample x variant rows measured).
 
         Without a screen every row runs. With one, a variant leaves once settled, and an option
         (all its variants here: `whole_options`) once its drop cannot fit under `sweep.stop_above`.
+        The session is rebuilt without the variants that left when the rows left would cost those
+        variants more than the build did; until then they ride along, ignored.
         """
         screen, fed = self.sweep.screen, [v.name for v in self.cut.inputs]
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         tracks = {name: Track(screen) for name in names} if screen is not None else {}
-        active, session, over, computed = list(names), None, set(), 0
-        for start, stop in source.ranges(rows):
+        active, session, over, measured = list(names), None, set(), 0
+        ranges = source.ranges(rows)
+        for index, (start, stop) in enumerate(ranges):
             if session is None:
-                held = list(active)
+                held, began = list(active), time.perf_counter()
                 session, weights = self._session(held, run)
+                build_s = time.perf_counter() - began
+            began = time.perf_counter()
             result = _run(session, {**source.get(fed, start, stop), **weights})
-            computed += (stop - start) * len(held)
+            run_s = time.perf_counter() - began
+            measured += (stop - start) * len(active)
             for name, part in zip(held, split_variants(result, len(held))):
                 if name in active:
                     parts[name].append(part)
@@ -251,9 +260,11 @@ class _LayerPlan:
             active = [name for name in active if not tracks[name].settled and option_of(name) not in over]
             if not active:
                 break
-            if len(active) <= len(held) * REBUILD_SHARE:
-                session = None  # rebuilt without the variants that left; fewer leavers ride along, ignored
-        return {name: np.concatenate(part) for name, part in parts.items()}, over, computed
+            rows_left = sum(b - a for a, b in ranges[index + 1 :])
+            riders_s = run_s * rows_left / (stop - start) * (len(held) - len(active)) / len(held)
+            if riders_s > build_s:
+                session = None
+        return {name: np.concatenate(part) for name, part in parts.items()}, over, measured
 
 
 def _over_budget(names: list[str], active: list[str], tracks: dict, stop_above: float) -> set[str]:

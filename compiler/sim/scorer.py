@@ -9,6 +9,7 @@ cosine similarity otherwise, unless the user names one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,7 +23,8 @@ from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
-from hetmap.sim.screen import CHUNK_ROWS, Screen, Track, screen_for
+from hetmap.sim.prefix import Chunks, Computed, has_analog, split_at_analog
+from hetmap.sim.screen import Screen, Track, screen_for
 from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
@@ -37,20 +39,18 @@ BAKED_FROM_SAMPLES = 256
 
 def _predict(
     session: ort.InferenceSession,
-    inputs: dict[str, np.ndarray],
+    feeds: Chunks | Computed,
     extra: dict[str, np.ndarray],
     batch: int,
     screen: Screen | None = None,
 ) -> np.ndarray:
-    """Outputs over every sample, `batch` at a time; a 0-d input (a scalar) goes whole into each run.
+    """Outputs over every sample, `batch` at a time.
 
-    With a `screen`, `inputs` are in its order and the run stops once no sample left can flip.
+    With a `screen`, `feeds` are in its order and the run stops once no sample left can flip.
     """
-    size = max((len(array) for array in inputs.values() if array.ndim), default=1)
     parts, track = [], None if screen is None else Track(screen)
-    for start in range(0, size, batch):
-        feeds = {name: array[start : start + batch] if array.ndim else array for name, array in inputs.items()}
-        run_feeds = {**feeds, **getattr(session, "hetmap_feeds", {}), **extra}
+    for start in range(0, feeds.size, batch):
+        run_feeds = {**feeds.get(start, start + batch), **getattr(session, "hetmap_feeds", {}), **extra}
         parts.append(session.run([session.get_outputs()[0].name], run_feeds)[0])
         if track is not None:
             track.add(parts[-1])
@@ -88,7 +88,7 @@ class Scorer:
         self.dataset = dataset
         self.fixed_batch = fixed_batch(model)
         self.batch = _batch_size(model, dataset)
-        own = _predict(session_for(model, set(), feed_matrices=True), dataset.inputs, {}, self.batch)
+        own = _predict(session_for(model, set(), feed_matrices=True), Chunks(dataset.inputs), {}, self.batch)
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.outputs = own  # these weights without noise
         self.reference = own if reference is None else reference
@@ -108,7 +108,7 @@ class Scorer:
         screen = screen_for(self.metric, self.outputs, self.dataset.labels, self.reference)
         if screen is None or not self.samples_first:
             return self.dataset.inputs, self.batch, None
-        rows = self.batch if self.fixed_batch else min(self.batch, CHUNK_ROWS)
+        rows = self.batch if self.fixed_batch else min(self.batch, screen.rows)
         return self.dataset.subset(screen.order).inputs, rows, screen
 
     def score_outputs(self, outputs: np.ndarray, what: str, per_sample: bool = False) -> float | np.ndarray:
@@ -140,23 +140,29 @@ class Scorer:
         `what` names the variant in the error a non-finite output raises; with `per_sample`, each
         metric is the array of the samples' scores (a confidence interval needs them); `workers`
         share out the draws when they split evenly; `screened` skips samples that cannot flip (hetmap.sim.screen).
+        Runs in this process compute what no draw changes once (hetmap.sim.prefix).
         """
         baked = self.dataset.size >= BAKED_FROM_SAMPLES
-        simulation: Simulation = build_simulation(annotated, target, shifted_adc=baked)
         inputs, batch, screen = self.screened_feed if screened else (self.dataset.inputs, self.batch, None)
-        if not simulation.blocks:
+        shared = _Runs(target, times, seed, Chunks(inputs), batch, screen, baked)
+        if not has_analog(annotated):
+            simulation: Simulation = build_simulation(annotated, target)
             session = session_for(simulation.model, set(), feed_matrices=True)
-            nominal = self.score_outputs(_predict(session, inputs, {}, batch, screen), what, per_sample)
+            nominal = self.score_outputs(_predict(session, shared.feeds, {}, batch, screen), what, per_sample)
             for _ in range(seeds * len(times)):
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
-        shared = _Runs(target, times, seed, inputs, batch, screen, baked)
         done = {}
         if workers.parallel and seeds > 1 and workers.even(seeds):
             parts = split(list(range(seeds)), workers.count)
             for part, outputs in zip(parts, map_parts(_draws_outputs, annotated, shared, parts, workers)):
                 done.update(zip(part, outputs))
         # Only for runs in this process, and after the model was serialised for the workers: no peak of both.
+        runs = (0 if done else seeds * len(times)) + with_nominal
+        cut = split_at_analog(annotated, target, shared.feeds, batch) if runs > 1 else None
+        if cut is not None:
+            annotated, shared = cut.model, dataclasses.replace(shared, feeds=cut.feeds)
+        simulation = build_simulation(annotated, target, copy=cut is None, shifted_adc=baked)
         session = None
         if not baked and (with_nominal or not done):
             session = session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
@@ -179,7 +185,7 @@ class _Runs:
     target: Target
     times: list[float]
     seed: int
-    inputs: dict[str, np.ndarray]  # in the screen's order when there is one
+    feeds: Chunks | Computed  # the data's, in the screen's order when there is one; Computed in this process only
     batch: int
     screen: Screen | None
     baked: bool  # each draw baked into a session of its own rather than fed
@@ -187,12 +193,12 @@ class _Runs:
 
 def _run_draw(simulation: Simulation, session: ort.InferenceSession | None, values, shared) -> np.ndarray:
     """Outputs with the drawn initializers `values`: fed to `session`, or with none, baked into a session of their own."""
-    inputs, batch, screen = shared.inputs, shared.batch, shared.screen
+    feeds, batch, screen = shared.feeds, shared.batch, shared.screen
     if session is not None:
-        return _predict(session, inputs, values, batch, screen)
+        return _predict(session, feeds, values, batch, screen)
     before = simulation.bake(values)
     try:
-        return _predict(session_for(simulation.model, set(), feed_matrices=True), inputs, {}, batch, screen)
+        return _predict(session_for(simulation.model, set(), feed_matrices=True), feeds, {}, batch, screen)
     finally:
         simulation.unbake(before)
 

@@ -13,7 +13,10 @@ sample would have flipped under a change SAFETY times larger than any seen.
 Sensitivity also stops an option whose drop can no longer fit the budget:
 `Track.drop_at_least` counts the score the measured rows lost, less what
 every sample left that could still flip (by the rule above) could win back.
-Continuous metrics (cosine, snr) count every sample and are never screened.
+Continuous metrics (cosine, snr) have no gap: every sample counts and none
+is skipped, but the budget stop applies (`bound_screen`: a sample scores at
+most 1, so the samples left can win back at most what they lack of it), in
+smaller chunks, since one chunk of a small data set would be all of it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from hetmap.sim.metrics import Metric
 SAFETY = 2.0  # a skipped sample would flip only under a change twice the largest seen
 MIN_ROWS = 32  # samples every variant runs before it may be settled
 CHUNK_ROWS = 32  # samples per screened run
+BOUND_CHUNK_ROWS = 8  # samples per run where only the budget stop applies
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Screen:
     metric: Metric
     labels: np.ndarray | None  # in that order, one row per sample
     reference: np.ndarray  # the outputs the metric compares with, in that order
+    rows: int = CHUNK_ROWS  # samples per run
 
     def relative_change(self, outputs: np.ndarray, start: int) -> np.ndarray:
         """Per row of `outputs` (rows start.. of the order): the largest score change over the output's size."""
@@ -106,6 +111,13 @@ def screen_for(metric: Metric, outputs: np.ndarray, labels: np.ndarray | None, r
     ordered_labels = None if labels is None else labels.reshape(len(outputs), -1)[order]
     baseline_scores = metric.per_sample(outputs, labels, reference)[order]
     return Screen(order, gaps[order], outputs[order], baseline_scores, metric, ordered_labels, reference[order])
+
+
+def bound_screen(metric: Metric, outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> Screen:
+    """A screen for a continuous metric: the data's order, every sample able to move (a gap of 0)."""
+    order = np.arange(len(outputs))
+    scores = metric.per_sample(outputs, labels, reference)
+    return Screen(order, np.zeros(len(outputs)), outputs, scores, metric, labels, reference, BOUND_CHUNK_ROWS)
 
 
 def _scale(outputs: np.ndarray) -> np.ndarray:

@@ -1,0 +1,102 @@
+"""The part of a simulated mapping no Monte-Carlo draw changes, computed once for all of them.
+
+Only analog layers change from one draw (or drift time) to the next; every
+node their outputs never reach computes the same values in every run. A
+mapping simulated over several runs therefore computes the values the
+analog layers' forward cone reads once, chunk by chunk as the first run asks
+for them, and each run executes only that cone: with ResNet-50's analog
+layers among its last 17 of 54, most of the network runs once instead of
+once per draw. Both parts are the model's own nodes, so no value changes
+(tests pin the outputs to the bit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from hetmap.mapping.annotations import read_layer
+from hetmap.sim.cut import forward_cone, has_subgraphs, segment_model, segment_nodes
+from hetmap.sim.sessions import session_for
+from hetmap.sim.simulation import build_simulation
+
+KEPT_BYTES = 512 << 20  # the computed values kept for the runs after the first; past it, a run computes its own
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})  # a prefix without them is not worth a cut
+
+
+class Chunks:
+    """A data set's feeds chunk by chunk: rows start..stop of every input (a 0-d input goes whole)."""
+
+    def __init__(self, inputs: dict[str, np.ndarray]):
+        self.inputs = inputs
+        self.size = max((len(array) for array in inputs.values() if array.ndim), default=1)
+
+    def get(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {name: array[start:stop] if array.ndim else array for name, array in self.inputs.items()}
+
+
+class Computed:
+    """The analog cone's feeds chunk by chunk: computed by the rest of the mapping on first demand, then kept."""
+
+    def __init__(self, session: ort.InferenceSession, names: list[str], data: Chunks, direct: list[str]):
+        self.session, self.names, self.data, self.direct = session, names, data, direct
+        self.size = data.size
+        self.read = [i.name for i in session.get_inputs() if i.name in data.inputs]  # not the matrices it is fed
+        self.kept: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        self.kept_bytes = 0
+
+    def get(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        if (start, stop) in self.kept:
+            return self.kept[(start, stop)]
+        data = self.data.get(start, stop)
+        fed = {**{name: data[name] for name in self.read}, **getattr(self.session, "hetmap_feeds", {})}
+        feeds = dict(zip(self.names, self.session.run(self.names, fed)))
+        feeds.update({name: data[name] for name in self.direct})
+        size = sum(array.nbytes for array in feeds.values())
+        if self.kept_bytes + size <= KEPT_BYTES:
+            self.kept[(start, stop)] = feeds
+            self.kept_bytes += size
+        return feeds
+
+
+@dataclass
+class Split:
+    model: ir.Model  # the analog layers' forward cone, annotated, its inputs the values `feeds` computes
+    feeds: Computed
+
+
+def has_analog(annotated: ir.Model) -> bool:
+    return any(_analog(node) for node in annotated.graph)
+
+
+def split_at_analog(annotated: ir.Model, target, data: Chunks, rows: int) -> Split | None:
+    """The cone of `annotated`'s analog layers and what feeds it; None where nothing worth running once precedes it.
+
+    `rows`: the samples per run (its first chunk is computed here, for the dtypes the cone is declared with).
+    """
+    if has_subgraphs(annotated):
+        return None
+    cone, read = forward_cone(annotated, [node for node in annotated.graph if _analog(node)])
+    output = annotated.graph.outputs[0]
+    if output not in {value for node in cone for value in node.outputs}:
+        return None
+    graph_inputs = {value.name for value in annotated.graph.inputs}
+    computed = [value.name for value in read if value.name not in graph_inputs]
+    before = segment_nodes(annotated, computed, set())
+    if not any(node.op_type in COMPUTE_OPS for node in before):
+        return None
+    prefix = build_simulation(segment_model(annotated, before, computed, {}), target, copy=False)
+    session = session_for(prefix.model, set(), feed_matrices=True)
+    direct = [value.name for value in read if value.name in graph_inputs]
+    feeds = Computed(session, computed, data, direct)
+    first = feeds.get(0, min(rows, data.size))
+    model = segment_model(annotated, cone, [output.name], {name: first[name].dtype for name in computed})
+    return Split(model, feeds)
+
+
+def _analog(node: ir.Node) -> bool:
+    annotation = read_layer(node)
+    return annotation is not None and annotation.analog
