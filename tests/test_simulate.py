@@ -336,8 +336,13 @@ def test_draws_baked_into_their_own_sessions_score_as_draws_fed_to_one(monkeypat
     assert np.allclose(baked[1], fed[1], rtol=1e-4) and len({round(v, 6) for v in fed[1][0]}) == 2
 
 
-@pytest.mark.parametrize("baked, kept_bytes", [(False, prefix.KEPT_BYTES), (True, prefix.KEPT_BYTES), (False, 0)])
-def test_what_no_draw_changes_runs_once_and_every_run_scores_as_the_whole_model_does(baked, kept_bytes, monkeypatch):
+@pytest.mark.parametrize(
+    "baked, kept_bytes, batch",
+    [(False, prefix.KEPT_BYTES, 16), (True, prefix.KEPT_BYTES, 16), (False, 0, 16), (False, prefix.KEPT_BYTES, 256)],
+)
+def test_what_no_draw_changes_runs_once_and_every_run_scores_as_the_whole_model_does(
+    baked, kept_bytes, batch, monkeypatch
+):
     """resnet20 with its last four layers analog: only their forward cone runs per draw and drift time."""
     proto = onnx.load(reference_path("resnet20.onnx"))
     feeds = {"x": np.load(reference_path("resnet20.test.npz"))["x"][:40]}
@@ -345,7 +350,7 @@ def test_what_no_draw_changes_runs_once_and_every_run_scores_as_the_whole_model_
     mapping = {name: "analog" if index >= len(names) - 4 else "int4" for index, name in enumerate(names)}
     annotated = compile_in_memory(proto, HERMES, mapping, feeds)[0]
     scorer = Scorer(annotated, Dataset(feeds, None, "x"), metric="cosine")
-    scorer.batch = 16  # three chunks
+    scorer.batch = batch  # 40 samples: three chunks of 16, or one
     monkeypatch.setattr(scorer_module, "BAKED_FROM_SAMPLES", 1 if baked else 10**9)
     monkeypatch.setattr(prefix, "KEPT_BYTES", kept_bytes)
     splits, split_at_analog = [], scorer_module.split_at_analog
@@ -356,7 +361,7 @@ def test_what_no_draw_changes_runs_once_and_every_run_scores_as_the_whole_model_
     shared = scorer.simulate(annotated, HERMES, times, 2, with_nominal=True, per_sample=True)
     cone = splits[0]
     assert cone is not None and "x" not in {value.name for value in cone.model.graph.inputs}  # fed activations
-    assert len(cone.feeds.kept) == (3 if kept_bytes else 0)
+    assert len(cone.feeds.kept) == (-(-40 // batch) if kept_bytes else 0)
     monkeypatch.setattr(prefix, "COMPUTE_OPS", frozenset())  # nothing counts as worth a cut: the whole model per run
     whole = scorer.simulate(annotated, HERMES, times, 2, with_nominal=True, per_sample=True)
     assert splits[1] is None

@@ -49,6 +49,7 @@ class Computed:
         self.kept_bytes = 0
 
     def get(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        stop = min(stop, self.size)
         if (start, stop) in self.kept:
             return self.kept[(start, stop)]
         data = self.data.get(start, stop)
@@ -69,6 +70,7 @@ class Split:
 
 
 def has_analog(annotated: ir.Model) -> bool:
+    """Whether any layer of the graph is annotated analog (only those change from draw to draw)."""
     return any(_analog(node) for node in annotated.graph)
 
 
@@ -92,7 +94,7 @@ def split_at_analog(annotated: ir.Model, target, data: Chunks, rows: int) -> Spl
     session = session_for(prefix.model, set(), feed_matrices=True)
     direct = [value.name for value in read if value.name in graph_inputs]
     feeds = Computed(session, computed, data, direct)
-    first = feeds.get(0, min(rows, data.size))
+    first = feeds.get(0, rows)
     model = segment_model(annotated, cone, [output.name], {name: first[name].dtype for name in computed})
     return Split(model, feeds)
 

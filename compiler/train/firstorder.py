@@ -13,10 +13,10 @@ The prediction holds while the perturbation is small: an option that moves
 a layer's output by more than LINEAR_LIMIT of its norm (int2, on most
 layers) is left to the exact engines; a digital option whose weights alone
 move by more than WEIGHT_ERROR_LIMIT is left to them without being
-simulated here. Only top-1 metrics on [samples,
-classes] outputs are predicted: there the tracked classes decide the
-arg-max, and a class outside them moves too little to matter. Only those
-classes' changes are kept (a layer's full outputs are built when scored).
+simulated here. Only top-1 metrics on [samples, classes] outputs are
+predicted: there the tracked classes decide the arg-max, and a class
+outside them moves too little to matter. Only those classes' changes are
+kept (a layer's full outputs are built when scored).
 Each layer's session stays open across the chunks of samples: memory
 grows by about the weights once per variant.
 """
