@@ -101,8 +101,10 @@ class Sensitivity(Pass):
                 scorer, model, target, partition.layers, ranges, options, seeds, t_s, seed, screen, stop_above
             )
             names = [layer.name for layer in partition.layers]
-            predicted = _predicted(model, scorer, sweep, names) if engine == "first-order" else {}
-            freeze_survivors(model)  # torch's modules, loaded by first-order, outlive the measurements below
+            predicted = {}
+            if engine == "first-order":
+                predicted = _predicted(model, scorer, sweep, names)
+                freeze_survivors(model)  # torch's modules, loaded for it, outlive the measurements below
             swept = _measured(model, sweep, names, predicted, context.config.workers)
             scores = {
                 name: _scores(
