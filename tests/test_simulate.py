@@ -28,6 +28,7 @@ from hetmap.graph.data import Dataset
 from hetmap.sim import adc, prefix, sessions
 from hetmap.sim import scorer as scorer_module
 from hetmap.sim import simulation as simulation_module
+from hetmap.sim.jobs import Workers
 from hetmap.sim.scorer import Scorer
 from hetmap.sim.simulation import build_simulation, draw_generators
 from hetmap.targets import load_target
@@ -370,3 +371,30 @@ def test_what_no_draw_changes_runs_once_and_every_run_scores_as_the_whole_model_
         for scores, want in zip(per_seed, expected):
             np.testing.assert_array_equal(scores, want)
     assert len({float(np.mean(scores)) for scores in shared[1][0]}) == 2  # the draws differ
+
+
+def test_a_worker_computes_what_no_draw_changes_once_for_its_draws_and_local_ones_get_none_to_share(monkeypatch):
+    """Draws on a cluster split the model as runs in this process do; a local pool gets only mappings that share
+    no prefix (one process computing it once beats two computing it each)."""
+    proto = onnx.load(reference_path("resnet20.onnx"))
+    feeds = {"x": np.load(reference_path("resnet20.test.npz"))["x"][:16]}
+    names = [layer.name for layer in partition(proto, HERMES, {"x": feeds["x"].shape}).layers]
+    mapping = {name: "analog" if index >= len(names) - 2 else "int8" for index, name in enumerate(names)}
+    annotated = compile_in_memory(proto, HERMES, mapping, feeds)[0]
+    mixed = compiled_example("resnet", "hermes", "mixed")[0]  # its first layer analog: nothing before it
+    assert not scorer_module._draws_to_workers(Workers(2), 4, annotated)
+    assert scorer_module._draws_to_workers(Workers(2, "auto"), 4, annotated)
+    assert scorer_module._draws_to_workers(Workers(2), 4, mixed) and not scorer_module._draws_to_workers(
+        Workers(2), 3, mixed
+    )
+    shared = scorer_module._Runs(HERMES, [3600.0], 0, prefix.Chunks(feeds), 16, None, False)
+    splits, split_at_analog = [], scorer_module.split_at_analog
+    monkeypatch.setattr(
+        scorer_module, "split_at_analog", lambda *args: splits.append(split_at_analog(*args)) or splits[-1]
+    )
+    outputs = scorer_module._draws_outputs(annotated, shared, [0, 1])
+    scorer = Scorer(annotated, Dataset(feeds, None, "x"))
+    assert len(splits) == 1 and splits[0] is not None
+    per_time = scorer.simulate(annotated, HERMES, [3600.0], 2)[1]
+    assert splits[1] is not None
+    assert [scorer.score_outputs(draw[0], "draw") for draw in outputs] == per_time[0]

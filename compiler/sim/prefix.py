@@ -79,24 +79,38 @@ def split_at_analog(annotated: ir.Model, target, data: Chunks, rows: int) -> Spl
 
     `rows`: the samples per run (its first chunk is computed here, for the dtypes the cone is declared with).
     """
+    plan = _plan(annotated)
+    if plan is None:
+        return None
+    cone, before, computed, direct = plan
+    prefix = build_simulation(segment_model(annotated, before, computed, {}), target, copy=False)
+    session = session_for(prefix.model, set(), feed_matrices=True)
+    feeds = Computed(session, computed, data, direct)
+    first = feeds.get(0, rows)
+    output = annotated.graph.outputs[0].name
+    model = segment_model(annotated, cone, [output], {name: first[name].dtype for name in computed})
+    return Split(model, feeds)
+
+
+def shares_prefix(annotated: ir.Model) -> bool:
+    """Whether `split_at_analog` would split the model (a look at the graph alone)."""
+    return _plan(annotated) is not None
+
+
+def _plan(annotated: ir.Model) -> tuple[list[ir.Node], list[ir.Node], list[str], list[str]] | None:
+    """(the analog layers' forward cone, the nodes before it, the values they compute for it, the graph inputs
+    it reads itself), or None: control flow, an output no analog layer reaches, no work worth a cut before."""
     if has_subgraphs(annotated):
         return None
     cone, read = forward_cone(annotated, [node for node in annotated.graph if _analog(node)])
-    output = annotated.graph.outputs[0]
-    if output not in {value for node in cone for value in node.outputs}:
+    if annotated.graph.outputs[0] not in {value for node in cone for value in node.outputs}:
         return None
     graph_inputs = {value.name for value in annotated.graph.inputs}
     computed = [value.name for value in read if value.name not in graph_inputs]
     before = segment_nodes(annotated, computed, set())
     if not any(node.op_type in COMPUTE_OPS for node in before):
         return None
-    prefix = build_simulation(segment_model(annotated, before, computed, {}), target, copy=False)
-    session = session_for(prefix.model, set(), feed_matrices=True)
-    direct = [value.name for value in read if value.name in graph_inputs]
-    feeds = Computed(session, computed, data, direct)
-    first = feeds.get(0, rows)
-    model = segment_model(annotated, cone, [output.name], {name: first[name].dtype for name in computed})
-    return Split(model, feeds)
+    return cone, before, computed, [value.name for value in read if value.name in graph_inputs]
 
 
 def _analog(node: ir.Node) -> bool:

@@ -23,7 +23,7 @@ from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
-from hetmap.sim.prefix import Chunks, Computed, has_analog, split_at_analog
+from hetmap.sim.prefix import Chunks, Computed, has_analog, shares_prefix, split_at_analog
 from hetmap.sim.screen import Screen, Track, screen_for
 from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
@@ -140,7 +140,7 @@ class Scorer:
         `what` names the variant in the error a non-finite output raises; with `per_sample`, each
         metric is the array of the samples' scores (a confidence interval needs them); `workers`
         share out the draws when they split evenly; `screened` skips samples that cannot flip (hetmap.sim.screen).
-        Runs in this process compute what no draw changes once (hetmap.sim.prefix).
+        Each process computes what no draw changes once for the runs it does (hetmap.sim.prefix).
         """
         baked = self.dataset.size >= BAKED_FROM_SAMPLES
         inputs, batch, screen = self.screened_feed if screened else (self.dataset.inputs, self.batch, None)
@@ -153,16 +153,13 @@ class Scorer:
                 on_step()
             return nominal, [[nominal] * seeds for _ in times]
         done = {}
-        if workers.parallel and seeds > 1 and workers.even(seeds):
+        if _draws_to_workers(workers, seeds, annotated):
             parts = split(list(range(seeds)), workers.count)
             for part, outputs in zip(parts, map_parts(_draws_outputs, annotated, shared, parts, workers)):
                 done.update(zip(part, outputs))
         # Only for runs in this process, and after the model was serialised for the workers: no peak of both.
-        runs = (0 if done else seeds * len(times)) + with_nominal
-        cut = split_at_analog(annotated, target, shared.feeds, batch) if runs > 1 else None
-        if cut is not None:
-            annotated, shared = cut.model, dataclasses.replace(shared, feeds=cut.feeds)
-        simulation = build_simulation(annotated, target, copy=cut is None, shifted_adc=baked)
+        annotated, shared, own = _shared_prefix(annotated, shared, (0 if done else seeds * len(times)) + with_nominal)
+        simulation = build_simulation(annotated, target, copy=not own, shifted_adc=baked)
         session = None
         if not baked and (with_nominal or not done):
             session = session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
@@ -185,10 +182,28 @@ class _Runs:
     target: Target
     times: list[float]
     seed: int
-    feeds: Chunks | Computed  # the data's, in the screen's order when there is one; Computed in this process only
+    feeds: Chunks | Computed  # the data's, in the screen's order when there is one; Computed where it runs
     batch: int
     screen: Screen | None
     baked: bool  # each draw baked into a session of its own rather than fed
+
+
+def _draws_to_workers(workers: Workers, draws: int, annotated: ir.Model) -> bool:
+    """Whether the draws go to workers: they share out evenly, and on local ones only where the mapping shares no
+    prefix. One process computing it once beat two computing it each: ResNet-50 with 2 analog layers among its
+    last 5, 4 draws on 128 samples, 19.1 s in this process against 38.8 s on 2 workers."""
+    if not workers.parallel or draws < 2 or not workers.even(draws):
+        return False
+    return workers.ray_address is not None or not shares_prefix(annotated)
+
+
+def _shared_prefix(annotated: ir.Model, shared: _Runs, runs: int) -> tuple[ir.Model, _Runs, bool]:
+    """(the model `runs` runs go through, their feeds, whether that model is built here for them alone): the
+    analog layers' forward cone fed what the rest computes once (hetmap.sim.prefix), where that is worth it."""
+    cut = split_at_analog(annotated, shared.target, shared.feeds, shared.batch) if runs > 1 else None
+    if cut is None:
+        return annotated, shared, False
+    return cut.model, dataclasses.replace(shared, feeds=cut.feeds), True
 
 
 def _run_draw(simulation: Simulation, session: ort.InferenceSession | None, values, shared) -> np.ndarray:
@@ -221,6 +236,7 @@ def _draw_outputs(simulation: Simulation, session: ort.InferenceSession | None, 
 def _draws_outputs(annotated: ir.Model, shared, draws: list[int]) -> list[list[np.ndarray]]:
     """_draw_outputs for several draws in a worker, which builds its own simulation graph."""
     baked = shared.baked
-    simulation = build_simulation(annotated, shared.target, shifted_adc=baked)
+    annotated, shared, own = _shared_prefix(annotated, shared, len(draws) * len(shared.times))
+    simulation = build_simulation(annotated, shared.target, copy=not own, shifted_adc=baked)
     session = None if baked else session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
     return [_draw_outputs(simulation, session, shared, draw) for draw in draws]
