@@ -158,11 +158,13 @@ class Scorer:
             for part, outputs in zip(parts, map_parts(_draws_outputs, annotated, shared, parts, workers)):
                 done.update(zip(part, outputs))
         # Only for runs in this process, and after the model was serialised for the workers: no peak of both.
-        annotated, shared, own = _shared_prefix(annotated, shared, (0 if done else seeds * len(times)) + with_nominal)
-        simulation = build_simulation(annotated, target, copy=not own, shifted_adc=baked)
-        session = None
-        if not baked and (with_nominal or not done):
-            session = session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
+        simulation, session = None, None
+        if with_nominal or not done:
+            runs = (0 if done else seeds * len(times)) + with_nominal
+            annotated, shared, own = _shared_prefix(annotated, shared, runs)
+            simulation = build_simulation(annotated, target, copy=not own, shifted_adc=baked)
+            if not baked:
+                session = session_for(simulation.model, simulation.drawn_names(), feed_matrices=True)
         nominal = None
         if with_nominal:
             nominal = self.score_outputs(_run_draw(simulation, session, simulation.nominal(), shared), what, per_sample)
