@@ -44,8 +44,8 @@ def _segment_session(model: ir.Model, names: list[str]) -> ort.InferenceSession:
     return open_session(segment_model(model, segment_nodes(model, names, set()), names, {}), set())
 
 
-def _computed(session: ort.InferenceSession, names: list[str], available: dict[str, np.ndarray]) -> dict:
-    """The named outputs of a segment's session, fed from `available` what it reads."""
+def computed_outputs(session: ort.InferenceSession, names: list[str], available: dict[str, np.ndarray]) -> dict:
+    """The named outputs of a segment's session, fed from `available` what it reads (besides its fed matrices)."""
     inputs = [i.name for i in session.get_inputs() if i.name not in session.hetmap_feeds]
     return dict(zip(names, outputs_of(session, names, {name: available[name] for name in inputs})))
 
@@ -56,7 +56,8 @@ def _ranges(data: dict[str, np.ndarray], step: int) -> list[tuple[int, int]]:
     return [(start, min(start + step, size)) for start in range(0, size, step)]
 
 
-def _sliced(arrays: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+def sliced(arrays: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    """Rows start..stop of every array (a 0-d one, a scalar input, goes whole)."""
     return {name: a[start:stop] if a.ndim else a for name, a in arrays.items()}
 
 
@@ -75,10 +76,10 @@ def probe_activations(model: ir.Model, names: list[str], data: dict[str, np.ndar
     The second needs a free batch size: the first sample once and twice, in the same session; an activation
     whose shape changes other than from 1 row to 2 is one.
     """
-    head = _sliced(data, 0, rows)
+    head = sliced(data, 0, rows)
     if not free_batch or not names:
         return full_precision(model, names, head), set()
-    once = _sliced(data, 0, 1)
+    once = sliced(data, 0, 1)
     first, single, double = full_precision(model, names, head, once, _twice(once))
     return first, {n for n in names if single[n].shape != double[n].shape and not _rows(single, double, n)}
 
@@ -117,10 +118,10 @@ class Source:
     def _compute(self, start: int, stop: int) -> dict[str, np.ndarray]:
         if self.session is None:
             self.session = _segment_session(self.model, self.names)
-        return _computed(self.session, self.names, _sliced(self.data, start, stop))
+        return computed_outputs(self.session, self.names, sliced(self.data, start, stop))
 
     def get(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
-        inputs = _sliced(self.data, start, stop)
+        inputs = sliced(self.data, start, stop)
         computed = None
         for name in names:
             if name in inputs:
@@ -164,7 +165,7 @@ class Walk:
             session = open_session(segment_model(self.model, nodes, outputs, fed), set())
             carried = self._rows(session, outputs, later)
             available = {**self.data, **self.live}
-            parts = [_computed(session, outputs, _sliced(available, *r)) for r in _ranges(self.data, self.batch)]
+            parts = [computed_outputs(session, outputs, sliced(available, *r)) for r in _ranges(self.data, self.batch)]
             rows = set(batched) | carried if len(parts) > 1 else set()  # one run: its arrays as they are
             computed = {n: np.concatenate([p[n] for p in parts]) if n in rows else parts[0][n] for n in outputs}
         found = {name: self.live[name] if name in self.live else computed[name] for name in names}
@@ -181,6 +182,6 @@ class Walk:
         """The candidates that hold one float row per sample (none for a fixed batch size)."""
         if not self.free_batch or not candidates:
             return set()
-        once = _sliced({**self.data, **self.live}, 0, 1)
-        single, double = (_computed(session, outputs, feeds) for feeds in (once, _twice(once)))
+        once = sliced({**self.data, **self.live}, 0, 1)
+        single, double = (computed_outputs(session, outputs, feeds) for feeds in (once, _twice(once)))
         return {name for name in candidates if single[name].dtype.kind == "f" and _rows(single, double, name)}

@@ -19,6 +19,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from hetmap.mapping.annotations import read_layer
+from hetmap.sim.activations import computed_outputs, sliced
 from hetmap.sim.cut import forward_cone, has_subgraphs, segment_model, segment_nodes
 from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import build_simulation
@@ -35,7 +36,7 @@ class Chunks:
         self.size = max((len(array) for array in inputs.values() if array.ndim), default=1)
 
     def get(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {name: array[start:stop] if array.ndim else array for name, array in self.inputs.items()}
+        return sliced(self.inputs, start, stop)
 
 
 class Computed:
@@ -44,7 +45,6 @@ class Computed:
     def __init__(self, session: ort.InferenceSession, names: list[str], data: Chunks, direct: list[str]):
         self.session, self.names, self.data, self.direct = session, names, data, direct
         self.size = data.size
-        self.read = [i.name for i in session.get_inputs() if i.name in data.inputs]  # not the matrices it is fed
         self.kept: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         self.kept_bytes = 0
 
@@ -53,8 +53,7 @@ class Computed:
         if (start, stop) in self.kept:
             return self.kept[(start, stop)]
         data = self.data.get(start, stop)
-        fed = {**{name: data[name] for name in self.read}, **getattr(self.session, "hetmap_feeds", {})}
-        feeds = dict(zip(self.names, self.session.run(self.names, fed)))
+        feeds = computed_outputs(self.session, self.names, data)
         feeds.update({name: data[name] for name in self.direct})
         size = sum(array.nbytes for array in feeds.values())
         if self.kept_bytes + size <= KEPT_BYTES:
