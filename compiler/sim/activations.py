@@ -50,9 +50,14 @@ def computed_outputs(session: ort.InferenceSession, names: list[str], available:
     return dict(zip(names, outputs_of(session, names, {name: available[name] for name in inputs})))
 
 
+def samples_in(data: dict[str, np.ndarray]) -> int:
+    """How many samples the data holds (its arrays of one or more axes hold one sample per row)."""
+    return max((len(a) for a in data.values() if a.ndim), default=1)
+
+
 def _ranges(data: dict[str, np.ndarray], step: int) -> list[tuple[int, int]]:
-    """Ranges of `step` samples over the data (its arrays of one or more axes hold one sample per row)."""
-    size = max((len(a) for a in data.values() if a.ndim), default=1)
+    """Ranges of `step` samples over the data."""
+    size = samples_in(data)
     return [(start, min(start + step, size)) for start in range(0, size, step)]
 
 

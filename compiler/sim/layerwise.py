@@ -31,7 +31,7 @@ import onnxruntime as ort
 
 from hetmap.mapping.annotations import layer_annotation
 from hetmap.mapping.mapping import ANALOG
-from hetmap.sim.activations import Source, Walk, open_session, outputs_of, probe_activations
+from hetmap.sim.activations import Source, Walk, open_session, outputs_of, probe_activations, samples_in
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer
@@ -118,7 +118,7 @@ def sweep_layers(model: ir.Model, sweep: Sweep, names: list[str]) -> dict[str, L
         return {name: _whole_model(model, sweep, layers[name]) for name in names}
     cuts = {name: find_cut(model, name) for name in names}
     data = sweep.inputs
-    size = max((len(a) for a in data.values() if a.ndim), default=1)
+    size = samples_in(data)
     probe_rows = min(size, sweep.batch if not sweep.stackable else 2)
     activations = list(dict.fromkeys(v.name for cut in cuts.values() for v in cut.inputs if v.name not in data))
     probe, elsewhere = probe_activations(model, activations, data, probe_rows, sweep.stackable)

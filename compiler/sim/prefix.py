@@ -19,7 +19,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from hetmap.mapping.annotations import read_layer
-from hetmap.sim.activations import computed_outputs, sliced
+from hetmap.sim.activations import computed_outputs, samples_in, sliced
 from hetmap.sim.cut import forward_cone, has_subgraphs, segment_model, segment_nodes
 from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import build_simulation
@@ -33,7 +33,7 @@ class Chunks:
 
     def __init__(self, inputs: dict[str, np.ndarray]):
         self.inputs = inputs
-        self.size = max((len(array) for array in inputs.values() if array.ndim), default=1)
+        self.size = samples_in(inputs)
 
     def get(self, start: int, stop: int) -> dict[str, np.ndarray]:
         return sliced(self.inputs, start, stop)
