@@ -1,14 +1,15 @@
-"""Sensitivity's three exact engines on the same layers and data, interleaved in one process: time and equal drops.
+"""Sensitivity's exact engines on the same layers and data, interleaved in one process: time and equal drops.
 
 `whole` simulates the whole network for every layer and option (the path
 before issue 16), `suffix` runs only each layer's suffix from cached
 activations with the options stacked, `screened` (the default) also skips
-the samples a variant cannot flip (hetmap.sim.screen), and `budget` also
+the samples a variant cannot flip (hetmap.sim.screen), `budget` also
 stops an option once its drop is sure to exceed the budget (--budget, as
-compile does). Each round runs them one after the other, so load on a
+compile does), and `torch` runs `whole`'s measurements through torch on
+--device (hetmap.train.device_sim: compile's engine where that is a GPU). Each round runs them one after the other, so load on a
 shared machine hits them alike; the best round counts. Drops must be equal
-to the bit across engines, except that an option `budget` stopped must be
-over the budget in both.
+to the bit across engines (within 1e-6 points for `torch`), except that an
+option `budget` stopped must be over the budget in both.
 
 The trained reference models score accuracy on their test files; ResNet-50
 has random weights and inputs (agreement; every input lands in the same
@@ -17,7 +18,7 @@ an evenly spaced subset of its layers, since whole-model simulation of
 every layer takes hours.
 
     python -m bench.sensitivity_speed [--models cnn,resnet,transformer,resnet8,resnet20,resnet50]
-        [--samples 256] [--resnet50-samples 64] [--resnet50-layers 6] [--rounds 2] [--budget 0.5]
+        [--samples 256] [--resnet50-samples 64] [--resnet50-layers 6] [--rounds 2] [--budget 0.5] [--device auto]
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def save(results: dict, out: Path) -> dict:
     return results
 
 
-def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, rounds: int, budget: float) -> dict:
+def measure(
+    proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, rounds: int, budget: float, device: str
+) -> dict:
     """Best seconds per engine, the screened shares, and whether the drops agree."""
     model, context = calibrated(proto, dataset)
     reports = context.reports
@@ -84,13 +87,15 @@ def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, r
         picks = np.linspace(0, len(partition.layers) - 1, layer_count).round().astype(int)
         partition = dataclasses.replace(partition, layers=[partition.layers[i] for i in picks])
     context = context.with_reports({**reports, "partition": partition})
+    on_device = dataclasses.replace(context, config=dataclasses.replace(context.config, device=device))
     runs = {engine: (engine, None) for engine in EXACT_ENGINES} | {"budget": ("screened", budget)}
     seconds = {name: [] for name in runs}
     drops, shares = {}, {}
     for _ in range(rounds):
         for name, (engine, largest) in runs.items():
             began = time.perf_counter()
-            _, report = Sensitivity(Measurement("1d", seeds=3), engine, largest).run(model, context)
+            on = on_device if engine == "torch" else context
+            _, report = Sensitivity(Measurement("1d", seeds=3), engine, largest).run(model, on)
             seconds[name].append(time.perf_counter() - began)
             drops[name] = {(layer, o): d for layer, row in report.layers.items() for o, d in row.items()}
             shares[name] = report.screened_share
@@ -100,7 +105,7 @@ def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, r
         name: all(
             (d.drop_points > budget and exact[key].drop_points > budget)
             if d.at_least
-            else d.drop_points == exact[key].drop_points
+            else abs(d.drop_points - exact[key].drop_points) <= (1e-6 if name == "torch" else 0)
             for key, d in found.items()
         )
         for name, found in drops.items()
@@ -115,6 +120,7 @@ def measure(proto: onnx.ModelProto, dataset: Dataset, layer_count: int | None, r
         "stopped_over_budget": sum(d.at_least for d in drops["budget"].values()),
         "options": len(exact),
         "drops_agree": agree,
+        "torch_device": device,
     }
 
 
@@ -126,23 +132,29 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resnet50-layers", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--budget", type=float, default=0.5, help="compile's --max-drop, for the `budget` run")
+    parser.add_argument("--device", default="auto", help="where the torch engine runs (auto: CUDA when there is one)")
     parser.add_argument("--out", type=Path, default=RESULTS / "sensitivity_speed.json")
     args = parser.parse_args(argv)
+    from hetmap.train.adaptation import torch_device
+
+    device = torch_device(args.device)
     results = {}
     print(
-        "model        layers samples   whole s  suffix s  screened s  budget s | speed-up: suffix screened budget"
-        " | skipped: screened budget | agree"
+        f"model        layers samples   whole s  suffix s  screened s  budget s  torch s | speed-up: suffix screened"
+        f" budget torch ({device}) | skipped: screened budget | agree"
     )
     for name in args.models.split(","):
         if name == "resnet50":
-            figures = measure(*_resnet50(args.resnet50_samples), args.resnet50_layers, args.rounds, args.budget)
+            data = _resnet50(args.resnet50_samples)
+            figures = measure(*data, args.resnet50_layers, args.rounds, args.budget, device)
         else:
-            figures = measure(*_reference(name, args.samples), None, args.rounds, args.budget)
+            figures = measure(*_reference(name, args.samples), None, args.rounds, args.budget, device)
         results[name] = figures
         s, x, k = figures["seconds"], figures["speedup_vs_whole"], figures["skipped_share"]
         print(
             f"{name:12s} {figures['layers']:6d} {figures['samples']:7d} {s['whole']:9.1f} {s['suffix']:9.1f} "
-            f"{s['screened']:11.1f} {s['budget']:9.1f} | {x['suffix']:14.2f}x {x['screened']:7.2f}x {x['budget']:5.2f}x"
+            f"{s['screened']:11.1f} {s['budget']:9.1f} {s['torch']:8.1f} | {x['suffix']:14.2f}x {x['screened']:7.2f}x"
+            f" {x['budget']:5.2f}x {x['torch']:5.2f}x"
             f" | {k['screened']:17.0%} {k['budget']:6.0%} | {'yes' if all(figures['drops_agree'].values()) else 'NO'}",
             flush=True,
         )

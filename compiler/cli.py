@@ -149,7 +149,7 @@ def cli() -> None:
     type=click.Choice(DEVICES),
     default="auto",
     show_default=True,
-    help="Where fine-tuning runs (auto: CUDA when torch sees one).",
+    help="Where torch runs: fine-tuning, and on CUDA sensitivity's simulations too (auto: CUDA when torch sees one).",
 )
 @sensitivity_option
 def compile(
@@ -193,7 +193,7 @@ def compile(
     parse_drift(drift)
     if finetune_epochs and train is None:
         raise click.UsageError("--finetune needs training data: add --train train.npz")
-    if finetune_epochs and device == "cuda":
+    if device == "cuda":
         from hetmap.train.adaptation import torch_device
 
         torch_device(device)  # no CUDA here: one line now, not after the sensitivity pass
@@ -275,24 +275,36 @@ def inspect(build_dir) -> None:
 )
 @metric_option
 @workers_options
-def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address) -> None:
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where to simulate: cuda runs the draws through torch on the GPU (auto: when torch sees one), cpu on "
+    "onnxruntime.",
+)
+def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address, device) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
     annotated = read_model(model)
-    read_target(annotated, str(model))
+    target = read_target(annotated, str(model))
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
     dataset = load_dataset(data, dtypes)
     resolve_input_shapes(annotated, dataset, {})  # the data must fit the model's inputs
     drifts = [text.strip() for text in drift.split(",") if text.strip()]
     for text in drifts:
         parse_drift(text)
+    simulator = None
+    if device != "cpu":
+        from hetmap.train.device_sim import annotated_simulator
+
+        simulator = annotated_simulator(annotated, target, device)  # None on the CPU: onnxruntime simulates there
     with Progress(
         *Progress.get_default_columns(), console=err, transient=True, disable=not err.is_terminal
     ) as progress:
         task = progress.add_task("simulating", total=seeds * len(drifts))
         step = lambda: progress.advance(task)  # noqa: E731
-        report = evaluate(
-            annotated, str(model), dataset, drifts, seeds, seed, step, metric, Workers(workers, ray_address)
-        )
+        workers = Workers(workers, ray_address)
+        report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, step, metric, workers, simulator)
     result = report_to_dict(report)
     json_path = json_path or model.with_name(f"{model.stem}.run.json")
     write_json_atomic(json_path, result)

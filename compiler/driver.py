@@ -212,6 +212,7 @@ def compile_model(
         metric=metric,
         workers=workers,
         verify=verify,
+        device=adaptation.device,
     )
     context = PassContext(target=target, config=config, progress=on_step)
     model, results = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)

@@ -51,6 +51,7 @@ class CompileConfig:
     metric: str = "auto"  # how outputs are scored (hetmap.sim.metrics.METRICS)
     workers: Workers = Workers()  # where independent measurements run (sensitivity's layers)
     verify: Dataset | None = None  # held out of `dataset`, or the user's --verify: the final check of a mapping
+    device: str = "cpu"  # where torch simulates mappings (auto: on CUDA when torch sees one); cpu: onnxruntime does
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,18 @@ def scoring_dataset(model: ir.Model, config: CompileConfig) -> Dataset:
     rng = np.random.default_rng([config.seed, 11])
     feeds = random_feeds(model, config.input_shapes, rng, batch=batch)
     return Dataset(inputs=feeds, labels=None, source="random inputs (give --data to score on real data)")
+
+
+def simulator_for(model: ir.Model, context: PassContext, asked: bool = False):
+    """A torch simulator of `model` (hetmap.train.device_sim) where the config's device is a GPU, or on the CPU
+    where `asked`; None where onnxruntime measures (also where torch cannot run the graph)."""
+    if context.config.device == "cpu" and not asked:
+        return None
+    from hetmap.train.device_sim import simulator_on
+
+    reports, target = context.reports, context.target
+    layers, ranges = reports["partition"].layers, reports["calibrate"].input_range
+    return simulator_on(context.config.device, model, layers, ranges, target, asked)
 
 
 def _whole_batches(dataset: Dataset, batch: int | None) -> Dataset:

@@ -18,7 +18,7 @@ from scipy.stats import norm
 from hetmap.mapping.mapping import ANALOG
 from hetmap.mapping.search import Attempt, Decision, best, rank, safest, solve_and_verify
 from hetmap.mapping.solver import Problem, predicted_drop
-from hetmap.pipeline import PassContext
+from hetmap.pipeline import PassContext, simulator_for
 from hetmap.sim.confidence import WITHIN, VerifiedDrop, verified_drop
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
@@ -54,7 +54,15 @@ class Verifier:
         ranges = context.reports["calibrate"].input_range
         layers = context.reports["partition"].layers
         self.measurer = Measurer(
-            model, context.target, layers, ranges, self.scorer, context.config.seed, context.config.workers, True
+            model,
+            context.target,
+            layers,
+            ranges,
+            self.scorer,
+            context.config.seed,
+            context.config.workers,
+            True,
+            simulator_for(model, context),
         )
         self.measurement, self.confidence = measurement, confidence
 

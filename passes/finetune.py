@@ -25,7 +25,7 @@ import onnx_ir as ir
 from hetmap.errors import HetmapError
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.mapping import ANALOG, Mapping, option_bits, target_options, validate
-from hetmap.pipeline import Pass, PassContext, WeightChange, handoff, scoring_dataset
+from hetmap.pipeline import Pass, PassContext, WeightChange, handoff, scoring_dataset, simulator_for
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
 
@@ -215,8 +215,9 @@ class Finetune(Pass):
 
     @staticmethod
     def _measurer(model: ir.Model, context: PassContext, scorer: Scorer) -> Measurer:
-        ranges = context.reports["calibrate"].input_range
-        return Measurer(model, context.target, context.reports["partition"].layers, ranges, scorer, context.config.seed)
+        ranges, layers = context.reports["calibrate"].input_range, context.reports["partition"].layers
+        simulator = simulator_for(model, context)
+        return Measurer(model, context.target, layers, ranges, scorer, context.config.seed, simulator=simulator)
 
     def _scores(
         self, measurer: Measurer, layers, context: PassContext, fixed: dict[str, str] | None

@@ -28,7 +28,7 @@ import onnx_ir as ir
 
 from hetmap.errors import require_finite
 from hetmap.mapping.mapping import ANALOG, target_options
-from hetmap.pipeline import Pass, PassContext, scoring_dataset
+from hetmap.pipeline import Pass, PassContext, scoring_dataset, simulator_for
 from hetmap.sim.layerwise import LayerSweep, sweep_for, sweep_parallel, variant_names
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
@@ -38,8 +38,9 @@ from hetmap.train.firstorder import Predicted, applies, predict_layers
 # screened: the suffix engine skipping samples a variant cannot flip (hetmap.sim.screen); suffix: every sample;
 # whole: every (layer, option) simulates the whole model, as before the suffix engine; first-order: drops
 # predicted from each layer's simulated change and one backward pass (hetmap.train.firstorder), the options
-# out of its linear regime screened
-EXACT_ENGINES = ("screened", "suffix", "whole")
+# out of its linear regime screened; torch: every (layer, option) on the whole model through torch's ops on the
+# pass's device (hetmap.train.device_sim), what any method becomes where that device is a GPU
+EXACT_ENGINES = ("screened", "suffix", "whole", "torch")
 ENGINES = (*EXACT_ENGINES, "first-order")
 METHODS = ("auto", "exact", "first-order")  # what users choose (--sensitivity): exact is the screened engine
 FIRST_ORDER_FROM_LAYERS = 40  # auto predicts from here on: resnet20 (22 layers) 1.17x, resnet50 (54) 2.26x
@@ -64,6 +65,7 @@ class SensitivityReport:
     layers: dict[str, dict[str, OptionDrop]]
     screened_share: float  # of the sample x variant runs, those the screen skipped (they cannot flip)
     predicted: dict[str, list[str]] = field(default_factory=dict)  # per layer, options whose drops are first-order
+    simulated_on: str = "onnxruntime (cpu)"  # or torch on its device (the torch engine)
 
 
 class Sensitivity(Pass):
@@ -74,6 +76,7 @@ class Sensitivity(Pass):
         self, measurement: Measurement = Measurement(), engine: str = "screened", largest_budget: float | None = None
     ):
         """engine: one of ENGINES, or `auto` (first-order from FIRST_ORDER_FROM_LAYERS layers on, else screened);
+        where the config's device is a GPU, every engine is the torch engine;
         largest_budget: the largest budget (points) assign solves for; an option sure to drop more stops early.
         """
         self.measurement = measurement
@@ -91,8 +94,10 @@ class Sensitivity(Pass):
         screened, over, predicted, engine = 0.0, {}, {}, self.engine
         if engine == "auto":
             engine = "first-order" if len(partition.layers) >= FIRST_ORDER_FROM_LAYERS else "screened"
-        if engine == "whole":
-            scores = _whole_model_scores(model, context, partition.layers, ranges, scorer, self.measurement)
+        simulator = simulator_for(model, context, asked=engine == "torch")
+        simulated_on = f"torch ({simulator.device})" if simulator else SensitivityReport.simulated_on
+        if simulator or engine == "whole":
+            scores = _whole_model_scores(model, context, partition.layers, ranges, scorer, self.measurement, simulator)
         else:
             options, seeds, seed = target_options(target), self.measurement.seeds, context.config.seed
             t_s, screen = self.measurement.t_inference_s, engine in ("screened", "first-order")
@@ -137,6 +142,7 @@ class Sensitivity(Pass):
             layers=layers,
             screened_share=screened,
             predicted={name: sorted(p.changes) for name, p in predicted.items() if p.changes},
+            simulated_on=simulated_on,
         )
         return model, report
 
@@ -178,9 +184,12 @@ def _scores(scorer: Scorer, layer: str, outputs: dict[str, list[np.ndarray]]) ->
     }
 
 
-def _whole_model_scores(model, context, layers, ranges, scorer, measurement) -> dict[str, dict[str, list[float]]]:
-    """Every (layer, option) simulated on the whole model: the path the suffix engine must agree with."""
-    measurer = Measurer(model, context.target, layers, ranges, scorer, context.config.seed)
+def _whole_model_scores(
+    model, context, layers, ranges, scorer, measurement, simulator=None
+) -> dict[str, dict[str, list[float]]]:
+    """Every (layer, option) simulated on the whole model: the path the suffix engine must agree with (through
+    torch with a `simulator`, hetmap.train.device_sim)."""
+    measurer = Measurer(model, context.target, layers, ranges, scorer, context.config.seed, simulator=simulator)
     scores = {}
     for layer in layers:
         scores[layer.name] = {}

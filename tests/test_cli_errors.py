@@ -212,3 +212,16 @@ def test_training_data_of_the_wrong_shape(hetmap):
         "1",
     )
     assert_one_line_error(result, "data file 'train.npz'", "N x 7")
+
+
+def test_cuda_asked_for_without_a_gpu_before_any_pass_runs(hetmap):
+    """--device cuda also moves sensitivity's simulations to the GPU: without fine-tuning too, it must be there."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = hetmap(
+        "compile", reference_path("mlp.onnx"), "-o", "out", "--data", reference_path("mlp.test.npz"), "--device", "cuda"
+    )
+    assert_one_line_error(result, "--device cuda", "torch sees no CUDA device")
+    assert not Path("out").exists()

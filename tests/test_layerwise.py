@@ -38,10 +38,13 @@ def reference(name: str, samples: int = 48) -> tuple[onnx.ModelProto, Dataset]:
     return onnx.load(reference_path(f"{name}.onnx")), Dataset({"x": data["x"][:samples]}, data["y"][:samples], name)
 
 
-def decide(proto, dataset: Dataset | None, engine: str, target="hermes", assign=True, metric="auto", budget=None):
+def decide(
+    proto, dataset: Dataset | None, engine: str, target="hermes", assign=True, metric="auto", budget=None, device="cpu"
+):
     """Canonicalize .. sensitivity (with `engine`, stopping options sure to break `budget`) .. assign (at 1 point)."""
     model = ir.serde.deserialize_model(copy.deepcopy(proto))
-    config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset, metric=metric)
+    shapes = resolve_input_shapes(model, dataset, {})
+    config = CompileConfig(input_shapes=shapes, dataset=dataset, metric=metric, device=device)
     passes = [Canonicalize(), Partition(), Calibrate(), Sensitivity(MEASUREMENT, engine, budget)]
     passes += [Assign(AssignOptions(max_drop=1.0, measurement=MEASUREMENT))] if assign else []
     _, reports = run_pipeline(model, passes, PassContext(as_target(target), config))

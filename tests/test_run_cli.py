@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 import messy_models as messy
 from helpers import assert_one_line_error, ort_outputs
@@ -19,7 +20,7 @@ from hetmap.driver import compile_model
 from hetmap.models import reference_path
 from hetmap.targets import load_target
 
-RUN_KEYS = {"model", "data", "metric", "samples", "seeds", "full_precision", "nominal", "drifts"}
+RUN_KEYS = {"model", "data", "metric", "samples", "seeds", "full_precision", "nominal", "drifts", "simulated_on"}
 DRIFT_KEYS = {"drift", "t_inference_s", "mean", "std", "per_seed"}
 
 
@@ -182,4 +183,26 @@ def test_missing_data_flag(hetmap, build):
 
 def test_bad_input_writes_no_json(hetmap, build):
     run(hetmap, build, "--drift", "1x")
+    assert not Path("result.json").exists()
+
+
+# Where it simulates.
+
+
+def test_on_a_machine_without_a_gpu_auto_simulates_on_onnxruntime_and_says_so(hetmap, build):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: auto simulates there")
+    assert run(hetmap, build, "--seeds", "1", "--drift", "1d").exit_code == 0
+    assert result_json()["simulated_on"] == "onnxruntime (cpu)"
+
+
+def test_cpu_simulates_on_onnxruntime_and_the_table_says_so(hetmap, build):
+    result = run(hetmap, build, "--seeds", "1", "--drift", "1d", "--device", "cpu")
+    assert result.exit_code == 0 and "simulated on onnxruntime (cpu)" in result.stdout
+    assert result_json()["simulated_on"] == "onnxruntime (cpu)"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_without_a_gpu(hetmap, build):
+    assert_one_line_error(run(hetmap, build, "--device", "cuda"), "--device cuda", "torch sees no CUDA device")
     assert not Path("result.json").exists()

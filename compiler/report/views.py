@@ -258,7 +258,10 @@ def show_schedule(console: Console, report: dict) -> None:
 
 def show_run(console: Console, report: dict) -> None:
     metric = report["metric"]
-    table = Table(title=f"{metric} on {report['data']} ({report['samples']} samples, {report['seeds']} seeds)")
+    table = Table(
+        title=f"{metric} on {report['data']} ({report['samples']} samples, {report['seeds']} seeds)",
+        caption=f"simulated on {report.get('simulated_on', 'onnxruntime (cpu)')}",
+    )
     for column in ("drift", f"{metric} mean", "std", "vs full precision"):
         table.add_column(column, justify="right")
     table.add_row("full precision", f"{report['full_precision']:.2%}", "", "")

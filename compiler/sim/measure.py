@@ -3,7 +3,9 @@
 Sensitivity measures one layer's option at a time, assign whole mappings,
 finetune the mappings it reports, and the benches theirs: all through
 `Measurer.measure`, with the annotations emit writes and the simulation
-graph and draws of `hetmap run`, so compile measures what run would.
+graph and draws of `hetmap run`, so compile measures what run would. Where
+the config's device is a GPU, the same draws run through torch there
+(hetmap.pipeline.simulator_for, hetmap.train.device_sim).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Measurer:
         seed: int,
         workers: Workers = Workers(),
         screened: bool = False,
+        simulator=None,
     ):
         self.model = model
         self.target = target
@@ -54,6 +57,7 @@ class Measurer:
         self.seed = seed
         self.workers = workers  # a mapping's draws run there
         self.screened = screened  # skip the samples no change seen can flip (hetmap.sim.screen)
+        self.simulator = simulator  # a DeviceSimulator of the model: mappings it supports run through torch
 
     def measure(
         self,
@@ -69,6 +73,10 @@ class Measurer:
         `what` names the mapping in the error a non-finite output raises;
         with `per_sample`, each metric is the array of the samples' scores.
         """
+        if self.simulator is not None and self.simulator.supports(mapping):
+            scorer = self.scorer
+            drawn = self.simulator.runs(mapping, scorer.dataset, scorer.batch, times, range(seeds), self.seed)
+            return [[scorer.score_outputs(outputs, what, per_sample) for outputs in per_seed] for per_seed in drawn]
         nodes = {node.name: node for node in self.model.graph}
         total_weights = sum(layer.weight_count for layer in self.layers)
         chosen = [layer for layer in self.layers if layer.name in mapping]

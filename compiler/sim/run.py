@@ -9,7 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.graph.data import Dataset
-from hetmap.mapping.annotations import read_target
+from hetmap.mapping.annotations import read_layer, read_target
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.jobs import Workers
 from hetmap.sim.scorer import Scorer
@@ -34,6 +34,7 @@ class RunReport:
     full_precision: float
     nominal: float  # converters and quantisers on, no device noise
     drifts: list[DriftResult]
+    simulated_on: str = "onnxruntime (cpu)"  # or torch on its device (hetmap.train.device_sim)
 
 
 def evaluate(
@@ -46,12 +47,22 @@ def evaluate(
     on_step: Callable[[], None] = lambda: None,
     metric: str = "auto",
     workers: Workers = Workers(),
+    simulator=None,
 ) -> RunReport:
-    """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws (shared by `workers`)."""
+    """Score `model` (annotated) on `dataset` at each drift time over `seeds` Monte-Carlo draws (shared by `workers`).
+
+    With a `simulator` of the model (hetmap.train.device_sim.annotated_simulator), the draws run through torch on
+    its device.
+    """
     target = read_target(model, source)
     times = [parse_drift(text) for text in drifts]
     scorer = Scorer(model, dataset, metric=metric)
-    nominal, per_time = scorer.simulate(model, target, times, seeds, seed, on_step, with_nominal=True, workers=workers)
+    if simulator is not None:
+        nominal, per_time = _on_device(simulator, model, scorer, times, seeds, seed, on_step)
+    else:
+        nominal, per_time = scorer.simulate(
+            model, target, times, seeds, seed, on_step, with_nominal=True, workers=workers
+        )
     return RunReport(
         model=source,
         data=dataset.source,
@@ -64,4 +75,19 @@ def evaluate(
             DriftResult(text, t, float(np.mean(values)), float(np.std(values)), values)
             for text, t, values in zip(drifts, times, per_time)
         ],
+        simulated_on=f"torch ({simulator.device})" if simulator else RunReport.simulated_on,
     )
+
+
+def _on_device(simulator, model: ir.Model, scorer: Scorer, times, seeds: int, seed: int, on_step):
+    """scorer.simulate's (converters-only metric, metric per drift time per seed), through torch a draw at a time."""
+    what, dataset, batch = "the mapped model", scorer.dataset, scorer.batch
+    mapping = {node.name: annotation.option for node in model.graph if (annotation := read_layer(node))}
+    nominal = scorer.score_outputs(simulator.converters_only(mapping, dataset, batch), what)
+    per_time = [[] for _ in times]
+    for draw in range(seeds):
+        drawn = simulator.runs(mapping, dataset, batch, times, range(draw, draw + 1), seed)
+        for scores, (outputs,) in zip(per_time, drawn):
+            scores.append(scorer.score_outputs(outputs, what))
+            on_step()
+    return nominal, per_time

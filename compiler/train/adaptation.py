@@ -273,15 +273,19 @@ def teacher_outputs(net, input_names, inputs, size: int, batch_size: int, device
     """The full-precision model's own outputs on the training data: distillation's targets."""
     net.set_mapping({})
     net.clear_noise()
+    return outputs_over(net, input_names, inputs, size, batch_size, device)
+
+
+@torch.no_grad()
+def outputs_over(net, input_names, inputs, size: int, batch_size: int, device) -> torch.Tensor:
+    """The net's first output (eval mode, on the CPU) over `size` samples of `inputs`, `batch_size` at a time."""
     net.eval()
     chunks = []
-    with torch.no_grad():
-        for start in range(0, size, batch_size):
-            feeds = [
-                (inputs[n][start : start + batch_size] if inputs[n].dim() else inputs[n]).to(device)
-                for n in input_names
-            ]
-            chunks.append(first_output(net(*feeds)).cpu())
+    for start in range(0, size, batch_size):
+        feeds = [
+            (inputs[n][start : start + batch_size] if inputs[n].dim() else inputs[n]).to(device) for n in input_names
+        ]
+        chunks.append(first_output(net(*feeds)).cpu())
     return torch.cat(chunks)
 
 

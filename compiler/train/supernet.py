@@ -166,16 +166,31 @@ class Supernet(torch.nn.Module):
 
     @torch.no_grad()
     def draw_noise(self, program_rng: np.random.Generator, read_rng: np.random.Generator) -> None:
-        """One chip: every analog-capable layer's tiles programmed from the current weights, then read.
+        """One chip: every analog-capable layer's tiles programmed from the current weights, then read."""
+        self.read_noise(self.program_tiles(program_rng), self.t_inference_s, read_rng)
 
-        In graph order, programming first and reading after, as the simulator
-        draws, so the same generators give the simulation's draw.
-        """
-        analog = [(name, layer.analog) for name, layer in self.mixed.items() if layer.analog is not None]
-        weights = {name: self.graph.initializer(self._weights[name]) for name, _ in analog}
-        programmed = [op.program(weights[name].cpu().numpy(), program_rng) for name, op in analog]
-        for (name, op), arrays in zip(analog, programmed):
-            op.noise = op.read(arrays, self.t_inference_s, read_rng, weights[name].device)
+    @torch.no_grad()
+    def program_tiles(self, program_rng: np.random.Generator, names: Collection[str] | None = None) -> dict:
+        """The tiles of every analog-capable layer (of those in `names`, when given) programmed from the current
+        weights, in graph order, as the simulator programs its analog layers: the same generator gives its draw."""
+        analog = [
+            (name, layer.analog)
+            for name, layer in self.mixed.items()
+            if layer.analog is not None and (names is None or name in names)
+        ]
+        return {
+            name: op.program(self.graph.initializer(self._weights[name]).cpu().numpy(), program_rng)
+            for name, op in analog
+        }
+
+    @torch.no_grad()
+    def read_noise(self, programmed: dict, t_inference_s: float, read_rng: np.random.Generator) -> None:
+        """The programmed tiles read `t_inference_s` after programming (in the order the simulator reads them):
+        each layer's noise from now on; layers not programmed compute without device noise."""
+        self.clear_noise()
+        for name, arrays in programmed.items():
+            op = self.mixed[name].analog
+            op.noise = op.read(arrays, t_inference_s, read_rng, self.graph.initializer(self._weights[name]).device)
 
     def clear_noise(self) -> None:
         for layer in self.mixed.values():
