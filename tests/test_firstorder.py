@@ -65,13 +65,19 @@ def test_options_out_of_the_linear_regime_are_measured_exactly_and_predictions_r
         assert report.layers[layer][option] == measured["sensitivity"].layers[layer][option]
 
 
-def _resnet_predictions(samples: int) -> tuple[dict, Scorer]:
-    """predict_layers on every layer of the reference resnet, on hermes at 1 day, 2 draws."""
+def _resnet_predictions(samples: int, untyped: bool = False) -> tuple[dict, Scorer]:
+    """predict_layers on every layer of the reference resnet, on hermes at 1 day, 2 draws; `untyped`: with the
+    types of the activations between its nodes unknown, as shape inference leaves some exporters' graphs."""
     proto, dataset = reference("resnet", samples=samples)
     model = ir.serde.deserialize_model(proto)
     config = CompileConfig(input_shapes=resolve_input_shapes(model, dataset, {}), dataset=dataset)
     context = PassContext(load_target("hermes"), config)
     model, reports = run_pipeline(model, [Canonicalize(), Partition(), Calibrate()], context)
+    if untyped:
+        for node in model.graph:
+            for value in node.outputs:
+                if not value.is_graph_output():
+                    value.type = None
     layers, ranges = reports["partition"].layers, reports["calibrate"].input_range
     scorer = Scorer(model, dataset)
     options = target_options(context.target)
@@ -94,6 +100,15 @@ def test_predictions_keep_each_samples_tracked_classes_changes_alone():
                 assert np.array_equal(outputs[others], scorer.outputs[others])
                 checked += not np.array_equal(outputs, scorer.outputs)
     assert checked
+
+
+def test_activations_of_unknown_type_are_predicted_as_typed_ones():
+    """Shape inference leaves a BERT encoder's intermediate types unknown: every layer past the first was measured."""
+    typed, _ = _resnet_predictions(32)
+    untyped, _ = _resnet_predictions(32, untyped=True)
+    assert untyped.keys() == typed.keys() and len(typed) == 9
+    for name, layer in typed.items():
+        assert untyped[name].relative_change == layer.relative_change and untyped[name].exact == layer.exact
 
 
 def test_digital_options_whose_weights_alone_move_far_are_left_to_the_exact_engines_unsimulated(monkeypatch):

@@ -175,7 +175,9 @@ class _State:
         for (name, cut), gradient in zip(cuts.items(), gradients):
             arguments, output = self.held[name]
             read = {value.name: arguments[k] for k, value in enumerate(cut.layer.inputs) if value in cut.inputs}
-            if name in self.unbatched or any(a.dim() == 0 or len(a) != count for a in [*read.values(), output]):
+            if name in self.unbatched or any(
+                a.dim() == 0 or len(a) != count or not a.is_floating_point() for a in [*read.values(), output]
+            ):
                 self.unbatched.add(name)
                 continue
             fed = {value_name: tensor.detach().numpy() for value_name, tensor in read.items()}
