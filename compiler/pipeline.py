@@ -32,6 +32,8 @@ from hetmap.graph import parity
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch, random_feeds
 from hetmap.sim.jobs import Workers
+from hetmap.sim.measure import Measurer
+from hetmap.sim.scorer import Scorer
 from hetmap.sim.sessions import freeze_survivors
 from hetmap.targets import Target
 
@@ -148,6 +150,14 @@ def scoring_dataset(model: ir.Model, config: CompileConfig) -> Dataset:
     rng = np.random.default_rng([config.seed, 11])
     feeds = random_feeds(model, config.input_shapes, rng, batch=batch)
     return Dataset(inputs=feeds, labels=None, source="random inputs (give --data to score on real data)")
+
+
+def whole_mapping_measurer(model: ir.Model, context: PassContext, scorer: Scorer) -> Measurer:
+    """How assign and verification measure whole mappings: screened, on the config's workers and device."""
+    reports, config = context.reports, context.config
+    layers, ranges = reports["partition"].layers, reports["calibrate"].input_range
+    simulator = simulator_for(model, context)
+    return Measurer(model, context.target, layers, ranges, scorer, config.seed, config.workers, True, simulator)
 
 
 def simulator_for(model: ir.Model, context: PassContext, asked: bool = False):

@@ -18,9 +18,9 @@ from scipy.stats import norm
 from hetmap.mapping.mapping import ANALOG
 from hetmap.mapping.search import Attempt, Decision, best, rank, safest, solve_and_verify
 from hetmap.mapping.solver import Problem, predicted_drop
-from hetmap.pipeline import PassContext, simulator_for
+from hetmap.pipeline import PassContext, whole_mapping_measurer
 from hetmap.sim.confidence import WITHIN, VerifiedDrop, verified_drop
-from hetmap.sim.measure import Measurement, Measurer
+from hetmap.sim.measure import Measurement
 from hetmap.sim.scorer import Scorer
 
 
@@ -51,19 +51,7 @@ class Verifier:
             reference = Scorer(model, dataset).reference
             put_weights(model, current)
         self.scorer = Scorer(model, dataset, reference, context.config.metric)
-        ranges = context.reports["calibrate"].input_range
-        layers = context.reports["partition"].layers
-        self.measurer = Measurer(
-            model,
-            context.target,
-            layers,
-            ranges,
-            self.scorer,
-            context.config.seed,
-            context.config.workers,
-            True,
-            simulator_for(model, context),
-        )
+        self.measurer = whole_mapping_measurer(model, context, self.scorer)
         self.measurement, self.confidence = measurement, confidence
 
     def __call__(self, mapping: dict[str, str]) -> VerifiedDrop:

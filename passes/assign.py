@@ -43,9 +43,9 @@ from hetmap.mapping.cost import dram_surcharge_pj_per_byte, layer_cost, mapping_
 from hetmap.mapping.mapping import ANALOG, Mapping, target_options, validate
 from hetmap.mapping.search import Attempt, Decision, best, decide, solve_and_verify
 from hetmap.mapping.solver import Problem
-from hetmap.pipeline import Pass, PassContext, scoring_dataset, simulator_for, verification_dataset
+from hetmap.pipeline import Pass, PassContext, scoring_dataset, verification_dataset, whole_mapping_measurer
 from hetmap.sim.confidence import WITHIN, VerifiedDrop
-from hetmap.sim.measure import Measurement, Measurer
+from hetmap.sim.measure import Measurement
 from hetmap.sim.scorer import Scorer
 from hetmap.verification import Verifier, choose_verified, put_weights
 
@@ -238,18 +238,7 @@ class _Measure:
         self.layers = context.reports["partition"].layers
         self.total_weights = context.reports["partition"].mappable_weights
         self.scorer = Scorer(model, scoring_dataset(model, context.config), reference, context.config.metric)
-        ranges = context.reports["calibrate"].input_range
-        self.measurer = Measurer(
-            model,
-            self.target,
-            self.layers,
-            ranges,
-            self.scorer,
-            context.config.seed,
-            context.config.workers,
-            True,
-            simulator_for(model, context),
-        )
+        self.measurer = whole_mapping_measurer(model, context, self.scorer)
         self.offset = 100 * (self.scorer.full_precision - self.scorer.model_metric)
 
     def __call__(self, mapping: dict[str, str], predicted: float) -> Attempt:

@@ -112,9 +112,10 @@ class Sensitivity(Pass):
                 freeze_survivors(model)  # torch's modules, loaded for it, outlive the measurements below
             swept = _measured(model, sweep, names, predicted, context.config.workers)
             scores = {
-                name: _scores(
-                    scorer, name, {**(p.outputs if (p := predicted.get(name)) else {}), **swept[name].outputs}
-                )
+                name: {
+                    **(p.scores(scorer.score_outputs, name) if (p := predicted.get(name)) else {}),
+                    **_scores(scorer, name, swept[name].outputs),
+                }
                 for name in names
             }
             over = {name: layer.over for name, layer in swept.items()}
@@ -157,10 +158,11 @@ def _predicted(model: ir.Model, scorer: Scorer, sweep, names: list[str]) -> dict
     """First-order predictions where they apply; none (every option measured) where torch cannot run the model."""
     from hetmap.train.interpreter import UnsupportedOpError  # torch loads only for this engine
 
-    if not applies(scorer.outputs, scorer.metric.kind, scorer.fixed_batch):
+    kind, own_reference = scorer.metric.kind, scorer.reference is scorer.outputs
+    if not scorer.samples_first or not applies(scorer.outputs, kind, scorer.fixed_batch, own_reference):
         return {}
     try:
-        return predict_layers(model, sweep, names, scorer.dataset.inputs, scorer.outputs)
+        return predict_layers(model, sweep, names, scorer.dataset.inputs, scorer.outputs, kind)
     except (UnsupportedOpError, RuntimeError):  # ops torch lacks, or shapes its ops refuse: measure every option
         return {}
 

@@ -5,7 +5,7 @@ import onnx_ir as ir
 import pytest
 import torch
 from test_analog_op import ROOMY_TINY
-from test_layerwise import decide, drops, reference
+from test_layerwise import assert_same_drops, decide, reference
 
 import messy_models as messy
 from helpers import REFERENCE_MODELS, compiled_example, example_model, random_inputs
@@ -22,10 +22,8 @@ DRIFTS = ["1h", "1d", "1y"]
 
 
 def assert_close_drops(onnxruntime, torch_engine) -> None:
-    expected, actual = drops(onnxruntime), drops(torch_engine)
-    assert expected.keys() == actual.keys()
-    for key, (drop, std) in expected.items():
-        assert actual[key] == pytest.approx((drop, std), abs=1e-5), key
+    """Equal to float rounding: a cosine's last bits may differ between the two runtimes."""
+    assert_same_drops(onnxruntime, torch_engine, tolerance=1e-5)
 
 
 @pytest.mark.parametrize("name", REFERENCE_MODELS)

@@ -57,11 +57,11 @@ def drops(report) -> dict:
     }
 
 
-def assert_same_drops(whole, suffix) -> None:
+def assert_same_drops(whole, suffix, tolerance: float = 1e-9) -> None:
     expected, actual = drops(whole), drops(suffix)
     assert expected.keys() == actual.keys()
     for key, (drop, std) in expected.items():
-        assert actual[key] == pytest.approx((drop, std), abs=1e-9), key
+        assert actual[key] == pytest.approx((drop, std), abs=tolerance), key
 
 
 @pytest.mark.parametrize("name", REFERENCE_MODELS)

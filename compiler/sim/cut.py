@@ -83,10 +83,11 @@ def forward_cone(model: ir.Model, starts: list[ir.Node]) -> tuple[list[ir.Node],
 
 
 def layer_cut(model: ir.Model, layer_name: str) -> Cut | None:
-    """The layer alone, fed the activations it reads; None when one of them is not a float tensor."""
+    """The layer alone, fed the activations it reads; None when one of them is known not to be a float tensor
+    (a type shape inference left unknown is found out from the samples fed)."""
     layer = next(node for node in model.graph if node.name == layer_name)
     inputs = [value for value in layer.inputs if _external(value, set())]
-    if any(value.dtype not in FLOAT_TYPES for value in inputs):
+    if any(value.dtype is not None and value.dtype not in FLOAT_TYPES for value in inputs):
         return None
     return Cut(layer, [layer], inputs, True)
 

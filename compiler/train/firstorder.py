@@ -13,10 +13,15 @@ The prediction holds while the perturbation is small: an option that moves
 a layer's output by more than LINEAR_LIMIT of its norm (int2, on most
 layers) is left to the exact engines; a digital option whose weights alone
 move by more than WEIGHT_ERROR_LIMIT is left to them without being
-simulated here. Only top-1 metrics on [samples, classes] outputs are
-predicted: there the tracked classes decide the arg-max, and a class
-outside them moves too little to matter. Only those classes' changes are
-kept (a layer's full outputs are built when scored).
+simulated here. Top-1 metrics on [samples, classes] outputs track each
+sample's best classes: they decide the arg-max, and a class outside them
+moves too little to matter. Only those classes' changes are kept (a
+layer's full outputs are built when scored). Cosine and snr against the
+model's own outputs y depend on the change d = J·δ only through its power:
+1 - cosine is |d⊥|² / |y|² (d⊥: d without its part along y) to leading
+order, 1/snr - 1 is |d|² / |y|². That power is estimated from PROBES random
+directions r per sample (E[(r·d)²] = |d|² for r ~ N(0, I)): their gradients
+come from the same batched backward pass, projected off y for cosine.
 Each layer's session stays open across the chunks of samples: memory
 grows by about the weights once per variant.
 """
@@ -39,6 +44,7 @@ from hetmap.sim.sessions import release_graphs
 from hetmap.sim.simulation import build_simulation
 
 TRACKED_CLASSES = 3  # each sample's best scores whose gradients are taken (more changed no resnet20 drop)
+PROBES = 16  # random output directions per sample for cosine and snr: the power's spread is sqrt(2/PROBES) per sample
 LINEAR_LIMIT = 0.2  # ||δ|| / ||layer output|| past which an option is measured exactly
 WEIGHT_ERROR_LIMIT = 2 * LINEAR_LIMIT  # ||Q(W) - W|| / ||W||: int2 on every layer of ResNet-50 and ours (0.45-0.90)
 CHUNK_BYTES = 1 << 30  # activations and gradients held for one chunk of samples, roughly
@@ -48,11 +54,12 @@ CHUNK_BYTES = 1 << 30  # activations and gradients held for one chunk of samples
 class Predicted:
     """One layer's predicted changes per option (one array per draw, the data's order), and its outputs on demand."""
 
-    changes: dict[str, list[np.ndarray]]  # [samples, tracked]: the change of each sample's tracked classes
+    changes: dict[str, list[np.ndarray]]  # [samples, tracked]: the change of each tracked class's score or probe
     relative_change: dict[str, float]  # ||δ|| / ||output|| over the data, draws pooled
     exact: tuple[str, ...]  # options out of the linear regime: measure them exactly
     baseline: np.ndarray = field(repr=False)  # the unperturbed outputs, shared by every layer
-    classes: np.ndarray = field(repr=False)  # [samples, tracked]: each sample's tracked classes
+    classes: np.ndarray | None = field(repr=False)  # [samples, tracked]: each sample's tracked classes (top-1)
+    kind: str = "top1"  # the metric's (hetmap.sim.metrics.Metric.kind)
 
     @property
     def outputs(self) -> dict[str, list[np.ndarray]]:
@@ -67,20 +74,40 @@ class Predicted:
                 built[option].append(outputs)
         return built
 
+    def scores(self, score_outputs, layer: str) -> dict[str, list[float]]:
+        """The predicted metric per option per draw: top-1 scores the predicted outputs (with `score_outputs`, the
+        scorer's); cosine and snr come from each sample's power, the mean square of its probes' changes."""
+        if self.kind == "top1":
+            return {
+                option: [score_outputs(outputs, f"layer '{layer}' as {option}") for outputs in per_draw]
+                for option, per_draw in self.outputs.items()
+            }
+        scores = {}
+        for option, per_draw in self.changes.items():
+            power = [np.mean(np.square(change, dtype=np.float64), axis=1) for change in per_draw]
+            per_sample = [1 / np.sqrt(1 + p) if self.kind == "cosine" else 1 / (1 + p) for p in power]
+            scores[option] = [float(values.mean()) for values in per_sample]
+        return scores
 
-def applies(outputs: np.ndarray, metric_kind: str, fixed_batch: int | None) -> bool:
-    """Whether predictions can stand for measurements: a top-1 metric on [samples, classes], a free batch."""
-    return metric_kind == "top1" and outputs.ndim == 2 and outputs.shape[1] >= 2 and fixed_batch is None
+
+def applies(outputs: np.ndarray, metric_kind: str, fixed_batch: int | None, own_reference: bool) -> bool:
+    """Whether predictions can stand for measurements, on a free batch: a top-1 metric on [samples, classes], or
+    cosine or snr against the model's own outputs (after fine-tuning they are the user's: no expansion around them)."""
+    if fixed_batch is not None:
+        return False
+    if metric_kind == "top1":
+        return outputs.ndim == 2 and outputs.shape[1] >= 2
+    return own_reference
 
 
 def predict_layers(
-    model: ir.Model, sweep, names: list[str], inputs: dict, baseline: np.ndarray
+    model: ir.Model, sweep, names: list[str], inputs: dict, baseline: np.ndarray, kind: str = "top1"
 ) -> dict[str, Predicted]:
     """Per layer in `names` that reads only float activations: its options' predicted outputs on `inputs`.
 
     `sweep` is the suffix engine's (hetmap.sim.layerwise.Sweep: target, layers, ranges, options, draws,
-    seed); `baseline` the unperturbed outputs on `inputs`. Raises UnsupportedOpError when torch cannot
-    run the model.
+    seed); `baseline` the unperturbed outputs on `inputs`; `kind` the metric's. Raises UnsupportedOpError when
+    torch cannot run the model.
     """
     from hetmap.train.interpreter import OnnxModule
 
@@ -88,8 +115,7 @@ def predict_layers(
     simulated = [name for name in names if set(sweep.options) - far[name]]
     cuts = {name: cut for name in simulated if (cut := layer_cut(model, name)) is not None}
     layers = {layer.name: layer for layer in sweep.layers if layer.name in cuts}
-    tracked = min(TRACKED_CLASSES, baseline.shape[1])
-    state = _State(sweep, layers, baseline, tracked, far)
+    state = _State(sweep, layers, baseline, kind, far)
     floats = [
         n for n, v in model.graph.initializers.items() if v.const_value is not None and v.dtype.is_floating_point()
     ]
@@ -109,13 +135,14 @@ def predict_layers(
 class _State:
     """What the chunks accumulate: predicted outputs and the squared sizes of δ and of each layer's output."""
 
-    def __init__(self, sweep, layers: dict, baseline: np.ndarray, tracked: int, far: dict[str, set[str]]):
-        self.sweep, self.layers, self.tracked, self.baseline, self.far = sweep, layers, tracked, baseline, far
-        self.classes = np.argsort(-baseline, axis=1, kind="stable")[:, :tracked]
+    def __init__(self, sweep, layers: dict, baseline: np.ndarray, kind: str, far: dict[str, set[str]]):
+        self.sweep, self.layers, self.baseline, self.kind, self.far = sweep, layers, baseline, kind, far
+        self.tracked = min(TRACKED_CLASSES, baseline.shape[1]) if kind == "top1" else PROBES
+        self.classes = np.argsort(-baseline, axis=1, kind="stable")[:, : self.tracked] if kind == "top1" else None
         self.variants = {
             name: variant_names([o for o in sweep.options if o not in far[name]], sweep.draws) for name in layers
         }
-        shape = (len(baseline), tracked)
+        shape = (len(baseline), self.tracked)
         self.changes = {name: {v: np.zeros(shape, np.float32) for v in self.variants[name]} for name in layers}
         self.moved = {name: dict.fromkeys(self.variants[name], 0.0) for name in layers}
         self.size = dict.fromkeys(layers, 0.0)
@@ -139,18 +166,18 @@ class _State:
         scores = net(*(torch.from_numpy(feed) for feed in feeds))
         scores = scores[0] if isinstance(scores, tuple) else scores
         count = len(scores)
-        classes = self.classes[start : start + count]
         outputs = [self.held[name][1] for name in cuts]
-        # one backward pass per tracked class, batched: the k-th row of every gradient is class k's
-        picks = torch.zeros((self.tracked, *scores.shape))
-        picks[np.arange(self.tracked)[:, None], np.arange(count)[None, :], classes.T] = 1.0
+        # one backward pass per tracked class or probe, batched: the k-th row of every gradient is the k-th's
+        picks = torch.from_numpy(self._picks(start, count))
         gradients = torch.autograd.grad(scores, outputs, picks, allow_unused=True, is_grads_batched=True)
         # the layers' outputs, their gradients per tracked class, and as much again for what the backward keeps
         self.bytes_per_sample = sum(o.numel() * o.element_size() for o in outputs) * 2 * (1 + self.tracked) // count
         for (name, cut), gradient in zip(cuts.items(), gradients):
             arguments, output = self.held[name]
             read = {value.name: arguments[k] for k, value in enumerate(cut.layer.inputs) if value in cut.inputs}
-            if name in self.unbatched or any(a.dim() == 0 or len(a) != count for a in [*read.values(), output]):
+            if name in self.unbatched or any(
+                a.dim() == 0 or len(a) != count or not a.is_floating_point() for a in [*read.values(), output]
+            ):
                 self.unbatched.add(name)
                 continue
             fed = {value_name: tensor.detach().numpy() for value_name, tensor in read.items()}
@@ -172,6 +199,25 @@ class _State:
             for k, variant in enumerate(variants):
                 self.changes[name][variant][start : start + count] += change[:, :, k].numpy()
 
+    def _picks(self, start: int, count: int) -> np.ndarray:
+        """[tracked, samples, *output]: one-hot at each sample's tracked classes (top-1), else random probes over
+        |y| (projected off y for cosine), seeded by the sweep's seed and the chunk."""
+        baseline = self.baseline[start : start + count]
+        if self.kind == "top1":
+            picks = np.zeros((self.tracked, *baseline.shape), np.float32)
+            picks[
+                np.arange(self.tracked)[:, None], np.arange(count)[None, :], self.classes[start : start + count].T
+            ] = 1
+            return picks
+        rng = np.random.default_rng([self.sweep.seed, start])
+        probes = rng.standard_normal((self.tracked, count, baseline[0].size))
+        y = baseline.reshape(count, -1).astype(np.float64)
+        norms = np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-30)
+        if self.kind == "cosine":
+            along = y / norms
+            probes -= np.einsum("psk,sk->ps", probes, along)[:, :, None] * along[None]
+        return (probes / norms[None]).astype(np.float32).reshape(self.tracked, *baseline.shape)
+
     def _perturbed(self, model, name: str, cut, fed: dict[str, np.ndarray]) -> np.ndarray | None:
         """The layer alone under every variant, stacked; None where onnxruntime cannot run it so (measured then)."""
         try:
@@ -184,7 +230,7 @@ class _State:
 
     def result(self, name: str) -> Predicted:
         if name in self.unbatched:
-            return Predicted({}, {}, self.sweep.options, self.baseline, self.classes)
+            return Predicted({}, {}, self.sweep.options, self.baseline, self.classes, self.kind)
         by_option: dict[str, list[np.ndarray]] = {}
         moved: dict[str, list[float]] = {}
         for variant in self.variants[name]:
@@ -195,7 +241,7 @@ class _State:
         out = {option for option, value in relative.items() if not value <= LINEAR_LIMIT} | self.far[name]
         exact = tuple(option for option in self.sweep.options if option in out)
         changes = {o: a for o, a in by_option.items() if o not in exact}
-        return Predicted(changes, relative, exact, self.baseline, self.classes)
+        return Predicted(changes, relative, exact, self.baseline, self.classes, self.kind)
 
 
 def _far_from_linear(model: ir.Model, layer, options) -> set[str]:
