@@ -39,7 +39,7 @@ from hetmap.train.firstorder import Predicted, applies, predict_layers
 # whole: every (layer, option) simulates the whole model, as before the suffix engine; first-order: drops
 # predicted from each layer's simulated change and one backward pass (hetmap.train.firstorder), the options
 # out of its linear regime screened; torch: every (layer, option) on the whole model through torch's ops on the
-# pass's device (hetmap.train.device_sim), what any method becomes where that device is a GPU
+# config's device (hetmap.train.device_sim), what any method becomes where that device is a GPU
 EXACT_ENGINES = ("screened", "suffix", "whole", "torch")
 ENGINES = (*EXACT_ENGINES, "first-order")
 METHODS = ("auto", "exact", "first-order")  # what users choose (--sensitivity): exact is the screened engine

@@ -142,3 +142,18 @@ def test_draws_on_cuda_compute_what_they_compute_on_the_cpu():
         scale = np.abs(on_cpu).max()
         assert np.median(np.abs(on_gpu - on_cpu)) < 1e-4 * scale
         assert np.mean(on_gpu.argmax(axis=1) == on_cpu.argmax(axis=1)) > 0.95
+
+
+def test_the_sensitivity_table_says_where_torch_simulated():
+    from rich.console import Console
+
+    from hetmap.pipeline import report_to_dict
+    from hetmap.report.views import show_sensitivity
+
+    proto, dataset = reference("cnn", samples=32)
+    tables = {}
+    for engine in ("screened", "torch"):
+        console = Console(record=True, width=200)
+        show_sensitivity(console, report_to_dict(decide(proto, dataset, engine, assign=False)["sensitivity"]))
+        tables[engine] = console.export_text()
+    assert "simulated on torch (cpu)" in tables["torch"] and "simulated on" not in tables["screened"]

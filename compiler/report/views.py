@@ -142,6 +142,8 @@ def show_sensitivity(console: Console, report: dict, mapping: dict[str, str] | N
     predicted = report.get("predicted", {})
     notes = ["* the option the mapping chose"] if mapping else []
     notes += ["~ predicted to first order (--sensitivity)"] if predicted else []
+    simulated_on = report.get("simulated_on", "onnxruntime (cpu)")
+    notes += [f"simulated on {simulated_on}"] if not simulated_on.startswith("onnxruntime") else []
     table = Table(
         title=f"Sensitivity: {report['metric']} drop in points, one layer at a time "
         f"(analog at {report['drift']}, ± std over {report['seeds']} seeds)",
