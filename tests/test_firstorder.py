@@ -111,6 +111,20 @@ def test_activations_of_unknown_type_are_predicted_as_typed_ones():
         assert untyped[name].relative_change == layer.relative_change and untyped[name].exact == layer.exact
 
 
+def test_layer_runs_past_the_kept_bytes_are_built_again_per_chunk_with_the_same_draws(monkeypatch):
+    """Memory: BERT-base's 72 layer-alone runs held 3.4 GB of drawn weights; past the limit each chunk rebuilds."""
+    monkeypatch.setattr(firstorder, "CHUNK_BYTES", 1)  # one sample per chunk
+    kept, _ = _resnet_predictions(6)
+    monkeypatch.setattr(firstorder, "RUNS_KEPT_BYTES", 0)
+    rebuilt, _ = _resnet_predictions(6)
+    assert rebuilt.keys() == kept.keys()
+    for name, layer in kept.items():
+        assert rebuilt[name].relative_change == layer.relative_change
+        for option, per_draw in layer.changes.items():
+            for expected, got in zip(per_draw, rebuilt[name].changes[option], strict=True):
+                np.testing.assert_array_equal(got, expected)
+
+
 def test_digital_options_whose_weights_alone_move_far_are_left_to_the_exact_engines_unsimulated(monkeypatch):
     """int2 moves every layer's weights by 45 % or more: simulated alone, it is out of the linear regime anyway."""
     predicted, _ = _resnet_predictions(32)
