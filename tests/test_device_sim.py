@@ -10,7 +10,7 @@ from test_layerwise import assert_same_drops, decide, reference
 import messy_models as messy
 from helpers import REFERENCE_MODELS, compiled_example, example_model, random_inputs
 from hetmap.graph.data import Dataset
-from hetmap.mapping.annotations import read_layer
+from hetmap.mapping.annotations import read_layer, read_mapping
 from hetmap.sim.measure import Measurer
 from hetmap.sim.run import evaluate
 from hetmap.sim.scorer import Scorer
@@ -80,7 +80,8 @@ def test_a_simulator_follows_the_weights_put_into_the_model():
     annotated, reports = compiled_example("cnn", ROOMY_TINY, "mixed")
     annotated = ir.serde.deserialize_model(ir.serde.serialize_model(annotated))
     _, feeds = example_model("cnn")
-    layers, ranges, mapping = annotated_layers(annotated)
+    layers, ranges = annotated_layers(annotated)
+    mapping = read_mapping(annotated)
     scorer = Scorer(annotated, Dataset(feeds, None, "feeds"))
     on_ort = Measurer(annotated, ROOMY_TINY, reports["partition"].layers, ranges, scorer, 0)
     simulator = DeviceSimulator(annotated, layers, ranges, ROOMY_TINY, "cpu")
@@ -113,7 +114,8 @@ def test_hetmap_run_through_torch_scores_every_draw_and_drift_as_onnxruntime(map
 
 def test_annotated_layers_read_back_what_compile_mapped():
     annotated, reports = compiled_example("grouped_and_depthwise_conv", ROOMY_TINY, "mixed")
-    layers, ranges, mapping = annotated_layers(annotated)
+    layers, ranges = annotated_layers(annotated)
+    mapping = read_mapping(annotated)
     assert mapping == reports["assign"].mapping.layers
     assert ranges == pytest.approx(reports["calibrate"].input_range)
     by_name = {layer.name: layer for layer in reports["partition"].layers}
@@ -131,7 +133,8 @@ def test_draws_on_cuda_compute_what_they_compute_on_the_cpu():
     annotated, _ = compiled_example("cnn", ROOMY_TINY, "mixed")
     _, feeds = example_model("cnn")
     dataset = Dataset(feeds, None, "feeds")
-    layers, ranges, mapping = annotated_layers(annotated)
+    layers, ranges = annotated_layers(annotated)
+    mapping = read_mapping(annotated)
     outputs = {
         device: DeviceSimulator(annotated, layers, ranges, ROOMY_TINY, device).runs(
             mapping, dataset, 64, [86400.0], range(2), 3

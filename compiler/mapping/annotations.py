@@ -128,6 +128,11 @@ def read_layer(node: ir.Node) -> LayerAnnotation | None:
     )
 
 
+def read_mapping(model: ir.Model) -> dict[str, str]:
+    """The option of every annotated node, by node name, in graph order."""
+    return {node.name: annotation.option for node in model.graph if (annotation := read_layer(node))}
+
+
 def clear_layer(node: ir.Node) -> None:
     for key in [key for key in node.metadata_props if key.startswith(PREFIX)]:
         del node.metadata_props[key]

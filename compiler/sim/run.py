@@ -9,7 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.graph.data import Dataset
-from hetmap.mapping.annotations import read_layer, read_target
+from hetmap.mapping.annotations import read_mapping, read_target
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.jobs import Workers
 from hetmap.sim.scorer import Scorer
@@ -82,7 +82,7 @@ def evaluate(
 def _on_device(simulator, model: ir.Model, scorer: Scorer, times, seeds: int, seed: int, on_step):
     """scorer.simulate's (converters-only metric, metric per drift time per seed), through torch a draw at a time."""
     what, dataset, batch = "the mapped model", scorer.dataset, scorer.batch
-    mapping = {node.name: annotation.option for node in model.graph if (annotation := read_layer(node))}
+    mapping = read_mapping(model)
     nominal = scorer.score_outputs(simulator.converters_only(mapping, dataset, batch), what)
     per_time = [[] for _ in times]
     for draw in range(seeds):

@@ -21,7 +21,7 @@ import torch
 
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import graph_inputs
-from hetmap.mapping.annotations import read_layer
+from hetmap.mapping.annotations import read_layer, read_mapping
 from hetmap.mapping.mapping import ANALOG
 from hetmap.sim.simulation import draw_generators
 from hetmap.targets import Target
@@ -45,9 +45,9 @@ class AnnotatedLayer:
     block_rows: int
 
 
-def annotated_layers(model: ir.Model) -> tuple[list[AnnotatedLayer], dict[str, float], dict[str, str]]:
-    """(layers, their calibrated input ranges, the mapping) of an annotated model, in graph order."""
-    layers, ranges, mapping = [], {}, {}
+def annotated_layers(model: ir.Model) -> tuple[list[AnnotatedLayer], dict[str, float]]:
+    """(layers, their calibrated input ranges) of an annotated model, in graph order."""
+    layers, ranges = [], {}
     for node in model.graph:
         annotation = read_layer(node)
         if annotation is None:
@@ -64,8 +64,7 @@ def annotated_layers(model: ir.Model) -> tuple[list[AnnotatedLayer], dict[str, f
             )
         )
         ranges[node.name] = annotation.input_range
-        mapping[node.name] = annotation.option
-    return layers, ranges, mapping
+    return layers, ranges
 
 
 @contextlib.contextmanager
@@ -116,9 +115,7 @@ class DeviceSimulator:
         A mapping without analog layers is deterministic: it runs once.
         """
         analog = {name for name, option in mapping.items() if option == ANALOG}
-        self._refresh()
-        self.net.set_mapping(mapping)
-        self.net.clear_noise()
+        self._map(mapping)
         if not analog:
             outputs = self._outputs(data, batch)
             return [[outputs] * len(draws) for _ in times]
@@ -134,10 +131,14 @@ class DeviceSimulator:
 
     def converters_only(self, mapping: dict[str, str], data: Dataset, batch: int) -> np.ndarray:
         """Outputs with converters and quantisers on and no device noise."""
+        self._map(mapping)
+        return self._outputs(data, batch)
+
+    def _map(self, mapping: dict[str, str]) -> None:
+        """The net on the model's current weights, in `mapping`'s modes, without device noise."""
         self._refresh()
         self.net.set_mapping(mapping)
         self.net.clear_noise()
-        return self._outputs(data, batch)
 
     def _outputs(self, data: Dataset, batch: int) -> np.ndarray:
         if self._data is None or self._data[0] is not data:
@@ -166,6 +167,5 @@ def simulator_on(
 def annotated_simulator(model: ir.Model, target: Target, device: str, asked: bool = False) -> DeviceSimulator | None:
     """simulator_on for an annotated model (`hetmap run`), None also where its mapping has an analog layer the
     torch op lacks."""
-    layers, ranges, mapping = annotated_layers(model)
-    simulator = simulator_on(device, model, layers, ranges, target, asked)
-    return simulator if simulator is not None and simulator.supports(mapping) else None
+    simulator = simulator_on(device, model, *annotated_layers(model), target, asked)
+    return simulator if simulator is not None and simulator.supports(read_mapping(model)) else None
