@@ -109,7 +109,7 @@ class Sensitivity(Pass):
             predicted = {}
             if engine == "first-order":
                 predicted = _predicted(model, scorer, sweep, names)
-                freeze_survivors(model)  # torch's modules, loaded for it, outlive the measurements below
+            freeze_survivors(model)  # the scorer, the sweep (and torch's modules, for first-order) outlive them
             swept = _measured(model, sweep, names, predicted, context.config.workers)
             scores = {
                 name: {

@@ -105,6 +105,21 @@ def test_safest_takes_the_smallest_drop_then_the_least_energy_among_allowed_opti
     assert safest(p) == {"l0": "int8", "l1": "int8", "l2": "int8"}
 
 
+def test_safest_fits_the_tiles_when_each_layers_own_safest_option_would_not():
+    # nothing drops anywhere (one calibration sample), so each layer alone would take analog, the cheapest;
+    # two tiles hold two of the three layers, and the third pays for int8
+    p = problem(drop=[[0.0, 0.0]] * 3)
+    p = Problem(p.layers, p.options, p.drop, p.energy_pj, p.weights, p.tiles, 2, p.allowed)
+    assert analog_count(Attempt(safest(p), 0.0, 0.0, 0.0, 0.0, 0.0)) == 2
+
+
+def test_safest_prefers_the_least_drop_over_energy_within_the_tiles():
+    # l1's analog drops 0.3: with one tile, l0 takes it (no drop) and l1 stays int8 (0.1)
+    p = problem(drop=[[0.0, 0.2], [0.3, 0.1]])
+    p = Problem(p.layers, p.options, p.drop, p.energy_pj, p.weights, p.tiles, 1, p.allowed)
+    assert safest(p) == {"l0": "analog", "l1": "int8"}
+
+
 def test_decide_keeps_the_smallest_drop_when_nothing_is_within_budget():
     measure = measurer({"analog": 1.0, "int8": 0.4})
     decision = decide(problem([[1.0, 0.4]] * 2), measure, budget=0.5, objective="energy")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hetmap.mapping.solver import Problem, predicted_drop, solve
+from hetmap.errors import HetmapError
+from hetmap.mapping.solver import Problem, least_drop, predicted_drop, solve
 
 CORRECTION_ROUNDS = 4
 PESSIMISM = 0.9  # measured below this share of predicted: the model had slack to spend
@@ -113,10 +114,12 @@ def solve_and_verify(
 
 
 def safest(problem: Problem) -> dict[str, str]:
-    """Per layer the allowed option with the smallest drop (the least energy among ties)."""
-    mapping = {}
-    for i, name in enumerate(problem.layers):
-        allowed = [j for j in range(len(problem.options)) if problem.allowed[i, j]]
-        best_option = min(allowed, key=lambda j: (problem.drop[i, j], problem.energy_pj[i, j]))
-        mapping[name] = problem.options[best_option]
+    """The mapping within the tile capacity with the least predicted drop, the least energy among ties.
+
+    Not each layer's own safest option: where those all drop nothing (one calibration sample, say),
+    that is the cheapest option, analog, on more layers than the tiles hold.
+    """
+    mapping = least_drop(problem)
+    if mapping is None:  # digital options are always allowed, so only a malformed problem gets here
+        raise HetmapError("solver: no mapping fits the target's analog tiles")
     return mapping

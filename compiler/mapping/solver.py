@@ -60,21 +60,42 @@ def solve(
     """
     if not np.isfinite(budget):
         raise NonFiniteError(f"solver: the accuracy budget is {budget}")
+    analog = problem.options.index(ANALOG)
+    energy = _energy(problem)
+    if objective == "energy":
+        cost = energy
+    else:
+        share = np.zeros(problem.drop.shape)
+        share[:, analog] = problem.weights / max(problem.weights.sum(), 1)
+        cost = np.append(-share.reshape(-1), 0.0) + 1e-6 * energy
+    return _milp(problem, cost, budget, excluded)
+
+
+def least_drop(problem: Problem) -> dict[str, str] | None:
+    """The mapping within the tile capacity whose predicted drop is least, the least energy among those
+    (two solves: the least drop, then the least energy at that drop); None when no mapping fits."""
+    fits = _milp(problem, np.append(problem.drop.reshape(-1), 0.0), np.inf)
+    if fits is None:
+        return None
+    least = predicted_drop(problem, fits)
+    return _milp(problem, _energy(problem), least + 1e-9 * max(least, 1.0)) or fits
+
+
+def _energy(problem: Problem) -> np.ndarray:
+    """Each choice's energy, scaled to at most 1, and last the spilled bytes' surcharge (0 when none can spill)."""
+    surcharge = problem.dram_surcharge_pj_per_byte if _spills(problem) else 0.0
+    return np.append(problem.energy_pj.reshape(-1), surcharge) / max(problem.energy_pj.max(), 1e-30)
+
+
+def _spills(problem: Problem) -> bool:
+    return problem.weight_sram_bytes > 0 and problem.dram_surcharge_pj_per_byte > 0 and problem.weight_bytes is not None
+
+
+def _milp(problem: Problem, cost: np.ndarray, budget: float, excluded: list[dict[str, str]] = ()):
+    """The mapping of least `cost` (one entry per choice, then the spilled bytes) under the constraints."""
     n_layers, n_options = problem.drop.shape
     size = n_layers * n_options
-    analog = problem.options.index(ANALOG)
-    spill = (
-        problem.weight_sram_bytes > 0 and problem.dram_surcharge_pj_per_byte > 0 and problem.weight_bytes is not None
-    )
-    # The last variable is s, the bytes spilled to DRAM (held at 0 when nothing can spill).
-    energy = np.append(problem.energy_pj.reshape(-1), problem.dram_surcharge_pj_per_byte if spill else 0.0)
-    scale = max(problem.energy_pj.max(), 1e-30)
-    if objective == "energy":
-        cost = energy / scale
-    else:
-        share = np.zeros((n_layers, n_options))
-        share[:, analog] = problem.weights / max(problem.weights.sum(), 1)
-        cost = np.append(-share.reshape(-1), 0.0) + 1e-6 * energy / scale
+    spill = _spills(problem)
 
     def row(per_choice: np.ndarray, spilled: float = 0.0) -> np.ndarray:
         return np.append(per_choice.reshape(-1), spilled)
@@ -83,7 +104,7 @@ def solve(
     lower = [np.ones(n_layers), [-np.inf]]
     upper = [np.ones(n_layers), [budget]]
     capacity = np.zeros((n_layers, n_options))
-    capacity[:, analog] = problem.tiles
+    capacity[:, problem.options.index(ANALOG)] = problem.tiles
     rows.append(row(capacity))
     lower.append([-np.inf])
     upper.append([problem.tile_count])

@@ -188,7 +188,7 @@ class _State:
                 continue
             fed = {value_name: tensor.detach().numpy() for value_name, tensor in read.items()}
             nominal = output.detach().numpy()
-            perturbed = self._perturbed(model, name, cut, fed)
+            perturbed = self._perturbed(model, name, cut, fed, keep=start + count < len(self.baseline))
             if perturbed is None or perturbed.shape != (len(self.variants[name]) * count, *nominal.shape[1:]):
                 self.unbatched.add(name)
                 continue
@@ -224,14 +224,15 @@ class _State:
             probes -= np.einsum("psk,sk->ps", probes, along)[:, :, None] * along[None]
         return (probes / norms[None]).astype(np.float32).reshape(self.tracked, *baseline.shape)
 
-    def _perturbed(self, model, name: str, cut, fed: dict[str, np.ndarray]) -> np.ndarray | None:
-        """The layer alone under every variant, stacked; None where onnxruntime cannot run it so (measured then)."""
+    def _perturbed(self, model, name: str, cut, fed: dict[str, np.ndarray], keep: bool) -> np.ndarray | None:
+        """The layer alone under every variant, stacked; None where onnxruntime cannot run it so (measured then).
+        With `keep` (chunks follow), its session stays open for them while RUNS_KEPT_BYTES allows."""
         try:
             run = self.runs.get(name) or _layer_run(model, self.sweep, self.layers[name], cut, self.variants[name], fed)
             session, weights = run
             outputs = outputs_of(session, [session.get_outputs()[0].name], {**fed, **weights})[0]
             size = len(self.variants[name]) * self.layers[name].weight_count * 4  # fed and baked copies, float32
-            if name not in self.runs and self.kept_bytes + size <= RUNS_KEPT_BYTES:
+            if keep and name not in self.runs and self.kept_bytes + size <= RUNS_KEPT_BYTES:
                 self.runs[name], self.kept_bytes = run, self.kept_bytes + size
             return outputs
         except Exception:  # noqa: BLE001 (onnxruntime's own error types): prediction is optional, measuring is not
