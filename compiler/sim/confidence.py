@@ -41,7 +41,7 @@ class VerifiedDrop:
     samples: int
     seeds: int
     confidence: float
-    continuous: bool = False  # per-sample scores anywhere in [0, 1] (cosine, snr), not top-1's 0 or 1
+    continuous: bool = False  # per-sample scores that vary continuously (cosine, snr), not top-1's 0 or 1
 
     def verdict(self, budget: float) -> str:
         """within: the interval's top meets the budget; over: its bottom breaks it; else inconclusive."""
