@@ -291,6 +291,8 @@ def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address
     dataset = load_dataset(data, dtypes)
     resolve_input_shapes(annotated, dataset, {})  # the data must fit the model's inputs
     drifts = [text.strip() for text in drift.split(",") if text.strip()]
+    if not drifts:
+        raise HetmapError(f"--drift '{drift}' names no drift time; give times such as 1h,1d,1y")
     for text in drifts:
         parse_drift(text)
     simulator = None

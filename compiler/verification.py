@@ -58,7 +58,8 @@ class Verifier:
         measurement = self.measurement
         what = f"the mapping with {sum(o == ANALOG for o in mapping.values())} analog layers (verification)"
         per_time = self.measurer.measure(mapping, [measurement.t_inference_s], measurement.seeds, what, per_sample=True)
-        return verified_drop(self.scorer.full_precision_per_sample, np.array(per_time[0]), self.confidence)
+        continuous = self.scorer.metric.kind != "top1"
+        return verified_drop(self.scorer.full_precision_per_sample, np.array(per_time[0]), self.confidence, continuous)
 
 
 FIRST_VERIFIED = 2  # attempts at the whole budget verified first, by objective
@@ -103,7 +104,7 @@ def choose_verified(
     harbours = [safest(problem), dict.fromkeys(problem.layers, digital)]
     found = candidates.first_within(ordered[:1])
     first = candidates.verified[0][1]
-    if not found and _narrowest_half_width(first.samples, first.confidence) >= budget:
+    if not found and _narrowest_half_width(first) >= budget:
         return _lowest_upper_bound(candidates, [*ordered[1:FIRST_VERIFIED], *harbours], problem, objective, offset)
     found = found or candidates.first_within(ordered[1:FIRST_VERIFIED])
     for share in LADDER:
@@ -149,8 +150,9 @@ class _Candidates:
         return None
 
     def lowest(self, objective: str) -> tuple[Attempt, VerifiedDrop]:
-        """The verified attempt with the lowest upper bound, ties to the objective."""
-        return min(self.verified, key=lambda pair: (pair[1].high_points, rank(pair[0], objective)))
+        """The verified attempt with the lowest upper bound, ties to the lower verified drop, then the objective
+        (one held-out sample bounds every drop by +-100 points: the tie is the rule there)."""
+        return min(self.verified, key=lambda pair: (pair[1].high_points, pair[1].mean_points, rank(pair[0], objective)))
 
 
 def _lowest_upper_bound(
@@ -176,8 +178,8 @@ def _lowest_upper_bound(
 
 
 def _at_floor(drop: VerifiedDrop) -> bool:
-    """Whether the upper bound is that of a mapping changing no held-out sample (or lower)."""
-    return drop.high_points <= _narrowest_half_width(drop.samples, drop.confidence) * (1 + 1e-9)
+    """Whether the upper bound is that of a mapping changing no held-out sample (or lower), and it broke none."""
+    return drop.high_points <= _narrowest_half_width(drop) * (1 + 1e-9) and drop.mean_points <= 0
 
 
 def _rank_of(candidate: Attempt | dict[str, str], problem: Problem, objective: str) -> tuple[float, ...]:
@@ -194,16 +196,17 @@ def _rank_of(candidate: Attempt | dict[str, str], problem: Problem, objective: s
     return rank(Attempt(candidate, 0.0, 0.0, 0.0, float(energy), float(analog)), objective)
 
 
-def _narrowest_half_width(samples: int, confidence: float) -> float:
-    """Half the interval of a mapping that changes no held-out sample (only the two pseudo-samples spread it).
+def _narrowest_half_width(drop: VerifiedDrop) -> float:
+    """Half the interval of a mapping that changes no held-out sample (only the two pseudo-samples spread it), on
+    `drop`'s samples and confidence: 0 for a continuous score, whose pseudo-samples are as large as its changes.
 
     No mapping verifies a budget below it, so the ladder is not climbed then.
     """
-    if confidence <= 0:
+    if drop.confidence <= 0 or drop.continuous:
         return 0.0
-    if samples < 2:
+    if drop.samples < 2:
         return math.inf
-    return float(norm.ppf(0.5 + confidence / 2) * math.sqrt(2 * 100.0**2 / (samples + 1) / samples))
+    return float(norm.ppf(0.5 + drop.confidence / 2) * math.sqrt(2 * 100.0**2 / (drop.samples + 1) / drop.samples))
 
 
 def _key(mapping: dict[str, str]) -> tuple[tuple[str, str], ...]:

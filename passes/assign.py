@@ -96,6 +96,8 @@ class Verification:
     high_points: float
     verdict: str  # within, over or inconclusive (hetmap.sim.confidence)
     note: str = ""  # when the data cannot verify the budget: how many samples would
+    metric: str = ""  # on this data (agreement where it has no labels, though the decision data had)
+    full_precision: float | None = None  # the user's model's metric on this data, a fraction
 
 
 class Assign(Pass):
@@ -283,4 +285,6 @@ def _summary(verifier: Verifier, drop: VerifiedDrop, budget: float) -> Verificat
         high_points=drop.high_points,
         verdict=verdict,
         note=note,
+        metric=verifier.scorer.metric.name,
+        full_precision=verifier.scorer.full_precision,
     )

@@ -157,6 +157,7 @@ class Finetune(Pass):
         run_id = fingerprint(
             *(model.graph.initializers[n].const_value.tobytes() for n in trainable),
             *(np.ascontiguousarray(train.inputs[n]).tobytes() for n in input_names),
+            np.ascontiguousarray(train.labels).tobytes() if train.labels is not None else "no labels",
             repr(
                 (
                     adaptation,

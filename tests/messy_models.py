@@ -268,6 +268,13 @@ def gemm_trans_b() -> onnx.ModelProto:
     return model(nodes, [tensor("x", [1, 8])], [tensor("y", [1, 5])], weights)
 
 
+def gemm_alpha_beta() -> onnx.ModelProto:
+    """Gemm scaling its product by alpha and its bias by beta, as some exporters write a scaled linear layer."""
+    weights = [init("g.W", _weights(16, 10)), init("g.B", _weights(10, seed=1))]
+    nodes = [helper.make_node("Gemm", ["x", "g.W", "g.B"], ["y"], name="g", alpha=0.5, beta=2.0)]
+    return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch", 10])], weights, opset=13)
+
+
 def wide_gemm(k: int = 70, n: int = 40) -> onnx.ModelProto:
     """One Gemm whose (K, N) matrix is larger than a 32x32 tile in both directions."""
     nodes = [helper.make_node("Gemm", ["x", "fc.W"], ["y"], name="fc")]
@@ -311,5 +318,6 @@ HAND_BUILT = {
     "matmul_constant_left": matmul_constant_left,
     "attention_scores": attention_scores,
     "gemm_trans_b": gemm_trans_b,
+    "gemm_alpha_beta": gemm_alpha_beta,
     "two_heads": two_heads,
 }

@@ -101,3 +101,20 @@ def test_running_the_mapped_model_reproduces_the_measured_drop(compiled):
     dataset = load_dataset(reference_path("mlp.test.npz"), {"x": np.dtype(np.float32)})
     report = evaluate(annotated, "mlp", dataset, ["1d"], seeds=2)
     assert 100 * (report.full_precision - report.drifts[0].mean) <= 0.5
+
+
+def test_a_cosine_budget_verifies_on_the_held_out_samples_at_the_default_confidence(tmp_path):
+    """Per-sample cosine moves by hundredths of a point: its interval is its own spread, and analog ships."""
+    compile_model(
+        reference_path("cnn.onnx"),
+        HERMES,
+        tmp_path / "out",
+        reference_path("cnn.test.npz"),
+        decision=Decision(None, max_drop=0.5, objective="analog-share"),
+        metric="cosine",
+    )
+    assign = json.loads((tmp_path / "out" / "reports" / "assign.json").read_text())
+    verification = assign["verification"]
+    assert assign["within_budget"] and verification["verdict"] == "within"
+    assert verification["high_points"] - verification["low_points"] < 0.5
+    assert assign["mapping"]["layers"] and "analog" in assign["mapping"]["layers"].values()

@@ -157,6 +157,14 @@ def test_non_finite_flags_are_refused(hetmap, flag, value):
     assert result.exit_code == 2
 
 
+def test_an_automatic_learning_rate_needs_two_training_samples(hetmap):
+    """The rate sweep trains on some samples and scores on others: one sample cannot be both."""
+    result = hetmap("compile", CNN, "-o", "out", "--data", _small_data("calib.npz"), "--finetune", "1",
+                    "--train", _small_data("train.npz", samples=1), "--finetune-lr", "auto")  # fmt: skip
+    assert_one_line_error(result, "--finetune-lr auto needs at least 2 training samples")
+    assert result.exit_code == 2
+
+
 # 7. Sequence outputs are scored per position.
 def test_auto_metric_scores_sequences_by_top1_per_position():
     reference = np.random.default_rng(0).standard_normal((4, 20, 30)).astype(np.float32)

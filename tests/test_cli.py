@@ -12,6 +12,7 @@ import pytest
 
 import messy_models as messy
 from helpers import assert_same_outputs, ort_outputs, random_inputs, run_console_script
+from hetmap.models import reference_path
 
 OUTPUT_FILES = {
     "model.mapped.onnx",
@@ -211,3 +212,17 @@ def test_passes_and_targets_import_under_hetmap(tmp_path):
     code = "import hetmap.passes.partition, hetmap.targets; print(hetmap.targets.builtin_target_names())"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "['diana', 'hermes', 'tiny']"
+
+
+def test_a_verify_file_without_labels_is_summarised_by_its_own_metric_and_full_precision(hetmap):
+    """The decision data is labelled and the verification data not: the summary's figures are the latter's."""
+    with np.load(reference_path("cnn.test.npz")) as data:
+        np.savez("decide.npz", x=data["x"][:200], y=data["y"][:200])
+        np.savez("verify.npz", x=data["x"][200:400])
+    args = ["-o", "out", "--data", "decide.npz", "--verify", "verify.npz", "--max-drop", "5", "--workers", "1"]
+    result = hetmap("compile", reference_path("cnn.onnx"), *args)
+    assert result.exit_code == 0, result.stderr
+    verification = json.loads(Path("out/reports/assign.json").read_text())["verification"]
+    assert (verification["metric"], verification["full_precision"], verification["samples"]) == ("agreement", 1.0, 200)
+    assert json.loads(Path("out/reports/sensitivity.json").read_text())["metric"] == "accuracy"
+    assert "agreement" in result.stdout and "100.00% full precision" in result.stdout

@@ -156,6 +156,11 @@ def test_unknown_drift_time(hetmap, build):
     assert_one_line_error(run(hetmap, build, "--drift", "1h,1x"), "unknown drift time '1x'", "s, m, h, d, w or y")
 
 
+@pytest.mark.parametrize("drift", ["", " , "])
+def test_a_drift_list_naming_no_time(hetmap, build, drift):
+    assert_one_line_error(run(hetmap, build, "--drift", drift), "names no drift time")
+
+
 def test_data_whose_shapes_do_not_match_the_model(hetmap, build):
     np.savez("wrong.npz", x=np.zeros((4, 1, 9, 9), np.float32))
     result = hetmap("run", build / "out" / "model.mapped.onnx", "--data", "wrong.npz")

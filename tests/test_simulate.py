@@ -185,6 +185,18 @@ def test_int2_weights_are_int8_initializers_within_plus_minus_one():
     assert set(np.unique(values)) == {-1, 0, 1}
 
 
+def test_a_model_simulated_before_simulates_again_under_numbered_names():
+    """A model.sim.onnx compiled again holds every name its simulation would give: the new ones are numbered."""
+    _, feeds = example_model("cnn")
+    simulated = simulation_proto(compiled_example("cnn", "hermes", "all-digital-int8")[0], HERMES)
+    again = simulation_proto(compile_in_memory(simulated, "hermes", "all-digital-int8", feeds)[0], HERMES)
+    onnx.checker.check_model(again, full_check=True)
+    names = [value.name for value in again.graph.initializer] + [o for node in again.graph.node for o in node.output]
+    assert len(names) == len(set(names)) and any(name.endswith("/act_step_1") for name in names)
+    want = ort_outputs(simulated, feeds)[0]
+    assert relative_error(want, ort_outputs(again, feeds)[0]) < 0.05  # INT8 twice: a slight change again
+
+
 # Sessions over the simulation graph.
 
 

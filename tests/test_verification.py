@@ -68,6 +68,17 @@ def test_the_interval_narrows_with_samples_and_says_how_many_would_do():
     assert needed > 200 and wide.samples_needed(100.0) == 200 and wide.samples_needed(0.0) is None
 
 
+def test_a_continuous_score_gets_an_interval_of_its_own_spread():
+    """Cosine moves each sample a little: +-100-point pseudo-samples held 271 samples near +-1 point regardless."""
+    rng = np.random.default_rng(0)
+    mapped = 1 - np.abs(rng.normal(0.002, 0.001, (3, 271)))  # about 0.2 points of cosine lost per sample
+    continuous = verified_drop(np.ones(271), mapped, confidence=0.95, continuous=True)
+    assert continuous.low_points <= 0.2 <= continuous.high_points and continuous.verdict(0.5) == WITHIN
+    assert continuous.high_points - continuous.low_points < 0.1
+    as_top1 = verified_drop(np.ones(271), mapped, confidence=0.95)
+    assert as_top1.high_points - as_top1.low_points > 1.5
+
+
 def test_confidence_zero_is_the_mean_rule():
     drop = verified_drop(*scores(1.0, 200, 3), confidence=0)
     assert drop.low_points == drop.mean_points == drop.high_points
@@ -126,6 +137,19 @@ def test_when_the_data_cannot_tell_the_lowest_upper_bound_ships_inconclusive():
     lowest = min(decision.attempts, key=lambda a: a.verified_high_points)
     assert shipped is lowest and drop.high_points == lowest.verified_high_points
     assert drop.verdict(0.5) == INCONCLUSIVE and drop.high_points - drop.low_points > 0.5
+
+
+def test_with_one_held_out_sample_the_tie_of_bounds_goes_to_the_lower_verified_drop():
+    """One sample bounds every drop by +-100 points: the mapping that broke it must not ship for its objective."""
+    decision, problem = decision_with({"analog": 0.2, "int4": 0.3, "int8": 0.0})
+    broken = {"analog": True, "int4": False, "int8": False}
+
+    def verify(mapping):
+        return verified_drop(np.ones(1), np.full((3, 1), 0.0 if broken[mapping["l0"]] else 1.0), confidence=0.95)
+
+    shipped, drop = choose_verified(decision, problem, no_measure, verify, 0.5, "analog-share")
+    assert (drop.low_points, drop.high_points) == (-100.0, 100.0) and drop.mean_points == 0.0
+    assert shipped.mapping == {"l0": "int4"}  # the better objective of the two that broke nothing
 
 
 def test_the_safest_mapping_is_measured_then_verified_when_no_attempt_was_it():

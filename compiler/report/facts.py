@@ -89,12 +89,14 @@ def summary(reports: dict[str, dict]) -> dict:
         }
     chosen = chosen_attempt(assign) if assign else None
     if chosen is not None and sensitivity is not None:
-        full = sensitivity["full_precision"]
         verified = assign.get("verification")
+        # the verification data's own figures where it has them (a --verify file may hold other samples, no labels)
+        full = (verified or {}).get("full_precision")
+        full = sensitivity["full_precision"] if full is None else full
         drop = verified["drop_points"] if verified else chosen["measured_drop_points"]
         within = chosen["measured_drop_points"] <= assign["max_drop_points"]
         facts["accuracy"] = {
-            "metric": sensitivity["metric"],
+            "metric": (verified or {}).get("metric") or sensitivity["metric"],
             "full_precision": full,
             "mapped": full - drop / 100,
             "drop_points": drop,

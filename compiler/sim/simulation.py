@@ -137,7 +137,7 @@ def _conv_bias(node: ir.Node, layout: WeightLayout) -> np.ndarray | None:
 
 
 class _Builder:
-    """Rewrites one graph in place, naming every new value after its layer."""
+    """Rewrites one graph in place, naming every new value after its layer, apart from every name it holds."""
 
     def __init__(self, model: ir.Model, target: Target):
         self.graph = model.graph
@@ -147,17 +147,31 @@ class _Builder:
         self.prefix = ""
         self.shifted_adc = False
         self.shared: dict[tuple, tuple[ir.Value, ...]] = {}
+        self.taken = {value.name for value in (*self.graph.inputs, *self.graph.initializers.values())}
+        for node in ir.traversal.RecursiveGraphIterator(self.graph):
+            self.taken.update(value.name for value in node.outputs)
+
+    def _name(self, suffix: str) -> str:
+        """`layer/suffix`, numbered where the graph already has that name (a model hetmap simulated before)."""
+        name = candidate = f"{self.prefix}/{suffix}"
+        number = 0
+        while candidate in self.taken:
+            number += 1
+            candidate = f"{name}_{number}"
+        self.taken.add(candidate)
+        return candidate
 
     def constant(self, suffix: str, array: np.ndarray | ir.LazyTensor) -> ir.Value:
-        name = f"{self.prefix}/{suffix}"
+        name = self._name(suffix)
         tensor = array if isinstance(array, ir.LazyTensor) else ir.tensor(array, name=name)
         value = ir.Value(name=name, const_value=tensor)
         self.graph.register_initializer(value)
         return value
 
     def op(self, op_type: str, inputs, suffix: str, **attributes) -> ir.Value:
-        node = ir.node(op_type, inputs, attributes or None, name=f"{self.prefix}/{suffix}")
-        node.outputs[0].name = f"{self.prefix}/{suffix}"
+        name = self._name(suffix)
+        node = ir.node(op_type, inputs, attributes or None, name=name)
+        node.outputs[0].name = name
         self.nodes.append(node)
         return node.outputs[0]
 
@@ -342,18 +356,18 @@ class _Builder:
         """Digital epilogue: bias (unless `biased`), Gemm's alpha and beta, a vector weight's unit axis."""
         if layout.is_conv:
             if not biased:
-                y = self.op("Add", [y, self.constant("bias", _conv_bias(node, layout))], "bias")
+                y = self.op("Add", [y, self.constant("bias", _conv_bias(node, layout))], "bias_add")
             return y
         if node.op_type == "Gemm":
             alpha = node.attributes.get_float("alpha", 1.0)
             beta = node.attributes.get_float("beta", 1.0)
             if alpha != 1.0:
-                y = self.op("Mul", [y, self.constant("alpha", np.array(alpha, np.float32))], "alpha")
+                y = self.op("Mul", [y, self.constant("alpha", np.array(alpha, np.float32))], "alpha_mul")
             if len(node.inputs) > 2 and node.inputs[2] is not None:
                 c = node.inputs[2]
                 if beta != 1.0:
-                    c = self.op("Mul", [c, self.constant("beta", np.array(beta, np.float32))], "beta")
-                y = self.op("Add", [y, c], "bias")
+                    c = self.op("Mul", [c, self.constant("beta", np.array(beta, np.float32))], "beta_mul")
+                y = self.op("Add", [y, c], "bias_add")
             return y
         if len(layout.shape) == 1:
             y = self.op("Squeeze", [y, self.constant("unit_axis", np.array([-1], np.int64))], "squeeze")

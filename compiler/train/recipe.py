@@ -54,6 +54,11 @@ def choose_learning_rate(
     candidates: tuple[float, ...] = CANDIDATE_RATES,
 ) -> Sweep:
     """The candidate rate whose short run leaves the lowest validation loss; `net`'s weights are unchanged."""
+    if train.size < 2:
+        raise HetmapError(
+            "--finetune-lr auto needs at least 2 training samples (one trains each candidate rate, one scores it); "
+            "give --finetune-lr a rate, or more samples in --train"
+        )
     order = np.random.default_rng([config.seed, 17]).permutation(train.size)
     held_out = max(1, min(int(train.size * VALIDATION_SHARE), train.size - 1))
     validation, fit = train.subset(np.sort(order[:held_out])), train.subset(np.sort(order[held_out:]))
