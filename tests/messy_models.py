@@ -275,6 +275,33 @@ def gemm_alpha_beta() -> onnx.ModelProto:
     return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch", 10])], weights, opset=13)
 
 
+def argmax_classifier() -> onnx.ModelProto:
+    """Two Gemms whose scores leave as class indices (int64 [batch]), as an export ending in argmax gives."""
+    weights = [init("a.W", _weights(16, 32)), init("b.W", _weights(32, 10))]
+    nodes = [
+        helper.make_node("Gemm", ["x", "a.W"], ["h"], name="hidden"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "b.W"], ["scores"], name="head"),
+        helper.make_node("ArgMax", ["scores"], ["y"], name="argmax", axis=1, keepdims=0),
+    ]
+    return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch"], onnx.TensorProto.INT64)], weights)
+
+
+def offset_regressor() -> onnx.ModelProto:
+    """One value per sample around 5, spread about 0.1: a regressor whose common offset dwarfs its signal."""
+    weights = [
+        init("a.W", _weights(16, 32)),
+        init("b.W", 0.01 * _weights(32, 1)),
+        init("b.B", np.array([5.0], np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "a.W"], ["h"], name="hidden"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "b.W", "b.B"], ["y"], name="head"),
+    ]
+    return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch", 1])], weights)
+
+
 def wide_gemm(k: int = 70, n: int = 40) -> onnx.ModelProto:
     """One Gemm whose (K, N) matrix is larger than a 32x32 tile in both directions."""
     nodes = [helper.make_node("Gemm", ["x", "fc.W"], ["y"], name="fc")]
