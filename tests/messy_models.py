@@ -287,6 +287,17 @@ def argmax_classifier() -> onnx.ModelProto:
     return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch"], onnx.TensorProto.INT64)], weights)
 
 
+def token_classifier(vocabulary: int = 10) -> onnx.ModelProto:
+    """Token ids (int64 [batch, 3]) through an embedding table, then a Gemm over the three embeddings."""
+    weights = [init("emb", _weights(vocabulary, 4)), init("fc.W", _weights(12, 5)), init("flat", np.array([0, 12]))]
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
+        helper.make_node("Reshape", ["e", "flat"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc.W"], ["y"], name="fc"),
+    ]
+    return model(nodes, [tensor("ids", ["batch", 3], onnx.TensorProto.INT64)], [tensor("y", ["batch", 5])], weights)
+
+
 def offset_regressor() -> onnx.ModelProto:
     """One value per sample around 5, spread about 0.1: a regressor whose common offset dwarfs its signal."""
     weights = [

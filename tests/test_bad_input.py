@@ -220,6 +220,18 @@ def test_an_argmax_or_regressor_output_gets_drops_that_see_its_errors(hetmap, bu
     assert max(drops["int2"]["drop_points"] for drops in sensitivity["layers"].values()) > 1.0
 
 
+def test_a_token_id_past_the_vocabulary_in_the_verification_data_is_a_data_error(hetmap):
+    """The decision data ran; the held-out file holds id 15 of a 10-token vocabulary: onnxruntime's refusal, one line."""
+    onnx.save(messy.token_classifier(), "model.onnx")
+    ids = np.random.default_rng(0).integers(0, 10, (40, 3))
+    np.savez("calib.npz", ids=ids)
+    ids[7, 1] = 15
+    np.savez("verify.npz", ids=ids)
+    result = hetmap("compile", "model.onnx", "-o", "out", "--data", "calib.npz", "--verify", "verify.npz")
+    assert_one_line_error(result, "cannot run the model on data file 'verify.npz'", "idx=15")
+    assert result.exit_code == 2
+
+
 def test_compile_and_run_of_a_sequence_model_say_which_metric(hetmap):
     onnx.save(_sequence_model(), "model.onnx")
     np.savez("calib.npz", x=np.random.default_rng(3).standard_normal((16, 6, 8)).astype(np.float32))
