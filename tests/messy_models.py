@@ -287,6 +287,28 @@ def argmax_classifier() -> onnx.ModelProto:
     return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch"], onnx.TensorProto.INT64)], weights)
 
 
+def sliced_positions() -> onnx.ModelProto:
+    """Position embeddings sliced to the input's symbolic length (pos[:, :T], as Hugging Face's TorchScript exports
+    write it): onnx shape inference loses every shape after the Slice, whose end comes from Shape."""
+    weights = [
+        init("pos", _weights(1, 16, 8)),
+        init("W", _weights(8, 4)),
+        init("one", np.array(1, np.int64)),
+        init("axes", np.array([0], np.int64)),
+        init("start", np.array([0], np.int64)),
+        init("seq_axis", np.array([1], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "one"], ["length"], name="length"),
+        helper.make_node("Unsqueeze", ["length", "axes"], ["end"], name="end"),
+        helper.make_node("Slice", ["pos", "start", "end", "seq_axis"], ["positions"], name="positions"),
+        helper.make_node("Add", ["x", "positions"], ["h"], name="add_positions"),
+        helper.make_node("MatMul", ["h", "W"], ["y"], name="proj"),
+    ]
+    return model(nodes, [tensor("x", ["batch", "seq", 8])], [tensor("y", ["batch", "seq", 4])], weights, opset=17)
+
+
 def token_classifier(vocabulary: int = 10) -> onnx.ModelProto:
     """Token ids (int64 [batch, 3]) through an embedding table, then a Gemm over the three embeddings."""
     weights = [init("emb", _weights(vocabulary, 4)), init("fc.W", _weights(12, 5)), init("flat", np.array([0, 12]))]
