@@ -27,7 +27,7 @@ from hetmap.errors import HetmapError
 from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model, write_json_atomic
 from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
-from hetmap.mapping.annotations import read_target
+from hetmap.mapping.annotations import compiled_metric, read_target
 from hetmap.mapping.solver import OBJECTIVES
 from hetmap.passes.finetune import DEVICES, FIXED_LEARNING_RATE, MAPPING_LEARNING_RATE, REFINE_EPOCHS, SCOPES
 from hetmap.pipeline import report_to_dict
@@ -306,6 +306,7 @@ def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address
         task = progress.add_task("simulating", total=seeds * len(drifts))
         step = lambda: progress.advance(task)  # noqa: E731
         workers = Workers(workers, ray_address)
+        metric = compiled_metric(annotated) if metric == "auto" else metric  # as the compile scored, unless told
         report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, step, metric, workers, simulator)
     result = report_to_dict(report)
     json_path = json_path or model.with_name(f"{model.stem}.run.json")

@@ -67,5 +67,6 @@ class Emit(Pass):
             tiles_used=sum(len(tiles) for tiles in placement.values()),
             tile_count=target.analog.count,
         )
-        write_model(model, target, __version__, {k: v for k, v in vars(report).items() if k != "layers"})
+        summary = {k: v for k, v in vars(report).items() if k != "layers"}
+        write_model(model, target, __version__, summary, context.config.metric)
         return model, report

@@ -19,8 +19,9 @@ import numpy as np
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
+from hetmap.graph.parity import run_shapes
 from hetmap.graph.shapes import graph_inputs, infer_value_shapes
-from hetmap.pipeline import Pass, PassContext
+from hetmap.pipeline import Pass, PassContext, parity_feeds
 
 MAPPABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that carry MACs but have no analog lowering here; listed so users see them.
@@ -151,6 +152,35 @@ def _matrix_for_matmul(node: ir.Node, shapes) -> tuple[int, int, int, int, int, 
     return rows, cols, 1, operand, _macs(shapes, node.outputs[0].name, rows), transposed
 
 
+def _value_shapes(model: ir.Model, context: PassContext) -> dict[str, tuple]:
+    """Every value's shape for the compile's input shapes: onnx shape inference, then one onnxruntime run on the
+    first samples for the mappable nodes' values it left unknown (a Slice whose end comes from a Shape), where
+    the model runs on them."""
+    input_shapes = context.config.input_shapes
+    shapes = infer_value_shapes(model, input_shapes)
+    unknown = [
+        value.name
+        for node in model.graph
+        if node.op_type in MAPPABLE_OPS and node.domain in ("", "ai.onnx")
+        for value in (*node.inputs, *node.outputs)
+        if value is not None and not _concrete(shapes.get(value.name))
+    ]
+    if not unknown:
+        return shapes
+    feeds = {
+        name: array[: input_shapes[name][0]] if array.ndim and input_shapes.get(name) else array
+        for name, array in parity_feeds(model, context.config).items()
+    }
+    try:
+        return {**shapes, **run_shapes(model, feeds, unknown)}
+    except HetmapError:  # the samples do not fit the model (its batch axis second, say): the layers say why
+        return shapes
+
+
+def _concrete(shape: tuple | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
 def _macs(shapes, value_name: str, macs_per_element: int) -> int:
     shape = shapes.get(value_name)
     if shape is None or any(not isinstance(d, int) for d in shape):
@@ -255,7 +285,7 @@ class Partition(Pass):
 
     def run(self, model: ir.Model, context: PassContext) -> tuple[ir.Model, PartitionReport]:
         tiles = context.target.analog
-        shapes = infer_value_shapes(model, context.config.input_shapes)
+        shapes = _value_shapes(model, context)
         report = PartitionReport(context.target.name, tiles.rows, tiles.cols, tiles.count, layers=[])
         for node in model.graph:
             if node.op_type in DIGITAL_ONLY_OPS and node.domain in ("", "ai.onnx"):

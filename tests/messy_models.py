@@ -275,6 +275,66 @@ def gemm_alpha_beta() -> onnx.ModelProto:
     return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch", 10])], weights, opset=13)
 
 
+def argmax_classifier() -> onnx.ModelProto:
+    """Two Gemms whose scores leave as class indices (int64 [batch]), as an export ending in argmax gives."""
+    weights = [init("a.W", _weights(16, 32)), init("b.W", _weights(32, 10))]
+    nodes = [
+        helper.make_node("Gemm", ["x", "a.W"], ["h"], name="hidden"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "b.W"], ["scores"], name="head"),
+        helper.make_node("ArgMax", ["scores"], ["y"], name="argmax", axis=1, keepdims=0),
+    ]
+    return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch"], onnx.TensorProto.INT64)], weights)
+
+
+def sliced_positions() -> onnx.ModelProto:
+    """Position embeddings sliced to the input's symbolic length (pos[:, :T], as Hugging Face's TorchScript exports
+    write it): onnx shape inference loses every shape after the Slice, whose end comes from Shape."""
+    weights = [
+        init("pos", _weights(1, 16, 8)),
+        init("W", _weights(8, 4)),
+        init("one", np.array(1, np.int64)),
+        init("axes", np.array([0], np.int64)),
+        init("start", np.array([0], np.int64)),
+        init("seq_axis", np.array([1], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "one"], ["length"], name="length"),
+        helper.make_node("Unsqueeze", ["length", "axes"], ["end"], name="end"),
+        helper.make_node("Slice", ["pos", "start", "end", "seq_axis"], ["positions"], name="positions"),
+        helper.make_node("Add", ["x", "positions"], ["h"], name="add_positions"),
+        helper.make_node("MatMul", ["h", "W"], ["y"], name="proj"),
+    ]
+    return model(nodes, [tensor("x", ["batch", "seq", 8])], [tensor("y", ["batch", "seq", 4])], weights, opset=17)
+
+
+def token_classifier(vocabulary: int = 10) -> onnx.ModelProto:
+    """Token ids (int64 [batch, 3]) through an embedding table, then a Gemm over the three embeddings."""
+    weights = [init("emb", _weights(vocabulary, 4)), init("fc.W", _weights(12, 5)), init("flat", np.array([0, 12]))]
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
+        helper.make_node("Reshape", ["e", "flat"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc.W"], ["y"], name="fc"),
+    ]
+    return model(nodes, [tensor("ids", ["batch", 3], onnx.TensorProto.INT64)], [tensor("y", ["batch", 5])], weights)
+
+
+def offset_regressor() -> onnx.ModelProto:
+    """One value per sample around 5, spread about 0.1: a regressor whose common offset dwarfs its signal."""
+    weights = [
+        init("a.W", _weights(16, 32)),
+        init("b.W", 0.01 * _weights(32, 1)),
+        init("b.B", np.array([5.0], np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "a.W"], ["h"], name="hidden"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "b.W", "b.B"], ["y"], name="head"),
+    ]
+    return model(nodes, [tensor("x", ["batch", 16])], [tensor("y", ["batch", 1])], weights)
+
+
 def wide_gemm(k: int = 70, n: int = 40) -> onnx.ModelProto:
     """One Gemm whose (K, N) matrix is larger than a 32x32 tile in both directions."""
     nodes = [helper.make_node("Gemm", ["x", "fc.W"], ["y"], name="fc")]

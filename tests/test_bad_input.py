@@ -4,6 +4,7 @@ Nothing non-finite travels: NaN or inf in weights, data, labels, flags,
 measurements or costs stops the compile naming where it came from.
 """
 
+import json
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from onnx import helper
 import hetmap.targets
 import messy_models as messy
 from helpers import HETMAP, assert_one_line_error
-from hetmap.errors import NonFiniteError
+from hetmap.errors import HetmapError, NonFiniteError
 from hetmap.mapping.solver import Problem
 from hetmap.models import reference_path
 from hetmap.sim.metrics import Metric, choose_metric
@@ -183,6 +184,52 @@ def test_per_position_labels_give_accuracy_per_position():
     metric = choose_metric("auto", reference, labels, "calib.npz")
     assert metric.name == "accuracy per position"
     assert metric.score(reference, labels, reference) == pytest.approx(1 - 1 / 80)
+
+
+def test_class_indices_are_compared_as_they_are():
+    """An argmax export's int64 output: the arg-max of one number per sample was always 0, so always agreed."""
+    reference = np.array([3, 1, 4, 1], np.int64)
+    metric = choose_metric("auto", reference, None, "calib.npz")
+    assert metric.name == "agreement" and metric.score(np.array([3, 1, 4, 2]), None, reference) == 0.75
+    assert choose_metric("auto", reference, np.array([3, 0, 4, 1]), "calib.npz").score(reference, np.array([3, 0, 4, 1]), reference) == 0.75  # fmt: skip
+    with pytest.raises(HetmapError, match="needs float outputs"):
+        choose_metric("cosine", reference, None, "calib.npz")
+
+
+def test_one_value_per_sample_is_scored_against_the_datas_spread():
+    """A regressor around 5 with a spread of 0.1: cosine is the sign (always 1), snr of each sample's own power near
+    1; against the spread, an error as large as the spread scores one half."""
+    reference = (5 + 0.1 * np.random.default_rng(0).standard_normal((400, 1))).astype(np.float32)
+    metric = choose_metric("auto", reference, None, "calib.npz")
+    assert metric.kind == "snr" and metric.signal == pytest.approx(0.01, rel=0.2)
+    off = reference + np.float32(np.sqrt(metric.signal))
+    assert metric.score(off, None, reference) == pytest.approx(0.5)
+    assert Metric("snr").score(off, None, reference) > 0.999  # what each sample's own power hid
+    with pytest.raises(HetmapError, match="cosine is its sign"):
+        choose_metric("cosine", reference, None, "calib.npz")
+
+
+@pytest.mark.parametrize("build, metric", [(messy.argmax_classifier, "agreement"), (messy.offset_regressor, "snr")])
+def test_an_argmax_or_regressor_output_gets_drops_that_see_its_errors(hetmap, build, metric):
+    onnx.save(build(), "model.onnx")
+    np.savez("calib.npz", x=np.random.default_rng(1).standard_normal((200, 16)).astype(np.float32))
+    args = ("-o", "out", "--data", "calib.npz", "--seeds", "1", "--workers", "1", "--allow-over-budget")
+    assert hetmap("compile", "model.onnx", *args).exit_code == 0
+    sensitivity = json.loads(Path("out/reports/sensitivity.json").read_text())
+    assert sensitivity["metric"] == metric
+    assert max(drops["int2"]["drop_points"] for drops in sensitivity["layers"].values()) > 1.0
+
+
+def test_a_token_id_past_the_vocabulary_in_the_verification_data_is_a_data_error(hetmap):
+    """The decision data ran; the held-out file holds id 15 of a 10-token vocabulary: onnxruntime's refusal, one line."""
+    onnx.save(messy.token_classifier(), "model.onnx")
+    ids = np.random.default_rng(0).integers(0, 10, (40, 3))
+    np.savez("calib.npz", ids=ids)
+    ids[7, 1] = 15
+    np.savez("verify.npz", ids=ids)
+    result = hetmap("compile", "model.onnx", "-o", "out", "--data", "calib.npz", "--verify", "verify.npz")
+    assert_one_line_error(result, "cannot run the model on data file 'verify.npz'", "idx=15")
+    assert result.exit_code == 2
 
 
 def test_compile_and_run_of_a_sequence_model_say_which_metric(hetmap):

@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 
 import messy_models as messy
 from helpers import canonicalize, layers_by_name, partition
-from hetmap.driver import compile_model
+from hetmap.driver import Decision, compile_model
 from hetmap.errors import HetmapError
 from hetmap.passes.partition import Partition
 from hetmap.targets import load_target
@@ -253,3 +253,21 @@ def test_sklearn_mlp_has_two_matmul_layers(sklearn_exports):
 def test_sklearn_linear_regression_is_one_gemm_layer(sklearn_exports):
     (layer,) = partition(sklearn_exports["linear"]).layers  # canonicalize lowers the ai.onnx.ml LinearRegressor
     assert (layer.op_type, layer.rows, layer.cols) == ("Gemm", 6, 1)
+
+
+def test_shapes_shape_inference_cannot_reach_are_taken_from_a_run(tmp_path):
+    """pos[:, :T] with T from Shape: onnx inference loses every shape after the Slice, so the MatMul was unmappable."""
+    onnx.save(messy.sliced_positions(), tmp_path / "model.onnx")
+    np.savez(tmp_path / "data.npz", x=np.random.default_rng(0).standard_normal((8, 5, 8)).astype(np.float32))
+    result = compile_model(
+        tmp_path / "model.onnx",
+        load_target("tiny"),
+        tmp_path / "out",
+        tmp_path / "data.npz",
+        decision=Decision("all-analog"),
+    )
+    (layer,) = result.reports["partition"]["layers"]
+    assert (layer["name"], layer["rows"], layer["cols"], layer["macs"]) == ("proj", 8, 4, 5 * 8 * 4)
+    mapped = onnx.load(tmp_path / "out" / "model.mapped.onnx")
+    onnx.checker.check_model(mapped, full_check=True)
+    assert [o.name for o in mapped.graph.output] == ["y"]  # the run's extra outputs are gone again

@@ -211,3 +211,16 @@ def test_cpu_simulates_on_onnxruntime_and_the_table_says_so(hetmap, build):
 def test_cuda_asked_for_without_a_gpu(hetmap, build):
     assert_one_line_error(run(hetmap, build, "--device", "cuda"), "--device cuda", "torch sees no CUDA device")
     assert not Path("result.json").exists()
+
+
+def test_run_scores_with_the_metric_the_compile_was_given_unless_told_otherwise(hetmap, tmp_path):
+    """Compiled with --metric cosine, a model's run scored agreement: two numbers for one mapping."""
+    test = np.load(reference_path("cnn.test.npz"))
+    np.savez("data.npz", x=test["x"][:64])
+    compile_model(
+        reference_path("cnn.onnx"), load_target("hermes"), tmp_path / "out", Path("data.npz"), metric="cosine"
+    )
+    mapped = tmp_path / "out" / "model.mapped.onnx"
+    common = ("--data", "data.npz", "--seeds", "1", "--drift", "1d", "--json", "result.json")
+    assert hetmap("run", mapped, *common).exit_code == 0 and result_json()["metric"] == "cosine"
+    assert hetmap("run", mapped, *common, "--metric", "snr").exit_code == 0 and result_json()["metric"] == "snr"

@@ -53,6 +53,24 @@ def run_model(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
     return next(run_model_batches(model, feeds, batch=None))
 
 
+def run_shapes(model: ir.Model, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, tuple[int, ...]]:
+    """The shapes the values `names` (node outputs of the main graph) take in one run on `feeds`.
+
+    For where onnx shape inference stops: a Slice whose end comes from a Shape (position embeddings cut to a
+    symbolic sequence length) leaves every shape after it unknown, though any run knows them.
+    """
+    produced = {value.name: value for node in model.graph for value in node.outputs}
+    added = [produced[name] for name in names if name in produced and not produced[name].is_graph_output()]
+    model.graph.outputs.extend(added)
+    try:
+        order = [value.name for value in model.graph.outputs]
+        outputs = run_model(model, feeds)
+    finally:
+        for value in added:
+            model.graph.outputs.remove(value)
+    return {name: tuple(array.shape) for name, array in zip(order, outputs) if name in names}
+
+
 def _fixed_shape(shape: ir.Shape | None) -> tuple[int, ...] | None:
     if shape is None or not all(isinstance(dim, int) for dim in shape):
         return None

@@ -138,13 +138,21 @@ def clear_layer(node: ir.Node) -> None:
         del node.metadata_props[key]
 
 
-def write_model(model: ir.Model, target: Target, version: str, summary: dict) -> None:
-    """The model's keys: hetmap's version, the target (name and whole spec), the compile's summary."""
+def write_model(model: ir.Model, target: Target, version: str, summary: dict, metric: str = "auto") -> None:
+    """The model's keys: hetmap's version, the target (name and whole spec), the compile's summary, and the
+    metric the compile was told to score with (none for auto), which `hetmap run` then scores with too."""
     model.ir_version = max(model.ir_version, NODE_METADATA_IR_VERSION)
     model.metadata_props["hetmap.version"] = version
     model.metadata_props["hetmap.target"] = target.name
     model.metadata_props["hetmap.target_spec"] = json.dumps(dataclasses.asdict(target))
     model.metadata_props["hetmap.summary"] = json.dumps(summary, sort_keys=True)
+    if metric != "auto":
+        model.metadata_props["hetmap.metric"] = metric
+
+
+def compiled_metric(model: ir.Model) -> str:
+    """The metric the compile was told to score with; auto where it chose for itself."""
+    return model.metadata_props.get("hetmap.metric", "auto")
 
 
 def read_target(model: ir.Model, source: str) -> Target:

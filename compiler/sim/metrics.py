@@ -9,8 +9,14 @@ Every metric is a fraction where 1 is perfect, so a drop in points is
 - cosine: cosine similarity with the full-precision output, per sample.
 - snr: the signal's share of signal plus error power, S / (S + N) per sample
   (N = |mapped - full precision|^2, S = |full precision|^2): 1 - 1/(1 + SNR).
+  With one value per sample (a regressor) S is the full-precision outputs'
+  variance over the data, the same for every sample: their own power is
+  mostly a common offset, which would hide any error.
 `auto` picks top1 for class scores (last axis > 1 on outputs of rank 2 or 3)
-and whenever labels are given, else cosine.
+and whenever labels are given, top1 on the values themselves for integer
+outputs (class indices, as an ArgMax export gives), snr for one float per
+sample (a regressor: cosine of one number is its sign, blind to any error),
+else cosine.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class Metric:
     kind: str  # top1, cosine or snr
     per_position: bool = False  # top1 over every position of (batch, positions..., classes)
     labelled: bool = False  # top1 against labels rather than against full precision
+    indices: bool = False  # top1 on outputs that are class indices already (integers), compared as they are
+    signal: float | None = None  # snr's signal power for every sample alike (one value each: the data's variance)
 
     @property
     def name(self) -> str:
@@ -46,8 +54,8 @@ class Metric:
     def per_sample(self, outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> np.ndarray:
         """Each sample's share of the metric (its positions averaged): their mean is `score`."""
         if self.kind == "top1":
-            winners = _top1(outputs, self.per_position)
-            expected = labels.reshape(winners.shape) if self.labelled else _top1(reference, self.per_position)
+            winners = self._classes(outputs)
+            expected = labels.reshape(winners.shape) if self.labelled else self._classes(reference)
             hits = winners == expected
             return hits.reshape(len(hits), -1).mean(axis=1)
         a = outputs.reshape(len(outputs), -1).astype(np.float64)
@@ -55,9 +63,13 @@ class Metric:
         if self.kind == "cosine":
             norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
             return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
-        signal = (b * b).sum(axis=1)
+        signal = (b * b).sum(axis=1) if self.signal is None else np.full(len(b), self.signal)
         error = ((a - b) ** 2).sum(axis=1)
         return np.where(signal + error > 0, signal / np.maximum(signal + error, 1e-300), 1.0)
+
+    def _classes(self, outputs: np.ndarray) -> np.ndarray:
+        """The class of each sample (or position), [samples, positions]."""
+        return outputs.reshape(len(outputs), -1) if self.indices else _top1(outputs, self.per_position)
 
 
 def _top1(outputs: np.ndarray, per_position: bool) -> np.ndarray:
@@ -71,9 +83,19 @@ def choose_metric(requested: str, reference: np.ndarray, labels: np.ndarray | No
     if requested not in METRICS:
         raise HetmapError(f"unknown metric '{requested}': choose one of {', '.join(METRICS)}")
     shape = reference.shape
+    if not np.issubdtype(reference.dtype, np.floating):
+        return _indices_metric(requested, reference, labels, source)
+    one_value = math.prod(shape[1:]) == 1
+    if requested == "cosine" and one_value:
+        raise HetmapError(
+            f"--metric cosine on the model's output of shape {list(shape)}: with one value per sample, cosine is its "
+            "sign and sees no error; use snr"
+        )
     classes_last = len(shape) >= 2 and shape[-1] > 1
+    # one value per sample: its own power is mostly the outputs' common offset, so the signal is their spread
+    spread = float(reference.astype(np.float64).var()) if one_value and len(reference) > 1 else None
     if requested in ("cosine", "snr"):
-        return Metric(requested)
+        return Metric(requested, signal=spread if requested == "snr" else None)
     if requested == "top1" and not classes_last and labels is None:
         raise HetmapError(
             f"--metric top1 needs class scores on the last axis of the model's output, which has shape {list(shape)}; "
@@ -82,8 +104,23 @@ def choose_metric(requested: str, reference: np.ndarray, labels: np.ndarray | No
     if labels is None:
         if requested == "top1" or (classes_last and len(shape) <= 3):
             return Metric("top1", per_position=len(shape) >= 3)
-        return Metric("cosine")
+        return Metric("snr", signal=spread) if one_value else Metric("cosine")
     return _labelled_metric(reference, labels, source)
+
+
+def _indices_metric(requested: str, reference: np.ndarray, labels: np.ndarray | None, source: str) -> Metric:
+    """Top-1 on an output of class indices (integers): each entry is a sample's (or a position's) class."""
+    if requested in ("cosine", "snr"):
+        raise HetmapError(
+            f"--metric {requested} needs float outputs, and the model's first output holds {reference.dtype} (class "
+            "indices, say): use top1 or auto, which compare them as they are"
+        )
+    if labels is not None and labels.size != reference.size:
+        raise HetmapError(
+            f"data file '{source}': labels 'y' have shape {list(labels.shape)}, but the model's output "
+            f"{list(reference.shape)} holds one class index per entry"
+        )
+    return Metric("top1", per_position=reference[0].size > 1, labelled=labels is not None, indices=True)
 
 
 def _labelled_metric(reference: np.ndarray, labels: np.ndarray, source: str) -> Metric:

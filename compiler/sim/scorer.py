@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from hetmap.errors import HetmapError, NonFiniteError, require_finite
 from hetmap.graph.data import Dataset
@@ -28,6 +29,8 @@ from hetmap.sim.screen import Screen, Track, screen_for
 from hetmap.sim.sessions import session_for
 from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
 from hetmap.targets import Target
+
+ORT_RUN_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException)  # onnxruntime's own types
 
 CHUNK = 256
 PROGRAMMED_BYTES_PER_WEIGHT = 12  # a programmed tile: conductance, drift exponent, read-noise amplitude
@@ -88,7 +91,11 @@ class Scorer:
         self.dataset = dataset
         self.fixed_batch = fixed_batch(model)
         self.batch = _batch_size(model, dataset)
-        own = _predict(session_for(model, set(), feed_matrices=True), Chunks(dataset.inputs), {}, self.batch)
+        try:
+            own = _predict(session_for(model, set(), feed_matrices=True), Chunks(dataset.inputs), {}, self.batch)
+        except ORT_RUN_ERRORS as error:  # the data is what is new to the model here: a token id past the vocabulary
+            reason = str(error).splitlines()[0]
+            raise HetmapError(f"onnxruntime cannot run the model on data file '{dataset.source}': {reason}") from None
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.outputs = own  # these weights without noise
         self.reference = own if reference is None else reference

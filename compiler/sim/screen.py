@@ -101,8 +101,8 @@ class Track:
 
 def screen_for(metric: Metric, outputs: np.ndarray, labels: np.ndarray | None, reference: np.ndarray) -> Screen | None:
     """The screen for unperturbed `outputs` (samples first) under `metric`; None where it cannot apply."""
-    if metric.kind != "top1" or outputs.ndim < 2 or outputs.shape[-1] < 2:
-        return None
+    if metric.kind != "top1" or metric.indices or outputs.ndim < 2 or outputs.shape[-1] < 2:
+        return None  # class indices have no scores to take a gap between
     scores = outputs.astype(np.float64)
     per_row = scores.shape[-1] if metric.per_position else int(np.prod(scores.shape[1:]))
     best_two = np.sort(scores.reshape(len(scores), -1, per_row), axis=-1)[..., -2:]

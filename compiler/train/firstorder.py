@@ -98,11 +98,11 @@ class Predicted:
 def applies(outputs: np.ndarray, metric_kind: str, fixed_batch: int | None, own_reference: bool) -> bool:
     """Whether predictions can stand for measurements, on a free batch: a top-1 metric on [samples, classes], or
     cosine or snr against the model's own outputs (after fine-tuning they are the user's: no expansion around them)."""
-    if fixed_batch is not None:
+    if fixed_batch is not None or not np.issubdtype(outputs.dtype, np.floating):  # class indices: no gradient
         return False
     if metric_kind == "top1":
         return outputs.ndim == 2 and outputs.shape[1] >= 2
-    return own_reference
+    return own_reference and outputs[0].size > 1  # one value per sample: snr's signal is the data's spread
 
 
 def predict_layers(
