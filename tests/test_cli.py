@@ -135,8 +135,9 @@ def test_output_files_get_the_usual_permissions(compiled):
         assert (compiled / "out" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
-def test_inspect_prints_the_report_tables(compiled, hetmap):
-    result = hetmap("inspect", compiled / "out")
+@pytest.mark.parametrize("given", ["out", "out/model.mapped.onnx"])  # the folder, or the model in it
+def test_inspect_prints_the_report_tables(compiled, hetmap, given):
+    result = hetmap("inspect", compiled / given)
     assert result.exit_code == 0
     for text in ("canonicalize", "opset 9 -> 21", "Mappable layers on tiny", "conv1", "144 x 10", "pipeline"):
         assert text in result.stdout
