@@ -253,7 +253,8 @@ def compile(
 @cli.command()
 @click.argument("build_dir", type=click.Path(path_type=Path))
 def inspect(build_dir) -> None:
-    """Print the summary and the pass reports of a compile output folder."""
+    """Print the summary and the pass reports of a compile output folder (or of a file in it, the mapped model)."""
+    build_dir = build_dir.parent if build_dir.is_file() else build_dir
     reports = read_reports(build_dir)
     show_summary(out, reports, f"Summary of {build_dir}")
     show_reports(out, reports)

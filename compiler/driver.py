@@ -24,7 +24,7 @@ from hetmap.passes.partition import Partition
 from hetmap.passes.refine import Refine, RefineOptions
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity, SensitivityBeforeFinetune
-from hetmap.pipeline import CompileConfig, PassContext, report_to_dict, run_pipeline
+from hetmap.pipeline import RANDOM_DATA, CompileConfig, PassContext, report_to_dict, run_pipeline
 from hetmap.report.facts import chosen_attempt
 from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
@@ -279,9 +279,19 @@ def over_budget(reports: dict[str, dict]) -> str | None:
 
 
 def verification_note(reports: dict[str, dict]) -> str | None:
-    """The line to show when the data could not verify the budget (None when it could, or nothing was verified)."""
+    """The line to show when the data could not verify the budget, or when there was no data to decide on
+    (None when the data verified it, or a mapping was given)."""
     verification = reports.get("assign", {}).get("verification")
-    return verification["note"] or None if verification else None
+    if verification:
+        return verification["note"] or None
+    sensitivity = reports.get("sensitivity", {})
+    if sensitivity.get("data") == RANDOM_DATA:
+        return (
+            f"no --data: the mapping was decided on {sensitivity['samples']} random "
+            f"input{'s' if sensitivity['samples'] != 1 else ''} (integer inputs at 0), "
+            "which say nothing of its accuracy on real inputs; give --data with samples the model will see"
+        )
+    return None
 
 
 def read_reports(output_dir: Path) -> dict[str, dict]:

@@ -136,6 +136,7 @@ def parity_feeds(model: ir.Model, config: CompileConfig) -> dict[str, np.ndarray
 
 
 SCORING_RANDOM_SAMPLES = 64
+RANDOM_DATA = "random inputs (give --data to score on real data)"  # the scoring data's source without --data
 
 
 def scoring_dataset(model: ir.Model, config: CompileConfig) -> Dataset:
@@ -149,7 +150,7 @@ def scoring_dataset(model: ir.Model, config: CompileConfig) -> Dataset:
     batch = batch or SCORING_RANDOM_SAMPLES
     rng = np.random.default_rng([config.seed, 11])
     feeds = random_feeds(model, config.input_shapes, rng, batch=batch)
-    return Dataset(inputs=feeds, labels=None, source="random inputs (give --data to score on real data)")
+    return Dataset(inputs=feeds, labels=None, source=RANDOM_DATA)
 
 
 def whole_mapping_measurer(model: ir.Model, context: PassContext, scorer: Scorer) -> Measurer:

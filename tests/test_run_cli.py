@@ -172,6 +172,11 @@ def test_model_that_was_never_compiled(hetmap, build):
     assert_one_line_error(result, "carries no hetmap annotations", "hetmap compile")
 
 
+def test_the_simulation_graph_is_pointed_to_the_annotated_model(hetmap, build):
+    result = hetmap("run", build / "out" / "model.sim.onnx", "--data", build / "labelled.npz")
+    assert_one_line_error(result, "is a simulation graph", "model.mapped.onnx")
+
+
 def test_missing_model_file(hetmap, build):
     result = hetmap("run", "absent.onnx", "--data", build / "labelled.npz")
     assert_one_line_error(result, "model file 'absent.onnx' does not exist")

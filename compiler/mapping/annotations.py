@@ -158,6 +158,11 @@ def compiled_metric(model: ir.Model) -> str:
 def read_target(model: ir.Model, source: str) -> Target:
     """The target the model was compiled for, from its spec in the model's metadata."""
     spec = model.metadata_props.get("hetmap.target_spec")
+    if spec is None and "hetmap.simulation" in model.metadata_props:
+        raise HetmapError(
+            f"'{source}' is a simulation graph (one device draw baked in, for plain onnxruntime); hetmap run "
+            "simulates the annotated model beside it, model.mapped.onnx"
+        )
     if spec is None:
         raise HetmapError(f"'{source}' carries no hetmap annotations; compile it first (hetmap compile)")
     return target_from_table(json.loads(spec), source)
