@@ -288,7 +288,8 @@ def verification_note(reports: dict[str, dict]) -> str | None:
     if sensitivity.get("data") == RANDOM_DATA:
         return (
             f"no --data: the mapping was decided on {sensitivity['samples']} random "
-            f"input{'s' if sensitivity['samples'] != 1 else ''} (integer inputs at 0), "
+            f"input{'s' if sensitivity['samples'] != 1 else ''} (token ids below their table's rows, other "
+            "integers at 0), "
             "which say nothing of its accuracy on real inputs; give --data with samples the model will see"
         )
     return None

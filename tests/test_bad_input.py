@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import helper
 
@@ -21,6 +22,7 @@ import hetmap.targets
 import messy_models as messy
 from helpers import HETMAP, assert_one_line_error
 from hetmap.errors import HetmapError, NonFiniteError
+from hetmap.graph.shapes import random_feeds
 from hetmap.mapping.solver import Problem
 from hetmap.models import reference_path
 from hetmap.sim.metrics import Metric, choose_metric
@@ -230,6 +232,17 @@ def test_a_token_id_past_the_vocabulary_in_the_verification_data_is_a_data_error
     result = hetmap("compile", "model.onnx", "-o", "out", "--data", "calib.npz", "--verify", "verify.npz")
     assert_one_line_error(result, "cannot run the model on data file 'verify.npz'", "idx=15")
     assert result.exit_code == 2
+
+
+def test_without_data_token_ids_are_drawn_below_the_vocabulary_and_other_integers_stay_zero():
+    """All-zero ids made every random sample the same sentence: no option could show a drop."""
+    rng = np.random.default_rng(0)
+    tokens = ir.serde.deserialize_model(messy.token_classifier(vocabulary=10))
+    ids = random_feeds(tokens, {"ids": (1, 3)}, rng, batch=64)["ids"]
+    assert ids.dtype == np.int64 and ids.shape == (64, 3) and 0 <= ids.min() and ids.max() < 10
+    assert len(np.unique(ids)) == 10
+    scalar = ir.serde.deserialize_model(messy.multi_input_int64_scalar())
+    assert random_feeds(scalar, {"x": (1, 8), "k": ()}, rng, batch=4)["k"] == 0
 
 
 def test_compile_and_run_of_a_sequence_model_say_which_metric(hetmap):

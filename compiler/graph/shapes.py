@@ -137,7 +137,9 @@ def _all_graphs(graph: onnx.GraphProto):
 
 
 def random_feeds(model: ir.Model, input_shapes, rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
-    """Inputs for a parity check when the user gave no data: normal floats, zero integers."""
+    """Inputs for a parity check when the user gave no data: normal floats; integers below the rows of the table
+    they index (token ids into an embedding: all-zero ids made every sample the same), else zero."""
+    rows = _indexed_rows(model)
     feeds = {}
     for value in graph_inputs(model):
         shape = input_shapes[value.name]
@@ -147,6 +149,22 @@ def random_feeds(model: ir.Model, input_shapes, rng: np.random.Generator, batch:
         dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
         if np.issubdtype(dtype, np.floating):
             feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+        elif value.name in rows:
+            feeds[value.name] = rng.integers(0, rows[value.name], shape).astype(dtype)
         else:
             feeds[value.name] = np.zeros(shape, dtype=dtype)
     return feeds
+
+
+def _indexed_rows(model: ir.Model) -> dict[str, int]:
+    """Integer graph inputs that are the indices of a Gather from a constant table (axis 0): its row count."""
+    inputs = {value.name for value in graph_inputs(model)}
+    rows: dict[str, int] = {}
+    for node in model.graph:
+        if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or node.attributes.get_int("axis", 0) != 0:
+            continue
+        table, indices = node.inputs[0], node.inputs[1]
+        if indices is not None and indices.name in inputs and table is not None and table.const_value is not None:
+            count = int(table.const_value.shape[0])
+            rows[indices.name] = min(rows.get(indices.name, count), count)
+    return rows
