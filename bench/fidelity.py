@@ -44,9 +44,10 @@ from hetmap.driver import Decision, compile_model
 from hetmap.graph.data import load_dataset
 from hetmap.graph.shapes import graph_inputs
 from hetmap.models import reference_path
+from hetmap.sim.draws import draw_generators
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.run import evaluate
-from hetmap.sim.simulation import build_simulation, draw_generators
+from hetmap.sim.simulation import build_simulation
 from hetmap.targets import Target, load_target
 
 MODELS = ("cnn", "mlp", "resnet", "transformer")

@@ -54,8 +54,9 @@ def _best(run, runs: int) -> float:
 
 def main() -> None:
     from hetmap.mapping.annotations import clear_layer, layer_annotation, write_layer
+    from hetmap.sim.draws import draw_generators
     from hetmap.sim.sessions import session_for
-    from hetmap.sim.simulation import build_simulation, draw_generators
+    from hetmap.sim.simulation import build_simulation
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)

@@ -29,10 +29,11 @@ from hetmap.report.facts import chosen_attempt
 from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
 from hetmap.sim.confidence import OVER
+from hetmap.sim.draws import draw_generators
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.jobs import Workers
 from hetmap.sim.measure import Measurement
-from hetmap.sim.simulation import build_simulation, draw_generators
+from hetmap.sim.simulation import build_simulation
 from hetmap.targets import Target
 
 MAPPED_MODEL = "model.mapped.onnx"

@@ -183,7 +183,7 @@ def _concrete(shape: tuple | None) -> bool:
 
 def _macs(shapes, value_name: str, macs_per_element: int) -> int:
     shape = shapes.get(value_name)
-    if shape is None or any(not isinstance(d, int) for d in shape):
+    if not _concrete(shape):
         raise _UnknownShape(value_name)
     return int(math.prod(shape)) * int(macs_per_element)
 
@@ -203,7 +203,7 @@ def _activation(node: ir.Node, operand: int) -> ir.Value:
 def _elements(shapes, value_name: str, fallback: int) -> int:
     """Elements of a value in one inference (shapes are per inference, as for MACs)."""
     shape = shapes.get(value_name)
-    if shape is None or any(not isinstance(d, int) for d in shape):
+    if not _concrete(shape):
         return int(fallback)
     return int(math.prod(shape))
 

@@ -10,7 +10,8 @@ import torch
 
 from helpers import compiled_example, example_model
 from hetmap.graph import parity
-from hetmap.sim.simulation import build_simulation, draw_generators
+from hetmap.sim.draws import draw_generators
+from hetmap.sim.simulation import build_simulation
 from hetmap.targets import load_target
 from hetmap.train.supernet import Supernet, trainable_initializers
 

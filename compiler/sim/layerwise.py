@@ -33,11 +33,12 @@ from hetmap.mapping.annotations import layer_annotation
 from hetmap.mapping.mapping import ANALOG
 from hetmap.sim.activations import Source, Walk, open_session, outputs_of, probe_activations, samples_in
 from hetmap.sim.cut import FLOAT_TYPES, find_cut, has_subgraphs, split_variants, suffix_model
+from hetmap.sim.draws import Simulation, draw_generators
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.scorer import Scorer
 from hetmap.sim.screen import Screen, Track, bound_screen
 from hetmap.sim.sessions import release_graphs
-from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
+from hetmap.sim.simulation import build_simulation
 
 CACHE_BYTES = 512 << 20  # activations kept for every sample at once
 RUN_BYTES = 256 << 20  # one stacked run: variants x samples x the largest activation, roughly

@@ -22,12 +22,13 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from hetmap.errors import HetmapError, NonFiniteError, require_finite
 from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import fixed_batch
+from hetmap.sim.draws import Simulation, draw_generators
 from hetmap.sim.jobs import Workers, map_parts, split
 from hetmap.sim.metrics import Metric, choose_metric
 from hetmap.sim.prefix import Chunks, Computed, has_analog, shares_prefix, split_at_analog
 from hetmap.sim.screen import Screen, Track, screen_for
 from hetmap.sim.sessions import session_for
-from hetmap.sim.simulation import Simulation, build_simulation, draw_generators
+from hetmap.sim.simulation import build_simulation
 from hetmap.targets import Target
 
 ORT_RUN_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException)  # onnxruntime's own types

@@ -23,7 +23,7 @@ from hetmap.graph.data import Dataset
 from hetmap.graph.shapes import graph_inputs
 from hetmap.mapping.annotations import read_layer, read_mapping
 from hetmap.mapping.mapping import ANALOG
-from hetmap.sim.simulation import draw_generators
+from hetmap.sim.draws import draw_generators
 from hetmap.targets import Target
 from hetmap.train.adaptation import input_tensors, outputs_over, torch_device
 from hetmap.train.interpreter import UnsupportedOpError
