@@ -15,7 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from hetmap import Terminated, __version__
 from hetmap.cli_options import FiniteFloat, LearningRate, metric_option, sensitivity_option, workers_options
 from hetmap.driver import (
+    MAPPING_FILE,
     REPORT_HTML,
+    REPORTS_DIR,
     Adaptation,
     Decision,
     compile_model,
@@ -25,7 +27,7 @@ from hetmap.driver import (
 )
 from hetmap.errors import HetmapError
 from hetmap.graph.data import load_dataset
-from hetmap.graph.modelio import read_model, write_json_atomic
+from hetmap.graph.modelio import check_writable, read_model, write_json_atomic
 from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.mapping.annotations import compiled_metric, read_target
 from hetmap.mapping.solver import OBJECTIVES
@@ -286,6 +288,8 @@ def inspect(build_dir) -> None:
 )
 def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address, device) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
+    json_path = json_path or model.with_name(f"{model.stem}.run.json")
+    _check_json_path(json_path, [model, data])
     annotated = read_model(model)
     target = read_target(annotated, str(model))
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
@@ -310,10 +314,23 @@ def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address
         metric = compiled_metric(annotated) if metric == "auto" else metric  # as the compile scored, unless told
         report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, step, metric, workers, simulator)
     result = report_to_dict(report)
-    json_path = json_path or model.with_name(f"{model.stem}.run.json")
     write_json_atomic(json_path, result)
     show_run(out, result)
     out.print(f"wrote {json_path}")
+
+
+def _check_json_path(path: Path, inputs: list[Path]) -> None:
+    """The run's JSON may go anywhere writable but over what the run reads or a compile's own files."""
+    check_writable(path, "--json file", "--json")
+    resolved = path.resolve()
+    for source in inputs:
+        if source.exists() and resolved == source.resolve():
+            raise HetmapError(f"--json file '{path}' would overwrite the input '{source}'; choose another --json")
+    in_reports = resolved.parent.name == REPORTS_DIR
+    folder = path.parent.parent if in_reports else path.parent
+    compiled = (folder / REPORTS_DIR / "pipeline.json").exists()
+    if compiled and (in_reports or resolved.name in (MAPPING_FILE, REPORT_HTML)):
+        raise HetmapError(f"--json file '{path}' would overwrite a file of the compile in '{folder}'; choose another")
 
 
 @cli.group(invoke_without_command=True)

@@ -1,5 +1,6 @@
 """Bad input to the `hetmap` command line: one line on stderr, a non-zero exit, never a traceback."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,49 @@ def test_cuda_asked_for_without_a_gpu_before_any_pass_runs(hetmap):
     )
     assert_one_line_error(result, "--device cuda", "torch sees no CUDA device")
     assert not Path("out").exists()
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [("model.onnx/out", "'model.onnx' is a file"), ("x" * 300, "longer than 255 bytes")],
+    ids=["under a file", "name too long"],
+)
+def test_output_folder_that_cannot_be_written_is_refused_before_any_pass(hetmap, model_file, output, message):
+    assert_one_line_error(hetmap("compile", model_file, "-t", "tiny", "-o", output), message, "choose another -o")
+
+
+@pytest.fixture
+def compiled(hetmap, model_file):
+    """out/: the model compiled on tiny with one layer analog, and its data."""
+    np.savez("data.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8), dtype=np.float32))
+    assert hetmap("compile", model_file, "-t", "tiny", "-o", "out", "--mapping", "all-analog").exit_code == 0
+    return "out/model.mapped.onnx"
+
+
+@pytest.mark.parametrize(
+    "json_path, message",
+    [
+        ("out/model.mapped.onnx", "would overwrite the input 'out/model.mapped.onnx'"),
+        ("data.npz", "would overwrite the input 'data.npz'"),
+        ("out/reports/assign.json", "would overwrite a file of the compile in 'out'"),
+        ("out/mapping.json", "would overwrite a file of the compile in 'out'"),
+        ("out", "is a folder"),
+    ],
+    ids=["the model", "the data", "a report", "the mapping", "a folder"],
+)
+def test_run_json_never_overwrites_what_it_reads_or_the_compile(hetmap, compiled, json_path, message):
+    before = {path: path.read_bytes() for path in Path().rglob("*") if path.is_file()}
+    result = hetmap("run", compiled, "--data", "data.npz", "--seeds", "1", "--drift", "1d", "--json", json_path)
+    assert_one_line_error(result, message, "choose another")
+    assert {path: path.read_bytes() for path in Path().rglob("*") if path.is_file()} == before
+
+
+def test_a_mapped_model_compiles_again_afresh_and_a_simulation_graph_is_refused(hetmap, compiled):
+    """Retargeting a compiled model: its earlier annotations must not leak into the new compile's measurements."""
+    again = hetmap("compile", compiled, "-t", "tiny", "-o", "again", "--data", "data.npz")
+    assert again.exit_code == 0, again.stderr
+    assert "earlier compile's mapping (2 layers)" in again.stdout
+    report = json.loads(Path("again/reports/canonicalize.json").read_text())
+    assert report["earlier_mapping_cleared"] == 2
+    result = hetmap("compile", "out/model.sim.onnx", "-t", "tiny", "-o", "sim")
+    assert_one_line_error(result, "is a simulation graph", "model.mapped.onnx beside it")

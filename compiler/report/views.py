@@ -79,6 +79,11 @@ def show_canonicalize(console: Console, report: dict) -> None:
         f"{report['nodes_out']}, BatchNorm folded {report['batchnorms_folded']} "
         f"(left {report['batchnorms_left']}), {count_text(report['weight_count'])} weights"
     )
+    if report.get("earlier_mapping_cleared"):
+        console.print(
+            f"  the model carried an earlier compile's mapping ({report['earlier_mapping_cleared']} layers): "
+            "compiled afresh (give --mapping to keep one)"
+        )
 
 
 def show_partition(console: Console, report: dict) -> None:
