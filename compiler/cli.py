@@ -83,7 +83,7 @@ def cli() -> None:
     "--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws per measurement."
 )
 @click.option("--pareto", is_flag=True, help="Also sweep the budget and write the Pareto front.")
-@click.option("--seed", default=0, show_default=True, help="Seed for every random draw.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed for every random draw.")
 @click.option(
     "--finetune",
     "finetune_epochs",
@@ -258,8 +258,14 @@ def inspect(build_dir) -> None:
     """Print the summary and the pass reports of a compile output folder (or of a file in it, the mapped model)."""
     build_dir = build_dir.parent if build_dir.is_file() else build_dir
     reports = read_reports(build_dir)
-    show_summary(out, reports, f"Summary of {build_dir}")
-    show_reports(out, reports)
+    try:
+        show_summary(out, reports, f"Summary of {build_dir}")
+        show_reports(out, reports)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as error:  # edited or foreign reports
+        raise HetmapError(
+            f"the reports in '{build_dir}' are not those of a whole hetmap compile (they lack what the summary "
+            f"reads: {type(error).__name__} {error}); run hetmap compile again"
+        ) from None
 
 
 @cli.command()
@@ -269,7 +275,7 @@ def inspect(build_dir) -> None:
 @click.option(
     "--seeds", default=5, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws of device noise."
 )
-@click.option("--seed", default=0, show_default=True, help="Base seed of the draws.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Base seed of the draws.")
 @click.option(
     "--json",
     "json_path",

@@ -299,6 +299,8 @@ def verification_note(reports: dict[str, dict]) -> str | None:
 def read_reports(output_dir: Path) -> dict[str, dict]:
     """The JSON reports of an earlier compile."""
     folder = output_dir / REPORTS_DIR
+    if not output_dir.exists():
+        raise HetmapError(f"'{output_dir}' does not exist; give a compile's output folder (or its mapped model)")
     if not folder.is_dir():
         raise HetmapError(f"'{output_dir}' holds no hetmap reports (expected {folder}/); run hetmap compile first")
     if not (folder / f"{COMPLETION_REPORT}.json").is_file():
@@ -309,4 +311,6 @@ def read_reports(output_dir: Path) -> dict[str, dict]:
             reports[path.stem] = json.loads(path.read_text())
         except ValueError as error:
             raise HetmapError(f"report '{path}' is not valid JSON ({error})") from None
+        if not isinstance(reports[path.stem], dict):
+            raise HetmapError(f"report '{path}' is not a hetmap report (a JSON object); run hetmap compile again")
     return reports

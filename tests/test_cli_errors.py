@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import helper
 
 import messy_models as messy
 from helpers import assert_one_line_error, run_console_script
@@ -176,7 +177,40 @@ def test_input_shape_that_contradicts_the_model(hetmap, model_file):
 
 
 def test_inspect_a_folder_without_reports(hetmap):
-    assert_one_line_error(hetmap("inspect", "nowhere"), "holds no hetmap reports", "run hetmap compile first")
+    Path("empty").mkdir()
+    assert_one_line_error(hetmap("inspect", "empty"), "holds no hetmap reports", "run hetmap compile first")
+    assert_one_line_error(hetmap("inspect", "nowhere"), "'nowhere' does not exist")
+
+
+@pytest.mark.parametrize("report", ["assign", "partition", "pipeline", "schedule", "sensitivity"])
+@pytest.mark.parametrize("content", ["{}", "[]", "null"])
+def test_inspect_of_reports_edited_into_other_json_is_one_line(hetmap, compiled, report, content):
+    Path(f"out/reports/{report}.json").write_text(content)
+    assert_one_line_error(hetmap("inspect", "out"), "run hetmap compile again")
+
+
+def test_a_json_file_given_as_the_model_is_not_readable_onnx(hetmap, compiled):
+    for command in (("compile", "out/mapping.json", "-o", "again"), ("run", "out/mapping.json", "--data", "data.npz")):
+        assert_one_line_error(hetmap(*command), "model file 'out/mapping.json' is not a readable ONNX model")
+
+
+def test_a_negative_seed_is_refused(hetmap, model_file):
+    assert_one_line_error(hetmap("compile", model_file, "-t", "tiny", "--seed", "-1"), "'--seed'", "x>=0")
+
+
+def test_an_output_without_a_sample_axis_is_named(hetmap):
+    """ReduceMean over everything: one number for the whole batch, which no per-sample metric can score."""
+    weight = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="fc"),
+        helper.make_node("ReduceMean", ["h"], ["y"], keepdims=0),
+    ]
+    onnx.save(
+        messy.model(nodes, [messy.tensor("x", ["N", 4])], [messy.tensor("y", [])], [messy.init("W", weight)]), "m.onnx"
+    )
+    assert_one_line_error(
+        hetmap("compile", "m.onnx", "-t", "tiny", "--input-shape", "x=8,4"), "has shape []", "first axis"
+    )
 
 
 @pytest.mark.parametrize(

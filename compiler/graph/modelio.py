@@ -11,6 +11,7 @@ import google.protobuf.message
 import numpy as np
 import onnx
 import onnx_ir as ir
+from google.protobuf import json_format
 
 from hetmap.errors import HetmapError
 from hetmap.graph import wire
@@ -28,14 +29,17 @@ def load_onnx(path: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
         raise HetmapError(f"model file '{path}' does not exist")
     if path.is_dir():
         raise HetmapError(f"model path '{path}' is a folder, not an .onnx file")
+    unreadable = (google.protobuf.message.DecodeError, json_format.ParseError, RuntimeError, ValueError, OSError)
     try:
         onnx.checker.check_model(str(path))  # by path: models over 2 GB and external data included
         checker_error = None
     except onnx.checker.ValidationError as error:
         checker_error = " ".join(str(error).split())  # the checker's message spans lines
+    except json_format.ParseError:  # onnx reads a .json path as the model in JSON: the load below says why not
+        checker_error = None
     try:
         model, arrays = _load_apart(path)
-    except (google.protobuf.message.DecodeError, RuntimeError, ValueError, OSError) as error:
+    except unreadable as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HetmapError(f"model file '{path}' is not a readable ONNX model ({reason})") from None
     except onnx.checker.ValidationError as error:  # external data missing or outside the model's folder

@@ -55,7 +55,14 @@ def _predict(
     parts, track = [], None if screen is None else Track(screen)
     for start in range(0, feeds.size, batch):
         run_feeds = {**feeds.get(start, start + batch), **getattr(session, "hetmap_feeds", {}), **extra}
-        parts.append(session.run([session.get_outputs()[0].name], run_feeds)[0])
+        output = session.get_outputs()[0].name
+        parts.append(session.run([output], run_feeds)[0])
+        samples = min(batch, feeds.size - start)
+        if parts[-1].ndim == 0 or len(parts[-1]) != samples:
+            raise HetmapError(
+                f"the model's first output '{output}' has shape {list(parts[-1].shape)} for {samples} samples: "
+                "hetmap scores each sample's output, so it needs the samples on its first axis"
+            )
         if track is not None:
             track.add(parts[-1])
             if track.settled:
