@@ -306,3 +306,8 @@ def test_a_mapped_model_compiles_again_afresh_and_a_simulation_graph_is_refused(
     assert report["earlier_mapping_cleared"] == 2
     result = hetmap("compile", "out/model.sim.onnx", "-t", "tiny", "-o", "sim")
     assert_one_line_error(result, "is a simulation graph", "model.mapped.onnx beside it")
+
+
+def test_a_drift_list_given_to_compile_points_to_run(hetmap, model_file):
+    result = hetmap("compile", model_file, "-t", "tiny", "--drift", "1h,1d")
+    assert_one_line_error(result, "compile holds its budget at one drift time", "hetmap run takes a list")

@@ -142,7 +142,7 @@ def test_too_many_tiles_names_the_need_and_a_mapping_that_fits():
     assert len(message.splitlines()) == 1
     assert "22 tiles' worth of weights on analog but the target has 8" in message
     assert "leave out --mapping" in message
-    suggested = re.search(r"or set (.*) to (int\d)", message)
+    suggested = re.search(r"that sets (.*) to (int\d)", message)
     moved = re.findall(r"(\S+) \(\d+ tiles\)", suggested.group(1))
     report, _ = schedule(
         model,
