@@ -23,6 +23,7 @@ from hetmap.driver import (
     compile_model,
     over_budget,
     read_reports,
+    unscored_note,
     verification_note,
 )
 from hetmap.errors import HetmapError
@@ -195,6 +196,13 @@ def compile(
     parse_drift(drift)
     if finetune_epochs and train is None:
         raise click.UsageError("--finetune needs training data: add --train train.npz")
+    unused = {"--train feeds --finetune only": _given(["train"] if not finetune_epochs else [])}
+    if mapping is not None:
+        flags = _given(["max_drop", "objective", "pareto", "verify", "confidence", "sensitivity"])
+        unused["--mapping fixes the mapping"] = flags
+    for why, flags in unused.items():
+        if flags:
+            err.print(f"[yellow]note:[/] {why}: {', '.join(flags)} ignored", highlight=False)
     if device == "cuda":
         from hetmap.train.adaptation import torch_device
 
@@ -244,9 +252,9 @@ def compile(
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
     out.print(f"wrote {result.output_dir}/")
-    note = verification_note(result.reports)
-    if note:
-        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    for note in (verification_note(result.reports), unscored_note(result.reports)):
+        if note:
+            err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     refusal = over_budget(result.reports)
     if refusal and not allow_over_budget:
         raise HetmapError(f"{refusal}; the reports are in {result.output_dir}/ (give --allow-over-budget to accept it)")
@@ -323,6 +331,16 @@ def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address
     write_json_atomic(json_path, result)
     show_run(out, result)
     out.print(f"wrote {json_path}")
+
+
+def _given(names: list[str]) -> list[str]:
+    """The options among `names` the user wrote on the command line, as flags."""
+    context = click.get_current_context()
+    return [
+        f"--{name.replace('_', '-')}"
+        for name in names
+        if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
 
 
 def _check_json_path(path: Path, inputs: list[Path]) -> None:

@@ -296,6 +296,19 @@ def verification_note(reports: dict[str, dict]) -> str | None:
     return None
 
 
+def unscored_note(reports: dict[str, dict]) -> str | None:
+    """The line to show when some layers do not feed the first output, the one every drop is measured on."""
+    unscored = reports.get("sensitivity", {}).get("unscored", [])
+    if not unscored:
+        return None
+    named = ", ".join(unscored[:3]) + (f" and {len(unscored) - 3} more" if len(unscored) > 3 else "")
+    return (
+        f"{'layers' if len(unscored) > 1 else 'layer'} {named} only {'feed' if len(unscored) > 1 else 'feeds'} "
+        "outputs after the first, the one hetmap scores: any option measures a drop of 0 there; put the output "
+        "to score first"
+    )
+
+
 def read_reports(output_dir: Path) -> dict[str, dict]:
     """The JSON reports of an earlier compile."""
     folder = output_dir / REPORTS_DIR

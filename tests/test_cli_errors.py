@@ -311,3 +311,25 @@ def test_a_mapped_model_compiles_again_afresh_and_a_simulation_graph_is_refused(
 def test_a_drift_list_given_to_compile_points_to_run(hetmap, model_file):
     result = hetmap("compile", model_file, "-t", "tiny", "--drift", "1h,1d")
     assert_one_line_error(result, "compile holds its budget at one drift time", "hetmap run takes a list")
+
+
+def test_flags_a_given_mapping_leaves_unused_are_noted(hetmap, model_file):
+    np.savez("train.npz", x=np.zeros((4, 3, 8, 8), np.float32))
+    result = hetmap("compile", model_file, "-t", "tiny", "--mapping", "all-digital-int8", "--pareto", "--train",
+                    "train.npz", "--max-drop", "2")  # fmt: skip
+    assert result.exit_code == 0
+    assert "note: --mapping fixes the mapping: --max-drop, --pareto ignored" in result.stderr
+    assert "note: --train feeds --finetune only: --train ignored" in result.stderr
+
+
+def test_layers_only_a_later_output_reads_are_named(hetmap):
+    """Drops are measured on the first output: a layer feeding only the second measures 0 whatever its option."""
+    weights = [messy.init(name, np.random.default_rng(0).standard_normal((16, 10)).astype(np.float32)) for name in "AB"]
+    nodes = [helper.make_node("MatMul", ["x", w], [y], name=name) for w, y, name in [("A", "a", "first"),
+                                                                                    ("B", "b", "second")]]  # fmt: skip
+    outputs = [messy.tensor("a", ["N", 10]), messy.tensor("b", ["N", 10])]
+    onnx.save(messy.model(nodes, [messy.tensor("x", ["N", 16])], outputs, weights), "two.onnx")
+    result = hetmap("compile", "two.onnx", "-t", "tiny", "--input-shape", "x=8,16", "--allow-over-budget")
+    assert result.exit_code == 0
+    assert "note: layer second only feeds outputs after the first" in result.stderr
+    assert "layer first" not in result.stderr

@@ -57,10 +57,9 @@ def _predict(
         run_feeds = {**feeds.get(start, start + batch), **getattr(session, "hetmap_feeds", {}), **extra}
         output = session.get_outputs()[0].name
         parts.append(session.run([output], run_feeds)[0])
-        samples = min(batch, feeds.size - start)
-        if parts[-1].ndim == 0 or len(parts[-1]) != samples:
+        if parts[-1].ndim == 0:  # one number for the whole batch: nothing to score per sample
             raise HetmapError(
-                f"the model's first output '{output}' has shape {list(parts[-1].shape)} for {samples} samples: "
+                f"the model's first output '{output}' has shape [] for {min(batch, feeds.size - start)} samples: "
                 "hetmap scores each sample's output, so it needs the samples on its first axis"
             )
         if track is not None:
