@@ -102,7 +102,7 @@ def show_partition(console: Console, report: dict) -> None:
         )
     console.print(table)
     if report["unmappable"]:
-        skipped = Table(title="Not mapped: they run in float32, outside the cost model")
+        skipped = Table(title="Not mapped: they run as in the model, outside the cost model")
         for column in ("layer", "op", "reason"):
             skipped.add_column(column)
         for layer in report["unmappable"]:
