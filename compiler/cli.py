@@ -15,17 +15,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from hetmap import Terminated, __version__
 from hetmap.cli_options import FiniteFloat, LearningRate, metric_option, sensitivity_option, workers_options
 from hetmap.driver import (
+    MAPPING_FILE,
     REPORT_HTML,
+    REPORTS_DIR,
     Adaptation,
     Decision,
     compile_model,
     over_budget,
     read_reports,
+    unscored_note,
     verification_note,
 )
 from hetmap.errors import HetmapError
 from hetmap.graph.data import load_dataset
-from hetmap.graph.modelio import read_model, write_json_atomic
+from hetmap.graph.modelio import check_writable, read_model, write_json_atomic
 from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.mapping.annotations import compiled_metric, read_target
 from hetmap.mapping.solver import OBJECTIVES
@@ -81,7 +84,7 @@ def cli() -> None:
     "--seeds", default=3, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws per measurement."
 )
 @click.option("--pareto", is_flag=True, help="Also sweep the budget and write the Pareto front.")
-@click.option("--seed", default=0, show_default=True, help="Seed for every random draw.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed for every random draw.")
 @click.option(
     "--finetune",
     "finetune_epochs",
@@ -193,6 +196,13 @@ def compile(
     parse_drift(drift)
     if finetune_epochs and train is None:
         raise click.UsageError("--finetune needs training data: add --train train.npz")
+    unused = {"--train feeds --finetune only": _given(["train"] if not finetune_epochs else [])}
+    if mapping is not None:
+        flags = _given(["max_drop", "objective", "pareto", "verify", "confidence", "sensitivity"])
+        unused["--mapping fixes the mapping"] = flags
+    for why, flags in unused.items():
+        if flags:
+            err.print(f"[yellow]note:[/] {why}: {', '.join(flags)} ignored", highlight=False)
     if device == "cuda":
         from hetmap.train.adaptation import torch_device
 
@@ -242,9 +252,9 @@ def compile(
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
     out.print(f"wrote {result.output_dir}/")
-    note = verification_note(result.reports)
-    if note:
-        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    for note in (verification_note(result.reports), unscored_note(result.reports)):
+        if note:
+            err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     refusal = over_budget(result.reports)
     if refusal and not allow_over_budget:
         raise HetmapError(f"{refusal}; the reports are in {result.output_dir}/ (give --allow-over-budget to accept it)")
@@ -256,8 +266,14 @@ def inspect(build_dir) -> None:
     """Print the summary and the pass reports of a compile output folder (or of a file in it, the mapped model)."""
     build_dir = build_dir.parent if build_dir.is_file() else build_dir
     reports = read_reports(build_dir)
-    show_summary(out, reports, f"Summary of {build_dir}")
-    show_reports(out, reports)
+    try:
+        show_summary(out, reports, f"Summary of {build_dir}")
+        show_reports(out, reports)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as error:  # edited or foreign reports
+        raise HetmapError(
+            f"the reports in '{build_dir}' are not those of a whole hetmap compile (they lack what the summary "
+            f"reads: {type(error).__name__} {error}); run hetmap compile again"
+        ) from None
 
 
 @cli.command()
@@ -267,7 +283,7 @@ def inspect(build_dir) -> None:
 @click.option(
     "--seeds", default=5, show_default=True, type=click.IntRange(min=1), help="Monte-Carlo draws of device noise."
 )
-@click.option("--seed", default=0, show_default=True, help="Base seed of the draws.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Base seed of the draws.")
 @click.option(
     "--json",
     "json_path",
@@ -286,6 +302,8 @@ def inspect(build_dir) -> None:
 )
 def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address, device) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
+    json_path = json_path or model.with_name(f"{model.stem}.run.json")
+    _check_json_path(json_path, [model, data])
     annotated = read_model(model)
     target = read_target(annotated, str(model))
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
@@ -310,10 +328,33 @@ def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address
         metric = compiled_metric(annotated) if metric == "auto" else metric  # as the compile scored, unless told
         report = evaluate(annotated, str(model), dataset, drifts, seeds, seed, step, metric, workers, simulator)
     result = report_to_dict(report)
-    json_path = json_path or model.with_name(f"{model.stem}.run.json")
     write_json_atomic(json_path, result)
     show_run(out, result)
     out.print(f"wrote {json_path}")
+
+
+def _given(names: list[str]) -> list[str]:
+    """The options among `names` the user wrote on the command line, as flags."""
+    context = click.get_current_context()
+    return [
+        f"--{name.replace('_', '-')}"
+        for name in names
+        if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+
+
+def _check_json_path(path: Path, inputs: list[Path]) -> None:
+    """The run's JSON may go anywhere writable but over what the run reads or a compile's own files."""
+    check_writable(path, "--json file", "--json")
+    resolved = path.resolve()
+    for source in inputs:
+        if source.exists() and resolved == source.resolve():
+            raise HetmapError(f"--json file '{path}' would overwrite the input '{source}'; choose another --json")
+    in_reports = resolved.parent.name == REPORTS_DIR
+    folder = path.parent.parent if in_reports else path.parent
+    compiled = (folder / REPORTS_DIR / "pipeline.json").exists()
+    if compiled and (in_reports or resolved.name in (MAPPING_FILE, REPORT_HTML)):
+        raise HetmapError(f"--json file '{path}' would overwrite a file of the compile in '{folder}'; choose another")
 
 
 @cli.group(invoke_without_command=True)

@@ -11,9 +11,9 @@ import onnx_ir as ir
 
 from hetmap.errors import HetmapError
 from hetmap.graph.data import Dataset, load_dataset, split_dataset
-from hetmap.graph.modelio import read_model, save_model_atomic, write_json_atomic
+from hetmap.graph.modelio import check_writable, read_model, save_model_atomic, write_json_atomic
 from hetmap.graph.shapes import fixed_batch, graph_inputs, resolve_input_shapes
-from hetmap.mapping.annotations import mark_simulation
+from hetmap.mapping.annotations import mark_simulation, refuse_simulation_graph
 from hetmap.mapping.mapping import resolve_mapping
 from hetmap.passes.assign import PARETO_BUDGETS, Assign, AssignOptions
 from hetmap.passes.calibrate import Calibrate
@@ -119,8 +119,7 @@ def default_passes(decision: Decision, adaptation: Adaptation = Adaptation()):
 
 
 def _check_output_dir(output_dir: Path, sources: list[Path]) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise HetmapError(f"output folder '{output_dir}' exists and is a file; choose another -o")
+    check_writable(output_dir, "output folder", "-o", folder=True)
     outputs = {
         (output_dir / name).resolve()
         for name in (MAPPED_MODEL, SIMULATION_MODEL, MAPPING_FILE, REPORTS_DIR, REPORT_HTML)
@@ -198,6 +197,7 @@ def compile_model(
     ]
     _check_output_dir(output_dir, sources)
     model = read_model(model_path)
+    refuse_simulation_graph(model, str(model_path))
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(model)}
     dataset = load_dataset(data_path, dtypes) if data_path is not None else None
     train = load_dataset(train_path, dtypes) if train_path is not None and adaptation.epochs > 0 else None
@@ -296,9 +296,24 @@ def verification_note(reports: dict[str, dict]) -> str | None:
     return None
 
 
+def unscored_note(reports: dict[str, dict]) -> str | None:
+    """The line to show when some layers do not feed the first output, the one every drop is measured on."""
+    unscored = reports.get("sensitivity", {}).get("unscored", [])
+    if not unscored:
+        return None
+    named = ", ".join(unscored[:3]) + (f" and {len(unscored) - 3} more" if len(unscored) > 3 else "")
+    return (
+        f"{'layers' if len(unscored) > 1 else 'layer'} {named} only {'feed' if len(unscored) > 1 else 'feeds'} "
+        "outputs after the first, the one hetmap scores: any option measures a drop of 0 there; put the output "
+        "to score first"
+    )
+
+
 def read_reports(output_dir: Path) -> dict[str, dict]:
     """The JSON reports of an earlier compile."""
     folder = output_dir / REPORTS_DIR
+    if not output_dir.exists():
+        raise HetmapError(f"'{output_dir}' does not exist; give a compile's output folder (or its mapped model)")
     if not folder.is_dir():
         raise HetmapError(f"'{output_dir}' holds no hetmap reports (expected {folder}/); run hetmap compile first")
     if not (folder / f"{COMPLETION_REPORT}.json").is_file():
@@ -309,4 +324,6 @@ def read_reports(output_dir: Path) -> dict[str, dict]:
             reports[path.stem] = json.loads(path.read_text())
         except ValueError as error:
             raise HetmapError(f"report '{path}' is not valid JSON ({error})") from None
+        if not isinstance(reports[path.stem], dict):
+            raise HetmapError(f"report '{path}' is not a hetmap report (a JSON object); run hetmap compile again")
     return reports

@@ -165,7 +165,7 @@ class Finetune(Pass):
                     options.max_drop,
                     options.measurement.drift,
                     config.seed,
-                    context.target.name,
+                    context.target,  # its whole spec: an edited target file under the same name trains anew
                     drops,
                 )
             ),

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import onnx_ir as ir
 
+from hetmap.errors import require_finite
 from hetmap.mapping.cost import mapping_costs, reloads
 from hetmap.mapping.mapping import ANALOG, Mapping
 from hetmap.mapping.placement import TileBlock, place_blocks
@@ -252,4 +253,13 @@ class Schedule(Pass):
             zero_cost_nodes=graph.number_of_nodes() - len(costs),
             layers=scheduled,
         )
+        for what, value in [
+            *((f"layer '{n}'s energy", c.energy_pj) for n, c in costs.items()),
+            *((f"layer '{n}'s latency", c.latency_ns) for n, c in costs.items()),
+            ("the makespan", report.makespan_ns),
+            ("the total energy", report.total_energy_pj),
+            ("the all-digital baseline's energy", report.digital_baseline_energy_pj),
+            ("the all-digital baseline's latency", report.digital_baseline_latency_ns),
+        ]:
+            require_finite(value, f"schedule: {what} on target '{target.name}' (its figures overflow float64)")
         return model, report

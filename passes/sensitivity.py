@@ -29,6 +29,7 @@ import onnx_ir as ir
 from hetmap.errors import require_finite
 from hetmap.mapping.mapping import ANALOG, target_options
 from hetmap.pipeline import Pass, PassContext, scoring_dataset, simulator_for
+from hetmap.sim.cut import find_cut, has_subgraphs
 from hetmap.sim.layerwise import LayerSweep, sweep_for, sweep_parallel, variant_names
 from hetmap.sim.measure import Measurement, Measurer
 from hetmap.sim.scorer import Scorer
@@ -65,6 +66,7 @@ class SensitivityReport:
     layers: dict[str, dict[str, OptionDrop]]
     screened_share: float  # of the sample x variant runs, those the screen skipped (they cannot flip)
     predicted: dict[str, list[str]] = field(default_factory=dict)  # per layer, options whose drops are first-order
+    unscored: list[str] = field(default_factory=list)  # layers the scored first output does not depend on
     simulated_on: str = "onnxruntime (cpu)"  # or torch on its device (the torch engine)
 
 
@@ -143,6 +145,7 @@ class Sensitivity(Pass):
             layers=layers,
             screened_share=screened,
             predicted={name: sorted(p.changes) for name, p in predicted.items() if p.changes},
+            unscored=_unscored(model, partition.layers),
             simulated_on=simulated_on,
         )
         return model, report
@@ -152,6 +155,14 @@ class Sensitivity(Pass):
         if self.largest_budget is None:
             return None
         return max(self.largest_budget - 100 * (scorer.full_precision - scorer.model_metric), 0.0) / 100
+
+
+def _unscored(model: ir.Model, layers) -> list[str]:
+    """Layers the first output does not depend on (not looked for through control flow, whose bodies read
+    outer values the cut cannot follow)."""
+    if has_subgraphs(model):
+        return []
+    return [layer.name for layer in layers if not find_cut(model, layer.name).reaches_output]
 
 
 def _predicted(model: ir.Model, scorer: Scorer, sweep, names: list[str]) -> dict[str, Predicted]:

@@ -8,6 +8,7 @@ reports the first bad one by its dotted path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -147,6 +148,11 @@ _NON_NEGATIVE_FIELDS = {
 }
 
 
+# Widths the simulator can represent: a converter needs a level each side of zero (its step divides by
+# 2^bits - 2), and digital weights are stored as INT8 codes.
+_BIT_RANGES = {"dac_bits": (2, None), "adc_bits": (2, None), "bits": (2, 8)}
+
+
 class _FieldError(Exception):
     def __init__(self, path: str, message: str):
         super().__init__(f"field '{path}' {message}")
@@ -180,6 +186,8 @@ def _convert(value, annotation, path: str):
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _FieldError(path, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise _FieldError(path, f"must be a finite number, got {value!r}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
@@ -208,6 +216,10 @@ def _build(cls, table: dict, prefix: str):
             raise _FieldError(path, f"must be positive, got {value!r}")
         if name in _NON_NEGATIVE_FIELDS and value < 0:
             raise _FieldError(path, f"must not be negative, got {value!r}")
+        low, high = _BIT_RANGES.get(name, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise _FieldError(path, f"must be {span}, got {value!r}")
         values[name] = value
     return cls(**values)
 

@@ -81,6 +81,7 @@ def test_written_canonical_model_is_checker_clean_and_computes_the_same_outputs(
                 "weight_count",
                 "batchnorms_folded",
                 "batchnorms_left",
+                "earlier_mapping_cleared",
             },
         ),
         (

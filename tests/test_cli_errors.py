@@ -1,10 +1,12 @@
 """Bad input to the `hetmap` command line: one line on stderr, a non-zero exit, never a traceback."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from onnx import helper
 
 import messy_models as messy
 from helpers import assert_one_line_error, run_console_script
@@ -175,7 +177,40 @@ def test_input_shape_that_contradicts_the_model(hetmap, model_file):
 
 
 def test_inspect_a_folder_without_reports(hetmap):
-    assert_one_line_error(hetmap("inspect", "nowhere"), "holds no hetmap reports", "run hetmap compile first")
+    Path("empty").mkdir()
+    assert_one_line_error(hetmap("inspect", "empty"), "holds no hetmap reports", "run hetmap compile first")
+    assert_one_line_error(hetmap("inspect", "nowhere"), "'nowhere' does not exist")
+
+
+@pytest.mark.parametrize("report", ["assign", "partition", "pipeline", "schedule", "sensitivity"])
+@pytest.mark.parametrize("content", ["{}", "[]", "null"])
+def test_inspect_of_reports_edited_into_other_json_is_one_line(hetmap, compiled, report, content):
+    Path(f"out/reports/{report}.json").write_text(content)
+    assert_one_line_error(hetmap("inspect", "out"), "run hetmap compile again")
+
+
+def test_a_json_file_given_as_the_model_is_not_readable_onnx(hetmap, compiled):
+    for command in (("compile", "out/mapping.json", "-o", "again"), ("run", "out/mapping.json", "--data", "data.npz")):
+        assert_one_line_error(hetmap(*command), "model file 'out/mapping.json' is not a readable ONNX model")
+
+
+def test_a_negative_seed_is_refused(hetmap, model_file):
+    assert_one_line_error(hetmap("compile", model_file, "-t", "tiny", "--seed", "-1"), "'--seed'", "x>=0")
+
+
+def test_an_output_without_a_sample_axis_is_named(hetmap):
+    """ReduceMean over everything: one number for the whole batch, which no per-sample metric can score."""
+    weight = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="fc"),
+        helper.make_node("ReduceMean", ["h"], ["y"], keepdims=0),
+    ]
+    onnx.save(
+        messy.model(nodes, [messy.tensor("x", ["N", 4])], [messy.tensor("y", [])], [messy.init("W", weight)]), "m.onnx"
+    )
+    assert_one_line_error(
+        hetmap("compile", "m.onnx", "-t", "tiny", "--input-shape", "x=8,4"), "has shape []", "first axis"
+    )
 
 
 @pytest.mark.parametrize(
@@ -225,3 +260,76 @@ def test_cuda_asked_for_without_a_gpu_before_any_pass_runs(hetmap):
     )
     assert_one_line_error(result, "--device cuda", "torch sees no CUDA device")
     assert not Path("out").exists()
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [("model.onnx/out", "'model.onnx' is a file"), ("x" * 300, "longer than 255 bytes")],
+    ids=["under a file", "name too long"],
+)
+def test_output_folder_that_cannot_be_written_is_refused_before_any_pass(hetmap, model_file, output, message):
+    assert_one_line_error(hetmap("compile", model_file, "-t", "tiny", "-o", output), message, "choose another -o")
+
+
+@pytest.fixture
+def compiled(hetmap, model_file):
+    """out/: the model compiled on tiny with one layer analog, and its data."""
+    np.savez("data.npz", x=np.random.default_rng(0).standard_normal((8, 3, 8, 8), dtype=np.float32))
+    assert hetmap("compile", model_file, "-t", "tiny", "-o", "out", "--mapping", "all-analog").exit_code == 0
+    return "out/model.mapped.onnx"
+
+
+@pytest.mark.parametrize(
+    "json_path, message",
+    [
+        ("out/model.mapped.onnx", "would overwrite the input 'out/model.mapped.onnx'"),
+        ("data.npz", "would overwrite the input 'data.npz'"),
+        ("out/reports/assign.json", "would overwrite a file of the compile in 'out'"),
+        ("out/mapping.json", "would overwrite a file of the compile in 'out'"),
+        ("out", "is a folder"),
+    ],
+    ids=["the model", "the data", "a report", "the mapping", "a folder"],
+)
+def test_run_json_never_overwrites_what_it_reads_or_the_compile(hetmap, compiled, json_path, message):
+    before = {path: path.read_bytes() for path in Path().rglob("*") if path.is_file()}
+    result = hetmap("run", compiled, "--data", "data.npz", "--seeds", "1", "--drift", "1d", "--json", json_path)
+    assert_one_line_error(result, message, "choose another")
+    assert {path: path.read_bytes() for path in Path().rglob("*") if path.is_file()} == before
+
+
+def test_a_mapped_model_compiles_again_afresh_and_a_simulation_graph_is_refused(hetmap, compiled):
+    """Retargeting a compiled model: its earlier annotations must not leak into the new compile's measurements."""
+    again = hetmap("compile", compiled, "-t", "tiny", "-o", "again", "--data", "data.npz")
+    assert again.exit_code == 0, again.stderr
+    assert "earlier compile's mapping (2 layers)" in again.stdout
+    report = json.loads(Path("again/reports/canonicalize.json").read_text())
+    assert report["earlier_mapping_cleared"] == 2
+    result = hetmap("compile", "out/model.sim.onnx", "-t", "tiny", "-o", "sim")
+    assert_one_line_error(result, "is a simulation graph", "model.mapped.onnx beside it")
+
+
+def test_a_drift_list_given_to_compile_points_to_run(hetmap, model_file):
+    result = hetmap("compile", model_file, "-t", "tiny", "--drift", "1h,1d")
+    assert_one_line_error(result, "compile holds its budget at one drift time", "hetmap run takes a list")
+
+
+def test_flags_a_given_mapping_leaves_unused_are_noted(hetmap, model_file):
+    np.savez("train.npz", x=np.zeros((4, 3, 8, 8), np.float32))
+    result = hetmap("compile", model_file, "-t", "tiny", "--mapping", "all-digital-int8", "--pareto", "--train",
+                    "train.npz", "--max-drop", "2")  # fmt: skip
+    assert result.exit_code == 0
+    assert "note: --mapping fixes the mapping: --max-drop, --pareto ignored" in result.stderr
+    assert "note: --train feeds --finetune only: --train ignored" in result.stderr
+
+
+def test_layers_only_a_later_output_reads_are_named(hetmap):
+    """Drops are measured on the first output: a layer feeding only the second measures 0 whatever its option."""
+    weights = [messy.init(name, np.random.default_rng(0).standard_normal((16, 10)).astype(np.float32)) for name in "AB"]
+    nodes = [helper.make_node("MatMul", ["x", w], [y], name=name) for w, y, name in [("A", "a", "first"),
+                                                                                    ("B", "b", "second")]]  # fmt: skip
+    outputs = [messy.tensor("a", ["N", 10]), messy.tensor("b", ["N", 10])]
+    onnx.save(messy.model(nodes, [messy.tensor("x", ["N", 16])], outputs, weights), "two.onnx")
+    result = hetmap("compile", "two.onnx", "-t", "tiny", "--input-shape", "x=8,16", "--allow-over-budget")
+    assert result.exit_code == 0
+    assert "note: layer second only feeds outputs after the first" in result.stderr
+    assert "layer first" not in result.stderr

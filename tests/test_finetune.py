@@ -12,6 +12,7 @@ import torch
 
 import messy_models as messy
 from helpers import assert_one_line_error, compiled_example, example_model
+from hetmap import targets as hetmap_targets
 from hetmap.graph import parity
 from hetmap.graph.data import Dataset
 from hetmap.mapping.mapping import ANALOG
@@ -110,18 +111,23 @@ def test_adaptation_is_seeded_and_resumes_where_it_stopped(tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
-def test_a_fine_tune_resumes_only_on_the_same_labels(hetmap):
-    """The checkpoint of a run without labels (distillation) is no run with them: the second compile trains."""
+def test_a_fine_tune_resumes_only_on_the_same_labels_and_target(hetmap):
+    """The checkpoint of a run without labels (distillation) is no run with them, nor one on a target file edited
+    under the same name (noise off): those compiles train."""
     with np.load(reference_path("cnn.train.npz")) as data:
         np.savez("unlabelled.npz", x=data["x"][:8])
         np.savez("labelled.npz", x=data["x"][:8], y=data["y"][:8])
+    hermes = (Path(hetmap_targets.__file__).parent / "hermes.toml").read_text()
+    Path("hermes.toml").write_text(hermes)
+    Path("quiet.toml").write_text(hermes.replace("prog_noise_scale = 1.0", "prog_noise_scale = 0.0"))
     common = ["compile", reference_path("cnn.onnx"), "-o", "out", "--data", reference_path("cnn.test.npz"),
               "--mapping", "all-analog", "--finetune", "1", "--workers", "1"]  # fmt: skip
     resumed = []
-    for train in ("unlabelled.npz", "labelled.npz", "labelled.npz"):
-        assert hetmap(*common, "--train", train).exit_code == 0
+    for train, target in [("unlabelled.npz", "hermes.toml"), *[("labelled.npz", "hermes.toml")] * 2,
+                          ("labelled.npz", "quiet.toml")]:  # fmt: skip
+        assert hetmap(*common, "--train", train, "-t", target).exit_code == 0
         resumed.append(json.loads(Path("out/reports/finetune.json").read_text())["resumed_from_epoch"])
-    assert resumed == [0, 0, 1]  # the third run is the second's again
+    assert resumed == [0, 0, 1, 0]  # the third run is the second's again
 
 
 def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):

@@ -2,6 +2,7 @@
 
 import copy
 import gc
+import os
 import subprocess
 import sys
 import time
@@ -334,11 +335,16 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel ends them on Linux (prctl)")
-def test_pool_workers_end_with_the_process_that_started_them(tmp_path):
+def test_pool_workers_and_their_model_file_end_with_the_process_that_started_them(tmp_path):
     script = tmp_path / "slow_pool.py"
     script.write_text(_SLOW_POOL)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(reference_path("cnn.onnx"))], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(script), str(reference_path("cnn.onnx"))],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temporary)},
     )
     workers = [int(pid) for pid in parent.stdout.readline().split()]
     assert len(workers) == 2 and all(_alive(pid) for pid in workers)
@@ -348,3 +354,4 @@ def test_pool_workers_end_with_the_process_that_started_them(tmp_path):
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers)
+    assert not list(temporary.iterdir())  # the workers' copy of the model went with the parent

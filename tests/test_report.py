@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from matplotlib.patches import Rectangle
 
 import messy_models as messy
 from helpers import run_console_script
@@ -18,6 +19,7 @@ from hetmap.driver import Decision, compile_model, read_reports
 from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import read_model
 from hetmap.models import reference_path
+from hetmap.report import plots
 from hetmap.report.facts import summary
 from hetmap.report.html import render_report_html
 from hetmap.report.plots import render_pareto, render_sensitivity, render_tiles
@@ -178,6 +180,15 @@ def test_pictures_render_from_report_dicts(reports):
         render_tiles(reports["schedule"]),  # without the tile size: whole tiles filled
     ):
         assert picture.startswith(PNG_SIGNATURE) and len(picture) > 10_000
+
+
+def test_a_target_of_a_trillion_tiles_draws_only_the_first_ones(reports, monkeypatch):
+    """The tile map drew every tile of the target: a count of 10^12 hung the compile at its last step."""
+    drawn = []
+    monkeypatch.setattr(plots, "Rectangle", lambda *args, **kwargs: drawn.append(args) or Rectangle(*args, **kwargs))
+    picture = render_tiles({**reports["schedule"], "tile_count": 10**12}, reports["partition"])
+    assert picture.startswith(PNG_SIGNATURE)
+    assert plots.MAX_DRAWN_TILES <= len(drawn) <= 2 * plots.MAX_DRAWN_TILES  # a used tile is two rectangles
 
 
 # The simulation model: one draw, stock ONNX.

@@ -20,7 +20,7 @@ from onnx import helper
 
 import messy_models as messy
 from helpers import MIXED, as_target, example_model, layers_by_name
-from hetmap.errors import HetmapError
+from hetmap.errors import HetmapError, NonFiniteError
 from hetmap.graph.modelio import write_bytes_atomic
 from hetmap.graph.shapes import resolve_input_shapes
 from hetmap.mapping.cost import mapping_costs
@@ -142,7 +142,7 @@ def test_too_many_tiles_names_the_need_and_a_mapping_that_fits():
     assert len(message.splitlines()) == 1
     assert "22 tiles' worth of weights on analog but the target has 8" in message
     assert "leave out --mapping" in message
-    suggested = re.search(r"or set (.*) to (int\d)", message)
+    suggested = re.search(r"that sets (.*) to (int\d)", message)
     moved = re.findall(r"(\S+) \(\d+ tiles\)", suggested.group(1))
     report, _ = schedule(
         model,
@@ -153,6 +153,14 @@ def test_too_many_tiles_names_the_need_and_a_mapping_that_fits():
         },
     )
     assert report.tiles_used <= 8
+
+
+def test_figures_that_overflow_stop_the_schedule_naming_the_layer():
+    """A finite but huge target figure (1e308 ns a pass) gives an infinite latency: one line, not a plot's crash."""
+    huge = dataclasses.replace(TINY_64, analog=dataclasses.replace(TINY_64.analog, mvm_latency_ns=1e308))
+    model, context = canonical_partition(example_model("cnn")[0], huge, {"x": example_model("cnn")[1]["x"].shape})
+    with pytest.raises(NonFiniteError, match=r"schedule: layer '.*'s latency on target 'tiny' .* holds inf"):
+        schedule(model, context, "analog")
 
 
 # Dataflow and timing

@@ -86,6 +86,13 @@ BAD_FIELDS = {
         "field 'analog.energy_per_adc_pj' must not be negative",
     ),
     "zero bits in a list entry": (("bits = 4", "bits = 0"), "field 'digital[1].bits' must be positive"),
+    "nan": (("clock_mhz = 100.0", "clock_mhz = nan"), "field 'clock_mhz' must be a finite number"),
+    "inf": (("energy_per_adc_pj = 2.0", "energy_per_adc_pj = inf"), "field 'analog.energy_per_adc_pj' must be a fin"),
+    # a 1-bit converter has no level beside zero (its step divided by zero); weights are stored as INT8 codes
+    "one-bit ADC": (("adc_bits = 8", "adc_bits = 1"), "field 'analog.adc_bits' must be at least 2"),
+    "one-bit DAC": (("dac_bits = 8", "dac_bits = 1"), "field 'analog.dac_bits' must be at least 2"),
+    "one-bit digital": (("bits = 2", "bits = 1"), "field 'digital[2].bits' must be from 2 to 8"),
+    "sixteen-bit digital": (("\nbits = 8", "\nbits = 16"), "field 'digital[0].bits' must be from 2 to 8"),
 }
 
 

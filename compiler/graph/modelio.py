@@ -11,6 +11,7 @@ import google.protobuf.message
 import numpy as np
 import onnx
 import onnx_ir as ir
+from google.protobuf import json_format
 
 from hetmap.errors import HetmapError
 from hetmap.graph import wire
@@ -28,14 +29,17 @@ def load_onnx(path: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
         raise HetmapError(f"model file '{path}' does not exist")
     if path.is_dir():
         raise HetmapError(f"model path '{path}' is a folder, not an .onnx file")
+    unreadable = (google.protobuf.message.DecodeError, json_format.ParseError, RuntimeError, ValueError, OSError)
     try:
         onnx.checker.check_model(str(path))  # by path: models over 2 GB and external data included
         checker_error = None
     except onnx.checker.ValidationError as error:
         checker_error = " ".join(str(error).split())  # the checker's message spans lines
+    except json_format.ParseError:  # onnx reads a .json path as the model in JSON: the load below says why not
+        checker_error = None
     try:
         model, arrays = _load_apart(path)
-    except (google.protobuf.message.DecodeError, RuntimeError, ValueError, OSError) as error:
+    except unreadable as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HetmapError(f"model file '{path}' is not a readable ONNX model ({reason})") from None
     except onnx.checker.ValidationError as error:  # external data missing or outside the model's folder
@@ -118,10 +122,13 @@ def proto_without(model: ir.Model, initializers: list[ir.Value]) -> onnx.ModelPr
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # mode 0o666 less the umask, as open() gives (mkstemp would leave 0o600)
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # mode 0o666 less the umask, as open() gives (mkstemp would leave 0o600)
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:  # the file system's refusal (full, read-only, no such place): the user's to mend
+        raise HetmapError(f"cannot write '{path}': {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -133,6 +140,25 @@ def _atomic_write(path: Path, write) -> None:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda handle: handle.write(data))
+
+
+NAME_MAX = 255  # bytes in one path component (Linux, macOS)
+
+
+def check_writable(path: Path, what: str, flag: str, folder: bool = False) -> None:
+    """Refuse, before any work, a `path` (a file, or a `folder` to fill) that could not be written: a name too
+    long, a file or an unwritable folder on the way to it. `what` names it, `flag` the option that gave it."""
+    again = f"; choose another {flag}"
+    if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+        raise HetmapError(f"{what} '{path}': a name in it is longer than {NAME_MAX} bytes{again}")
+    if path.is_dir() and not folder:
+        raise HetmapError(f"{what} '{path}' is a folder{again}")
+    start = path if folder else path.parent
+    existing = next(p for p in [start, *start.parents] if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise HetmapError(f"{what} '{path}': '{existing}' is a file, not a folder{again}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HetmapError(f"{what} '{path}': the folder '{existing}' is not writable{again}")
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -138,6 +138,27 @@ def clear_layer(node: ir.Node) -> None:
         del node.metadata_props[key]
 
 
+def refuse_simulation_graph(model: ir.Model, source: str) -> None:
+    """A simulation graph's layers are already tiles and converters: compiling it again would map those."""
+    if "hetmap.simulation" in model.metadata_props:
+        raise HetmapError(
+            f"'{source}' is a simulation graph (its layers are already split into tiles and converters); "
+            "compile the model it came from, or model.mapped.onnx beside it"
+        )
+
+
+def clear_annotations(model: ir.Model) -> int:
+    """Take an earlier compile's keys off `model` (a model.mapped.onnx compiled again: its mapping is not this
+    compile's); returns how many layers carried one."""
+    mapped = 0
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        mapped += "hetmap.option" in node.metadata_props
+        clear_layer(node)
+    for key in [key for key in model.metadata_props if key.startswith(PREFIX)]:
+        del model.metadata_props[key]
+    return mapped
+
+
 def write_model(model: ir.Model, target: Target, version: str, summary: dict, metric: str = "auto") -> None:
     """The model's keys: hetmap's version, the target (name and whole spec), the compile's summary, and the
     metric the compile was told to score with (none for auto), which `hetmap run` then scores with too."""

@@ -62,5 +62,5 @@ def _over_capacity(analog, needed: int, target: Target) -> str:
     return (
         f"the mapping puts {needed} tiles' worth of weights on analog but the target has "
         f"{target.analog.count}; map fewer layers to analog: leave out --mapping and the solver picks "
-        f"a mapping that fits, or set {moves} to {digital} in the mapping file"
+        f"a mapping that fits, or give a mapping file that sets {moves} to {digital}"
     )

@@ -323,7 +323,7 @@ def _model_section(reports: dict[str, dict]) -> str:
             )
         )
         if partition["unmappable"]:
-            parts.append("<p>Not mapped to analog (stay digital):</p>")
+            parts.append("<p>Not mapped (they run as in the model, outside the cost model):</p>")
             rows = [[(u["name"], "name"), u["op_type"], u["reason"]] for u in partition["unmappable"]]
             parts.append(table(["layer", "op", "reason"], rows))
         else:

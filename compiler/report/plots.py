@@ -28,6 +28,7 @@ CHOSEN_COLOUR = "#d1495b"
 FREE_TILE_COLOUR = "#f1f1f1"
 LAYER_COLOURS = colormaps["tab20"]
 MAX_KEY_ENTRIES = 40  # layers named in the tile map's key; more are counted
+MAX_DRAWN_TILES = 4096  # tiles the tile map draws (the first ones: placement fills tiles from id 0); more are counted
 PICTURES = ("sensitivity.png", "pareto.png", "tiles.png", "schedule.png", "energy.png")
 TERM_COLOURS = {
     "compute": "#4c78a8",
@@ -240,7 +241,7 @@ def render_tiles(schedule: dict, partition: dict | None = None) -> bytes:
     The solid part of a tile is the share of its rows and columns the block
     occupies (needs the partition report's tile size; else the tile is filled).
     """
-    count = schedule["tile_count"]
+    count = min(schedule["tile_count"], MAX_DRAWN_TILES)
     grid_rows, grid_columns = _grid(count)
     tile_rows = partition["tile_rows"] if partition else None
     tile_cols = partition["tile_cols"] if partition else None
@@ -310,8 +311,10 @@ def render_tiles(schedule: dict, partition: dict | None = None) -> bytes:
     for spine in axes.spines.values():
         spine.set_visible(False)
     size = f" of {tile_rows}x{tile_cols} cells" if tile_rows else ""
+    drawn = f" (the first {count} drawn)" if count < schedule["tile_count"] else ""
     figure.suptitle(  # over the whole figure: a small grid is narrower than the title
-        f"{schedule['target']}: {schedule['tiles_used']} of {count} analog tiles hold weights{size}\n"
+        f"{schedule['target']}: {schedule['tiles_used']} of {schedule['tile_count']} analog tiles hold weights"
+        f"{size}{drawn}\n"
         f"tile id top left; number = layer (row block, column block); solid part = cells the block uses",
         fontsize=9,
     )

@@ -79,6 +79,11 @@ def show_canonicalize(console: Console, report: dict) -> None:
         f"{report['nodes_out']}, BatchNorm folded {report['batchnorms_folded']} "
         f"(left {report['batchnorms_left']}), {count_text(report['weight_count'])} weights"
     )
+    if report.get("earlier_mapping_cleared"):
+        console.print(
+            f"  the model carried an earlier compile's mapping ({report['earlier_mapping_cleared']} layers): "
+            "compiled afresh (give --mapping to keep one)"
+        )
 
 
 def show_partition(console: Console, report: dict) -> None:
@@ -97,7 +102,7 @@ def show_partition(console: Console, report: dict) -> None:
         )
     console.print(table)
     if report["unmappable"]:
-        skipped = Table(title="Not mapped to analog")
+        skipped = Table(title="Not mapped: they run as in the model, outside the cost model")
         for column in ("layer", "op", "reason"):
             skipped.add_column(column)
         for layer in report["unmappable"]:

@@ -10,6 +10,7 @@ onnxruntime session in a pool of N uses cores / N threads.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import multiprocessing
@@ -67,9 +68,7 @@ def map_parts(function: Callable, model: ir.Model, shared, parts: list, workers:
         return _map_ray(function, ir.to_proto(model).SerializeToString(), shared, parts, workers)
     count = min(workers.count, len(parts))
     threads = max(1, default_worker_count() // count)
-    with tempfile.TemporaryDirectory(prefix="hetmap-workers-") as folder:
-        path = Path(folder) / "model.onnx"
-        save_model_atomic(model, path)  # a weight at a time: no serialised copy of the model here
+    with _model_file(model) as path:
         context = multiprocessing.get_context("spawn")  # no fork of onnxruntime's or torch's threads
         initargs = (str(path), shared, threads, os.getpid())
         with ProcessPoolExecutor(count, context, initializer=_start, initargs=initargs) as pool:
@@ -79,6 +78,28 @@ def map_parts(function: Callable, model: ir.Model, shared, parts: list, workers:
                 for process in multiprocessing.active_children():
                     process.terminate()
                 raise
+
+
+@contextlib.contextmanager
+def _model_file(model: ir.Model):
+    """The model saved for the pool's workers to read (a weight at a time: no serialised copy of it here).
+
+    On Linux the file is unlinked as soon as it is written and read through this process's descriptor, so
+    nothing stays in the temporary folder however this process ends, killed (out of memory) included.
+    """
+    descriptor, name = tempfile.mkstemp(prefix="hetmap-workers-", suffix=".onnx")
+    os.close(descriptor)
+    path = Path(name)
+    try:
+        save_model_atomic(model, path)
+        if not sys.platform.startswith("linux"):
+            yield path
+            return
+        with open(path, "rb") as handle:
+            path.unlink()
+            yield Path(f"/proc/{os.getpid()}/fd/{handle.fileno()}")
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def weight_bytes(model: ir.Model) -> int:

@@ -55,7 +55,13 @@ def _predict(
     parts, track = [], None if screen is None else Track(screen)
     for start in range(0, feeds.size, batch):
         run_feeds = {**feeds.get(start, start + batch), **getattr(session, "hetmap_feeds", {}), **extra}
-        parts.append(session.run([session.get_outputs()[0].name], run_feeds)[0])
+        output = session.get_outputs()[0].name
+        parts.append(session.run([output], run_feeds)[0])
+        if parts[-1].ndim == 0:  # one number for the whole batch: nothing to score per sample
+            raise HetmapError(
+                f"the model's first output '{output}' has shape [] for {min(batch, feeds.size - start)} samples: "
+                "hetmap scores each sample's output, so it needs the samples on its first axis"
+            )
         if track is not None:
             track.add(parts[-1])
             if track.settled:

@@ -23,6 +23,7 @@ from onnxscript.rewriter.rules import common as rules
 from onnxscript.version_converter import ConvertVersionPass
 
 from hetmap.errors import HetmapError, NonFiniteError, first_non_finite
+from hetmap.mapping.annotations import clear_annotations
 from hetmap.passes.canonicalize.onnx_ml import lower_linear_models
 from hetmap.pipeline import Pass, PassContext
 
@@ -55,6 +56,7 @@ class CanonicalizeReport:
     weight_count: int
     batchnorms_folded: int
     batchnorms_left: int
+    earlier_mapping_cleared: int = 0  # layers a model.mapped.onnx compiled again had mapped: compiled afresh
 
 
 def _refuse_non_finite_weights(model: ir.Model) -> None:
@@ -134,6 +136,7 @@ class Canonicalize(Pass):
                 f"{MIN_IR_VERSION} and opset >= {MIN_OPSET} (re-export it with a newer exporter)"
             )
         ir_version_in = model.ir_version
+        cleared = clear_annotations(model)
         counts_in = _op_counts(model)
         nodes_in = sum(counts_in.values())
 
@@ -176,5 +179,6 @@ class Canonicalize(Pass):
             weight_count=int(weights),
             batchnorms_folded=batchnorms_before - batchnorms_left,
             batchnorms_left=batchnorms_left,
+            earlier_mapping_cleared=cleared,
         )
         return model, report
