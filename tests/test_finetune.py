@@ -122,12 +122,15 @@ def test_a_fine_tune_resumes_only_on_the_same_labels_and_target(hetmap):
     Path("quiet.toml").write_text(hermes.replace("prog_noise_scale = 1.0", "prog_noise_scale = 0.0"))
     common = ["compile", reference_path("cnn.onnx"), "-o", "out", "--data", reference_path("cnn.test.npz"),
               "--mapping", "all-analog", "--finetune", "1", "--workers", "1"]  # fmt: skip
-    resumed = []
+    resumed, said = [], []
     for train, target in [("unlabelled.npz", "hermes.toml"), *[("labelled.npz", "hermes.toml")] * 2,
                           ("labelled.npz", "quiet.toml")]:  # fmt: skip
-        assert hetmap(*common, "--train", train, "-t", target).exit_code == 0
+        result = hetmap(*common, "--train", train, "-t", target)
+        assert result.exit_code == 0
         resumed.append(json.loads(Path("out/reports/finetune.json").read_text())["resumed_from_epoch"])
+        said.append("resumed after epoch 1 from the checkpoint" in " ".join(result.stdout.split()))
     assert resumed == [0, 0, 1, 0]  # the third run is the second's again
+    assert said == [False, False, True, False]  # and says so
 
 
 def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):
