@@ -252,7 +252,7 @@ def compile(
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
     out.print(f"wrote {result.output_dir}/")
-    for note in (verification_note(result.reports), unscored_note(result.reports)):
+    for note in (*result.notes, verification_note(result.reports), unscored_note(result.reports)):
         if note:
             err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     refusal = over_budget(result.reports)

@@ -53,6 +53,7 @@ class CompileConfig:
     metric: str = "auto"  # how outputs are scored (hetmap.sim.metrics.METRICS)
     workers: Workers = Workers()  # where independent measurements run (sensitivity's layers)
     verify: Dataset | None = None  # held out of `dataset`, or the user's --verify: the final check of a mapping
+    verify_held_out: bool = True  # False when the --verify file shares samples with the decision or training data
     device: str = "cpu"  # where torch simulates mappings (auto: on CUDA when torch sees one); cpu: onnxruntime does
 
 
@@ -190,7 +191,7 @@ def verification_dataset(model: ir.Model, config: CompileConfig) -> tuple[Datase
     verify on (random inputs say nothing of the budget).
     """
     if config.verify is not None:
-        return _whole_batches(config.verify, fixed_batch(model)), True
+        return _whole_batches(config.verify, fixed_batch(model)), config.verify_held_out
     if config.dataset is not None:
         return scoring_dataset(model, config), False
     return None

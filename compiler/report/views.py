@@ -226,7 +226,7 @@ def show_assign(console: Console, report: dict) -> None:
         f"{len(report['attempts'])} measured attempts, {verdict}{f'; [{colour}]{weights}[/]' if weights else ''}"
     )
     table = _attempt_table(
-        "Solver attempts (drops in points: measured on the decision data, verified held out; * = chosen)"
+        "Solver attempts (drops in points: measured on the decision data, then verified; * = chosen)"
     )
     _attempt_rows(table, report["attempts"], chosen)
     console.print(table)
