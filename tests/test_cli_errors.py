@@ -350,3 +350,13 @@ def test_a_verify_file_that_shares_the_decision_samples_is_not_called_held_out(h
     result = hetmap(*common, "apart", "--verify", "apart.npz")
     assert "shares" not in result.stderr
     assert json.loads(Path("apart/reports/assign.json").read_text())["verification"]["held_out"] is True
+
+
+def test_a_layer_without_weights_is_named_not_divided_by(hetmap):
+    """x [N, 0] times a [10, 0] weight: no rows to put on a tile (partition divided by them)."""
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["y"], name="fc", transB=1)]
+    weight = messy.init("W", np.zeros((10, 0), np.float32))
+    onnx.save(messy.model(nodes, [messy.tensor("x", ["N", 0])], [messy.tensor("y", ["N", 10])], [weight]), "m.onnx")
+    np.savez("d.npz", x=np.zeros((8, 0), np.float32))
+    result = hetmap("compile", "m.onnx", "-t", "tiny", "--data", "d.npz")
+    assert_one_line_error(result, "Gemm 'fc' is not (weight matrix is 0 x 10: it holds no weight)")
