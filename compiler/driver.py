@@ -25,7 +25,14 @@ from hetmap.passes.partition import Partition
 from hetmap.passes.refine import Refine, RefineOptions
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity, SensitivityBeforeFinetune
-from hetmap.pipeline import RANDOM_DATA, CompileConfig, PassContext, report_to_dict, run_pipeline
+from hetmap.pipeline import (
+    RANDOM_DATA,
+    CompileConfig,
+    PassContext,
+    left_out_note,
+    report_to_dict,
+    run_pipeline,
+)
 from hetmap.report.facts import chosen_attempt
 from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
@@ -228,6 +235,7 @@ def compile_model(
     verify = load_dataset(verify_path, dtypes) if verify_path is not None else None
     shapes = _input_shapes(model, dataset, {"training file": train, "verification file": verify}, input_shapes or {})
     shared = _shared_samples(verify, {"--data": dataset, "--train": train})
+    given = dataset  # the user's whole --data, before a share of it is held out
     dataset, verify = _held_out(model, dataset, verify, decision, seed)
     config = CompileConfig(
         seed=seed,
@@ -263,9 +271,8 @@ def compile_model(
     files += [f"{REPORTS_DIR}/{name}" for name in PICTURES if name in pictures]
     write_report_html(output_dir / REPORT_HTML, reports, pictures, model_path.name, files)
     write_json_atomic(completion_mark, reports[COMPLETION_REPORT])  # last: the folder is whole
-    notes = (
-        [f"the --verify file shares {shared}: its check is not held out of what decided the mapping"] if shared else []
-    )
+    notes = [f"the --verify file shares {shared}: its check is not held out of what decided the mapping"] * bool(shared)
+    notes += [note for data in (given, verify) if (note := left_out_note(data, fixed_batch(model)))]
     return CompileResult(output_dir=output_dir, reports=reports, notes=notes)
 
 
