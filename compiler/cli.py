@@ -29,11 +29,11 @@ from hetmap.driver import (
 from hetmap.errors import HetmapError
 from hetmap.graph.data import load_dataset
 from hetmap.graph.modelio import check_writable, read_model, write_json_atomic
-from hetmap.graph.shapes import graph_inputs, parse_input_shape, resolve_input_shapes
+from hetmap.graph.shapes import fixed_batch, graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.mapping.annotations import compiled_metric, read_target
 from hetmap.mapping.solver import OBJECTIVES
 from hetmap.passes.finetune import DEVICES, FIXED_LEARNING_RATE, MAPPING_LEARNING_RATE, REFINE_EPOCHS, SCOPES
-from hetmap.pipeline import report_to_dict
+from hetmap.pipeline import left_out_note, report_to_dict, whole_batches
 from hetmap.report.views import show_reports, show_run, show_summary, show_target, show_target_list
 from hetmap.sim.drift import parse_drift
 from hetmap.sim.jobs import Workers
@@ -252,7 +252,7 @@ def compile(
     show_summary(out, result.reports)
     out.print(f"report: {result.output_dir / REPORT_HTML} (open it in a browser)")
     out.print(f"wrote {result.output_dir}/")
-    for note in (verification_note(result.reports), unscored_note(result.reports)):
+    for note in (*result.notes, verification_note(result.reports), unscored_note(result.reports)):
         if note:
             err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     refusal = over_budget(result.reports)
@@ -309,6 +309,8 @@ def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
     dataset = load_dataset(data, dtypes)
     resolve_input_shapes(annotated, dataset, {})  # the data must fit the model's inputs
+    left_out = left_out_note(dataset, fixed_batch(annotated))
+    dataset = whole_batches(dataset, fixed_batch(annotated))
     drifts = [text.strip() for text in drift.split(",") if text.strip()]
     if not drifts:
         raise HetmapError(f"--drift '{drift}' names no drift time; give times such as 1h,1d,1y")
@@ -331,6 +333,8 @@ def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address
     write_json_atomic(json_path, result)
     show_run(out, result)
     out.print(f"wrote {json_path}")
+    if left_out:
+        err.print(f"[yellow]note:[/] {escape(left_out)}", highlight=False, soft_wrap=True)
 
 
 def _given(names: list[str]) -> list[str]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 
 from hetmap.errors import HetmapError
@@ -24,7 +25,14 @@ from hetmap.passes.partition import Partition
 from hetmap.passes.refine import Refine, RefineOptions
 from hetmap.passes.schedule import Schedule
 from hetmap.passes.sensitivity import Sensitivity, SensitivityBeforeFinetune
-from hetmap.pipeline import RANDOM_DATA, CompileConfig, PassContext, report_to_dict, run_pipeline
+from hetmap.pipeline import (
+    RANDOM_DATA,
+    CompileConfig,
+    PassContext,
+    left_out_note,
+    report_to_dict,
+    run_pipeline,
+)
 from hetmap.report.facts import chosen_attempt
 from hetmap.report.html import write_report_html
 from hetmap.report.plots import PICTURES, write_pictures
@@ -63,6 +71,7 @@ REPORT_NAMES = (
 class CompileResult:
     output_dir: Path
     reports: dict[str, dict]
+    notes: list[str] = field(default_factory=list)  # what the user should know of the inputs they gave
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,28 @@ def _held_out(
     return split_dataset(dataset, VERIFY_SHARE, seed, fixed_batch(model) or 1)
 
 
+def _shared_samples(verify: Dataset | None, others: dict[str, Dataset | None]) -> str:
+    """What the --verify file shares with the other files, in words ('12 of its 40 samples with --data'), or ''."""
+    if verify is None:
+        return ""
+    rows = [
+        b"".join(np.ascontiguousarray(verify.inputs[name][k]).tobytes() for name in verify.inputs)
+        for k in range(verify.size)
+    ]
+    found = []
+    for flag, other in others.items():
+        if other is None or set(other.inputs) != set(verify.inputs):
+            continue
+        seen = {
+            b"".join(np.ascontiguousarray(other.inputs[name][k]).tobytes() for name in verify.inputs)
+            for k in range(other.size)
+        }
+        count = sum(row in seen for row in rows)
+        if count:
+            found.append(f"{count} of its {verify.size} samples with {flag}")
+    return " and ".join(found)
+
+
 def compile_model(
     model_path: Path,
     target: Target,
@@ -203,6 +234,8 @@ def compile_model(
     train = load_dataset(train_path, dtypes) if train_path is not None and adaptation.epochs > 0 else None
     verify = load_dataset(verify_path, dtypes) if verify_path is not None else None
     shapes = _input_shapes(model, dataset, {"training file": train, "verification file": verify}, input_shapes or {})
+    shared = _shared_samples(verify, {"--data": dataset, "--train": train})
+    given = dataset  # the user's whole --data, before a share of it is held out
     dataset, verify = _held_out(model, dataset, verify, decision, seed)
     config = CompileConfig(
         seed=seed,
@@ -213,8 +246,10 @@ def compile_model(
         metric=metric,
         workers=workers,
         verify=verify,
+        verify_held_out=not shared,
         device=adaptation.device,
     )
+
     context = PassContext(target=target, config=config, progress=on_step)
     model, results = run_pipeline(model, default_passes(decision, adaptation), context, on_pass)
 
@@ -236,7 +271,9 @@ def compile_model(
     files += [f"{REPORTS_DIR}/{name}" for name in PICTURES if name in pictures]
     write_report_html(output_dir / REPORT_HTML, reports, pictures, model_path.name, files)
     write_json_atomic(completion_mark, reports[COMPLETION_REPORT])  # last: the folder is whole
-    return CompileResult(output_dir=output_dir, reports=reports)
+    notes = [f"the --verify file shares {shared}: its check is not held out of what decided the mapping"] * bool(shared)
+    notes += [note for data in (given, verify) if (note := left_out_note(data, fixed_batch(model)))]
+    return CompileResult(output_dir=output_dir, reports=reports, notes=notes)
 
 
 def write_simulation_model(annotated: ir.Model, target: Target, drift: str, seed: int, path: Path) -> None:

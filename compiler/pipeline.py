@@ -53,6 +53,7 @@ class CompileConfig:
     metric: str = "auto"  # how outputs are scored (hetmap.sim.metrics.METRICS)
     workers: Workers = Workers()  # where independent measurements run (sensitivity's layers)
     verify: Dataset | None = None  # held out of `dataset`, or the user's --verify: the final check of a mapping
+    verify_held_out: bool = True  # False when the --verify file shares samples with the decision or training data
     device: str = "cpu"  # where torch simulates mappings (auto: on CUDA when torch sees one); cpu: onnxruntime does
 
 
@@ -146,7 +147,7 @@ def scoring_dataset(model: ir.Model, config: CompileConfig) -> Dataset:
     """
     batch = fixed_batch(model)
     if config.dataset is not None:
-        return _whole_batches(config.dataset, batch)
+        return whole_batches(config.dataset, batch)
     batch = batch or SCORING_RANDOM_SAMPLES
     rng = np.random.default_rng([config.seed, 11])
     feeds = random_feeds(model, config.input_shapes, rng, batch=batch)
@@ -173,13 +174,24 @@ def simulator_for(model: ir.Model, context: PassContext, asked: bool = False):
     return simulator_on(context.config.device, model, layers, ranges, target, asked)
 
 
-def _whole_batches(dataset: Dataset, batch: int | None) -> Dataset:
+def whole_batches(dataset: Dataset, batch: int | None) -> Dataset:
     """The largest whole number of a fixed batch size's batches (all of it for a free batch dimension)."""
     if batch and dataset.size % batch and dataset.size > batch:
         usable = dataset.size - dataset.size % batch
         labels = dataset.labels[:usable] if dataset.labels is not None else None
         return Dataset(dataset.head(usable), labels, dataset.source)
     return dataset
+
+
+def left_out_note(dataset: Dataset | None, batch: int | None) -> str | None:
+    """The line to show when a fixed batch size leaves the data's last samples out (whole_batches)."""
+    if dataset is None or whole_batches(dataset, batch) is dataset:
+        return None
+    left = dataset.size % batch
+    return (
+        f"data file '{dataset.source}': the model takes exactly {batch} samples per run, so the last {left} of "
+        f"its {dataset.size} samples are left out"
+    )
 
 
 def verification_dataset(model: ir.Model, config: CompileConfig) -> tuple[Dataset, bool] | None:
@@ -190,7 +202,7 @@ def verification_dataset(model: ir.Model, config: CompileConfig) -> tuple[Datase
     verify on (random inputs say nothing of the budget).
     """
     if config.verify is not None:
-        return _whole_batches(config.verify, fixed_batch(model)), True
+        return whole_batches(config.verify, fixed_batch(model)), config.verify_held_out
     if config.dataset is not None:
         return scoring_dataset(model, config), False
     return None

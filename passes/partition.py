@@ -297,6 +297,8 @@ class Partition(Pass):
             try:
                 rows, cols, groups, operand, macs, transposed = _MATRIX_OF[node.op_type](node, shapes)
                 _check_weight_dtype(node, operand)
+                if rows * cols == 0:
+                    raise _NotMappable(f"weight matrix is {rows} x {cols}: it holds no weight")
             except _UnknownShape as unknown:
                 reason = _unknown_shape_reason(unknown.value_name, model, context.config.input_shapes)
                 report.unmappable.append(UnmappableLayer(node.name, node.op_type, reason))

@@ -333,3 +333,30 @@ def test_layers_only_a_later_output_reads_are_named(hetmap):
     assert result.exit_code == 0
     assert "note: layer second only feeds outputs after the first" in result.stderr
     assert "layer first" not in result.stderr
+
+
+def test_a_verify_file_that_shares_the_decision_samples_is_not_called_held_out(hetmap, model_file):
+    """The same file given as --data and --verify: its interval vouches for nothing the decisions did not see."""
+    x = np.random.default_rng(0).standard_normal((40, 3, 8, 8), dtype=np.float32)
+    np.savez("data.npz", x=x)
+    np.savez("verify.npz", x=np.concatenate([x[:10], -x[:30]]))
+    common = ("compile", model_file, "-t", "tiny", "--data", "data.npz", "--max-drop", "100", "-o")
+    result = hetmap(*common, "same", "--verify", "data.npz")
+    assert "note: the --verify file shares 40 of its 40 samples with --data" in result.stderr
+    assert json.loads(Path("same/reports/assign.json").read_text())["verification"]["held_out"] is False
+    result = hetmap(*common, "part", "--verify", "verify.npz")
+    assert "shares 10 of its 40 samples with --data" in result.stderr
+    np.savez("apart.npz", x=-x)
+    result = hetmap(*common, "apart", "--verify", "apart.npz")
+    assert "shares" not in result.stderr
+    assert json.loads(Path("apart/reports/assign.json").read_text())["verification"]["held_out"] is True
+
+
+def test_a_layer_without_weights_is_named_not_divided_by(hetmap):
+    """x [N, 0] times a [10, 0] weight: no rows to put on a tile (partition divided by them)."""
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["y"], name="fc", transB=1)]
+    weight = messy.init("W", np.zeros((10, 0), np.float32))
+    onnx.save(messy.model(nodes, [messy.tensor("x", ["N", 0])], [messy.tensor("y", ["N", 10])], [weight]), "m.onnx")
+    np.savez("d.npz", x=np.zeros((8, 0), np.float32))
+    result = hetmap("compile", "m.onnx", "-t", "tiny", "--data", "d.npz")
+    assert_one_line_error(result, "Gemm 'fc' is not (weight matrix is 0 x 10: it holds no weight)")

@@ -122,12 +122,37 @@ def test_a_fine_tune_resumes_only_on_the_same_labels_and_target(hetmap):
     Path("quiet.toml").write_text(hermes.replace("prog_noise_scale = 1.0", "prog_noise_scale = 0.0"))
     common = ["compile", reference_path("cnn.onnx"), "-o", "out", "--data", reference_path("cnn.test.npz"),
               "--mapping", "all-analog", "--finetune", "1", "--workers", "1"]  # fmt: skip
-    resumed = []
+    resumed, said = [], []
     for train, target in [("unlabelled.npz", "hermes.toml"), *[("labelled.npz", "hermes.toml")] * 2,
                           ("labelled.npz", "quiet.toml")]:  # fmt: skip
-        assert hetmap(*common, "--train", train, "-t", target).exit_code == 0
+        result = hetmap(*common, "--train", train, "-t", target)
+        assert result.exit_code == 0
         resumed.append(json.loads(Path("out/reports/finetune.json").read_text())["resumed_from_epoch"])
+        said.append("resumed after epoch 1 from the checkpoint" in " ".join(result.stdout.split()))
     assert resumed == [0, 0, 1, 0]  # the third run is the second's again
+    assert said == [False, False, True, False]  # and says so
+
+
+def test_float_class_labels_train_as_class_indices_and_fractions_and_one_hot_rows_are_refused(hetmap):
+    """Scoring reads whole-number float labels as classes: training must too (it tried a regression and crashed)."""
+    with np.load(reference_path("cnn.train.npz")) as data:
+        x, y = data["x"][:8], data["y"][:8]
+    np.savez("int.npz", x=x, y=y)
+    np.savez("float.npz", x=x, y=y.astype(np.float32))
+    np.savez("fraction.npz", x=x, y=y.astype(np.float32) + 0.5)
+    np.savez("one_hot.npz", x=x, y=np.eye(10, dtype=np.float32)[y])
+    common = ["compile", reference_path("cnn.onnx"), "--data", reference_path("cnn.test.npz"), "--mapping",
+              "all-analog", "--finetune", "1", "--workers", "1"]  # fmt: skip
+    histories = []
+    for train in ("int", "float"):
+        assert hetmap(*common, "--train", f"{train}.npz", "-o", train).exit_code == 0
+        history = json.loads(Path(f"{train}/reports/finetune.json").read_text())["history"]
+        histories.append([(epoch["loss"], epoch["accuracy"]) for epoch in history])
+    assert histories[0] == histories[1]  # the same training, to the bit
+    result = hetmap(*common, "--train", "fraction.npz", "-o", "fraction")
+    assert_one_line_error(result, "training data 'fraction.npz'", "must be class indices", "found the fraction")
+    result = hetmap(*common, "--train", "one_hot.npz", "-o", "one_hot")  # trained as a regression onto the logits
+    assert_one_line_error(result, "labels 'y' have shape [8, 10]", "np.argmax(y, axis=1)")
 
 
 def test_compile_with_finetune_adapts_and_reports_before_and_after(hetmap):

@@ -143,10 +143,16 @@ def test_model_exported_with_a_fixed_batch_of_one_compiles_and_runs_on_many_samp
     assert result_json()["samples"] == 5
 
 
-def test_data_that_a_fixed_batch_does_not_divide(hetmap):
-    arrays = {"x": np.random.default_rng(0).standard_normal((5, 10)).astype(np.float32)}
-    result = compile_and_run(hetmap, messy.gemm_bn(), arrays)  # input x: 2 x 10
-    assert_one_line_error(result, "data file 'data.npz' has 5 samples but the model takes exactly 2", "multiple of 2")
+def test_data_that_a_fixed_batch_does_not_divide_loses_its_last_samples_in_both_commands_with_a_note(hetmap):
+    """Compile left the last samples out silently and run refused the same file: now both leave them out, and say so."""
+    onnx.save(messy.gemm_bn(), "model.onnx")  # input x: 2 x 10
+    np.savez("data.npz", x=np.random.default_rng(0).standard_normal((5, 10)).astype(np.float32))
+    left_out = "note: data file 'data.npz': the model takes exactly 2 samples per run, so the last 1 of its 5"
+    compiled = hetmap("compile", "model.onnx", "-t", "tiny", "-o", "out", "--data", "data.npz")
+    assert compiled.exit_code == 0 and left_out in " ".join(compiled.stderr.split())
+    ran = hetmap("run", "out/model.mapped.onnx", "--data", "data.npz", "--seeds", "1", "--json", "result.json")
+    assert ran.exit_code == 0 and left_out in " ".join(ran.stderr.split())
+    assert result_json()["samples"] == 4
 
 
 # Bad input: one line on stderr, a non-zero exit, no traceback.

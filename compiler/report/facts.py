@@ -117,7 +117,7 @@ def _evidence(verified: dict | None, chosen: dict, seeds: int) -> str:
         if verified["confidence"] > 0
         else ""
     )
-    where = "held-out samples" if verified["held_out"] else "samples (too few to hold any out)"
+    where = "held-out samples" if verified["held_out"] else "samples (not held out of the decisions)"
     return (
         f"drop {verified['drop_points']:+.2f} points{interval}, verified on {verified['samples']} {where} "
         f"({verified['seeds']} seeds)"
@@ -221,5 +221,5 @@ def assign_outcome(assign: dict) -> str:
     return {
         "within": "a mapping verified within the budget on held-out data ships",
         "over": "every verified mapping is over the budget: the one with the lowest upper bound ships",
-        "inconclusive": "the held-out data cannot settle the budget: the mapping with the lowest upper bound ships",
+        "inconclusive": "the verification data cannot settle the budget: the mapping with the lowest upper bound ships",
     }[verification["verdict"]]

@@ -229,12 +229,14 @@ def _solver_section(reports: dict[str, dict]) -> str:
     verdict = assign_outcome(assign)
     if weights_clause(assign):
         verdict += f"; {weights_clause(assign)}"
+    held_out = (assign.get("verification") or {}).get("held_out", True)
+    where = "held-out data" if held_out else "data that was not held out of the decisions"
     parts = [
         Html(
             f"<p>Objective <b>{escape(assign['objective'])}</b> under a budget of {assign['max_drop_points']:g} points of "
             f"drop at {escape(assign['drift'])}: the MILP on the additive sensitivity model proposes, simulation measures, "
             f"the model is corrected and solved again, on the decision part of the data; the best candidates are then "
-            f"verified once on held-out data; {escape(verdict)}. Drops in percentage points; hover a mapping for "
+            f"verified once on {where}; {escape(verdict)}. Drops in percentage points; hover a mapping for "
             f"its layers.</p>"
         ),
         _attempts_table(assign["attempts"], chosen, assign["max_drop_points"]),

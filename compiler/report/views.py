@@ -180,6 +180,8 @@ def show_finetune(console: Console, report: dict, reports: dict[str, dict]) -> N
         f"Fine-tuning: {report['epochs']} epochs ({report['scope']} weights, {count_text(report['trainable_parameters'])} "
         f"parameters, paths {', '.join(report['paths'])}) on {report['device']}, {report['seconds']:.0f} s"
     )
+    if report.get("resumed_from_epoch"):
+        title += f", resumed after epoch {report['resumed_from_epoch']} from the checkpoint in the output folder"
     caption = f"metric in percent; final training loss {last['loss']:.3f}" if last else None
     console.print(_text_table(title, ("mapping", "before", "after", "change"), scores, caption))
     if layers:
@@ -224,7 +226,7 @@ def show_assign(console: Console, report: dict) -> None:
         f"{len(report['attempts'])} measured attempts, {verdict}{f'; [{colour}]{weights}[/]' if weights else ''}"
     )
     table = _attempt_table(
-        "Solver attempts (drops in points: measured on the decision data, verified held out; * = chosen)"
+        "Solver attempts (drops in points: measured on the decision data, then verified; * = chosen)"
     )
     _attempt_rows(table, report["attempts"], chosen)
     console.print(table)

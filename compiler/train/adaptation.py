@@ -250,12 +250,22 @@ def labels_of(net, input_names, inputs, train: Dataset, device) -> torch.Tensor 
     if train.labels is None:
         return None
     labels = np.asarray(train.labels)
-    if labels.dtype.kind not in "iub":
-        return torch.from_numpy(labels.astype(np.float32))
     net.set_mapping({})
     with torch.no_grad():
         first = [(inputs[n][:1] if inputs[n].dim() else inputs[n]).to(device) for n in input_names]
         classes = first_output(net(*first)).reshape(1, -1).shape[1]
+    if labels.dtype.kind == "f" and labels[0].size == classes == 1:  # one value per sample: a regression target
+        return torch.from_numpy(labels.astype(np.float32))
+    if labels[0].size == classes > 1:  # one-hot or soft rows, which scoring refuses too
+        raise HetmapError(
+            f"training data '{train.source}': labels 'y' have shape {list(labels.shape)}; give one class index "
+            "per sample (for one-hot rows: np.argmax(y, axis=1))"
+        )
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):  # the scorer's rule, too
+        raise HetmapError(
+            f"training data '{train.source}': labels 'y' must be class indices, or targets shaped like the "
+            f"model's {classes} outputs per sample (found the fraction {labels[labels != np.round(labels)][0]:g})"
+        )
     if labels.min() < 0 or labels.max() >= classes:
         raise HetmapError(
             f"training data '{train.source}': labels 'y' must be class indices 0..{classes - 1} "
