@@ -13,11 +13,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 
 from hetmap import Terminated, __version__
+from hetmap.cli_checks import check_json_path, given_flags
 from hetmap.cli_options import FiniteFloat, LearningRate, metric_option, sensitivity_option, workers_options
 from hetmap.driver import (
-    MAPPING_FILE,
     REPORT_HTML,
-    REPORTS_DIR,
     Adaptation,
     Decision,
     compile_model,
@@ -28,7 +27,7 @@ from hetmap.driver import (
 )
 from hetmap.errors import HetmapError
 from hetmap.graph.data import load_dataset
-from hetmap.graph.modelio import check_writable, read_model, write_json_atomic
+from hetmap.graph.modelio import read_model, write_json_atomic
 from hetmap.graph.shapes import fixed_batch, graph_inputs, parse_input_shape, resolve_input_shapes
 from hetmap.mapping.annotations import compiled_metric, read_target
 from hetmap.mapping.solver import OBJECTIVES
@@ -196,9 +195,9 @@ def compile(
     parse_drift(drift)
     if finetune_epochs and train is None:
         raise click.UsageError("--finetune needs training data: add --train train.npz")
-    unused = {"--train feeds --finetune only": _given(["train"] if not finetune_epochs else [])}
+    unused = {"--train feeds --finetune only": given_flags(["train"] if not finetune_epochs else [])}
     if mapping is not None:
-        flags = _given(["max_drop", "objective", "pareto", "verify", "confidence", "sensitivity"])
+        flags = given_flags(["max_drop", "objective", "pareto", "verify", "confidence", "sensitivity"])
         unused["--mapping fixes the mapping"] = flags
     for why, flags in unused.items():
         if flags:
@@ -303,7 +302,7 @@ def inspect(build_dir) -> None:
 def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address, device) -> None:
     """Run an annotated MODEL on the simulated hardware: accuracy per drift time."""
     json_path = json_path or model.with_name(f"{model.stem}.run.json")
-    _check_json_path(json_path, [model, data])
+    check_json_path(json_path, [model, data])
     annotated = read_model(model)
     target = read_target(annotated, str(model))
     dtypes = {value.name: value.dtype.numpy() for value in graph_inputs(annotated)}
@@ -335,30 +334,6 @@ def run(model, data, drift, seeds, seed, json_path, metric, workers, ray_address
     out.print(f"wrote {json_path}")
     if left_out:
         err.print(f"[yellow]note:[/] {escape(left_out)}", highlight=False, soft_wrap=True)
-
-
-def _given(names: list[str]) -> list[str]:
-    """The options among `names` the user wrote on the command line, as flags."""
-    context = click.get_current_context()
-    return [
-        f"--{name.replace('_', '-')}"
-        for name in names
-        if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
-    ]
-
-
-def _check_json_path(path: Path, inputs: list[Path]) -> None:
-    """The run's JSON may go anywhere writable but over what the run reads or a compile's own files."""
-    check_writable(path, "--json file", "--json")
-    resolved = path.resolve()
-    for source in inputs:
-        if source.exists() and resolved == source.resolve():
-            raise HetmapError(f"--json file '{path}' would overwrite the input '{source}'; choose another --json")
-    in_reports = resolved.parent.name == REPORTS_DIR
-    folder = path.parent.parent if in_reports else path.parent
-    compiled = (folder / REPORTS_DIR / "pipeline.json").exists()
-    if compiled and (in_reports or resolved.name in (MAPPING_FILE, REPORT_HTML)):
-        raise HetmapError(f"--json file '{path}' would overwrite a file of the compile in '{folder}'; choose another")
 
 
 @cli.group(invoke_without_command=True)

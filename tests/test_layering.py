@@ -34,7 +34,7 @@ LAYERS = (
     ("hetmap.passes",),
     ("hetmap.report",),
     ("hetmap.driver",),
-    ("hetmap.cli", "hetmap.cli_options", "hetmap.__main__"),
+    ("hetmap.cli", "hetmap.cli_options", "hetmap.cli_checks", "hetmap.__main__"),
 )
 
 
