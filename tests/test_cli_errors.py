@@ -360,3 +360,13 @@ def test_a_layer_without_weights_is_named_not_divided_by(hetmap):
     np.savez("d.npz", x=np.zeros((8, 0), np.float32))
     result = hetmap("compile", "m.onnx", "-t", "tiny", "--data", "d.npz")
     assert_one_line_error(result, "Gemm 'fc' is not (weight matrix is 0 x 10: it holds no weight)")
+
+
+def test_onnxruntime_refusing_the_inputs_keeps_the_lines_that_say_why(hetmap):
+    """A batch declared as 0: onnxruntime's reason (the index, the size got and expected) spans three lines."""
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["y"], name="fc", transB=1)]
+    weight = messy.init("W", np.ones((10, 16), np.float32))
+    onnx.save(messy.model(nodes, [messy.tensor("x", [0, 16])], [messy.tensor("y", [0, 10])], [weight]), "m.onnx")
+    np.savez("d.npz", x=np.zeros((8, 16), np.float32))
+    result = hetmap("compile", "m.onnx", "-t", "tiny", "--data", "d.npz")
+    assert_one_line_error(result, "onnxruntime cannot run the model", "index: 0", "Expected: 0")

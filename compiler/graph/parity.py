@@ -104,7 +104,7 @@ def run_model_batches(model: ir.Model, feeds: dict[str, np.ndarray], batch: int 
         try:
             yield session.run(None, {**weights, **part})
         except Exception as error:
-            reason = str(error).splitlines()[0]
+            reason = " ".join(str(error).split())  # its lines name the index and the size expected
             raise HetmapError(f"onnxruntime cannot run the model on these inputs: {reason}") from None
 
 

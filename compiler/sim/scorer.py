@@ -101,7 +101,7 @@ class Scorer:
         try:
             own = _predict(session_for(model, set(), feed_matrices=True), Chunks(dataset.inputs), {}, self.batch)
         except ORT_RUN_ERRORS as error:  # the data is what is new to the model here: a token id past the vocabulary
-            reason = str(error).splitlines()[0]
+            reason = " ".join(str(error).split())  # its lines name the index and the size expected
             raise HetmapError(f"onnxruntime cannot run the model on data file '{dataset.source}': {reason}") from None
         require_finite(own, f"the model's full-precision output on data file '{dataset.source}'")
         self.outputs = own  # these weights without noise
