@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hetmap.driver import MAPPING_FILE, REPORT_HTML, REPORTS_DIR
+from hetmap.driver import COMPLETION_REPORT, MAPPING_FILE, REPORT_HTML, REPORTS_DIR
 from hetmap.errors import HetmapError
 from hetmap.graph.modelio import check_writable
 
@@ -30,6 +30,6 @@ def check_json_path(path: Path, inputs: list[Path]) -> None:
             raise HetmapError(f"--json file '{path}' would overwrite the input '{source}'; choose another --json")
     in_reports = resolved.parent.name == REPORTS_DIR
     folder = path.parent.parent if in_reports else path.parent
-    compiled = (folder / REPORTS_DIR / "pipeline.json").exists()
+    compiled = (folder / REPORTS_DIR / f"{COMPLETION_REPORT}.json").exists()
     if compiled and (in_reports or resolved.name in (MAPPING_FILE, REPORT_HTML)):
         raise HetmapError(f"--json file '{path}' would overwrite a file of the compile in '{folder}'; choose another")

@@ -181,22 +181,23 @@ def _shared_samples(verify: Dataset | None, others: dict[str, Dataset | None]) -
     """What the --verify file shares with the other files, in words ('12 of its 40 samples with --data'), or ''."""
     if verify is None:
         return ""
-    rows = [
-        b"".join(np.ascontiguousarray(verify.inputs[name][k]).tobytes() for name in verify.inputs)
-        for k in range(verify.size)
-    ]
+    rows = _sample_keys(verify, sorted(verify.inputs))
     found = []
     for flag, other in others.items():
         if other is None or set(other.inputs) != set(verify.inputs):
             continue
-        seen = {
-            b"".join(np.ascontiguousarray(other.inputs[name][k]).tobytes() for name in verify.inputs)
-            for k in range(other.size)
-        }
+        seen = set(_sample_keys(other, sorted(verify.inputs)))
         count = sum(row in seen for row in rows)
         if count:
             found.append(f"{count} of its {verify.size} samples with {flag}")
     return " and ".join(found)
+
+
+def _sample_keys(dataset: Dataset, names: list[str]) -> list[bytes]:
+    """Each sample's bytes over the named inputs (a 0-d input is shared by every sample, not one of them)."""
+    arrays = [np.asarray(dataset.inputs[name]) for name in names]
+    per_sample = [array for array in arrays if array.ndim > 0]
+    return [b"".join(np.ascontiguousarray(array[k]).tobytes() for array in per_sample) for k in range(dataset.size)]
 
 
 def compile_model(

@@ -235,3 +235,13 @@ def test_run_scores_with_the_metric_the_compile_was_given_unless_told_otherwise(
     common = ("--data", "data.npz", "--seeds", "1", "--drift", "1d", "--json", "result.json")
     assert hetmap("run", mapped, *common).exit_code == 0 and result_json()["metric"] == "cosine"
     assert hetmap("run", mapped, *common, "--metric", "snr").exit_code == 0 and result_json()["metric"] == "snr"
+
+
+def test_a_verify_file_with_a_scalar_input_is_compared_sample_by_sample(hetmap):
+    """A 0-d input belongs to no sample: comparing the --verify file with --data indexed it and crashed."""
+    onnx.save(messy.multi_input_int64_scalar(), "model.onnx")
+    np.savez("data.npz", x=np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32), k=np.int64(3))
+    result = hetmap("compile", "model.onnx", "-t", "tiny", "--data", "data.npz", "--verify", "data.npz",
+                    "--allow-over-budget")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "shares 6 of its 6 samples with --data" in " ".join(result.stderr.split())

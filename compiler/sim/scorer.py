@@ -53,9 +53,9 @@ def _predict(
     With a `screen`, `feeds` are in its order and the run stops once no sample left can flip.
     """
     parts, track = [], None if screen is None else Track(screen)
+    output = session.get_outputs()[0].name
     for start in range(0, feeds.size, batch):
         run_feeds = {**feeds.get(start, start + batch), **getattr(session, "hetmap_feeds", {}), **extra}
-        output = session.get_outputs()[0].name
         parts.append(session.run([output], run_feeds)[0])
         if parts[-1].ndim == 0:  # one number for the whole batch: nothing to score per sample
             raise HetmapError(
